@@ -1,0 +1,213 @@
+"""Type stubs of the native module ``fastdec._core`` (checked by ``mypy.stubtest``)."""
+
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, final
+
+import numpy as np
+import numpy.typing as npt
+
+__version__: str
+#: Largest tree (nodes, root included) fastdec builds.
+MAX_NODES: int
+
+_IntArray = npt.NDArray[np.int32]
+_Ints = npt.ArrayLike
+_Floats = npt.ArrayLike
+
+@final
+class TokenTree:
+    """A draft tree: node 0 is the root, ``parents[i] < i``, siblings carry distinct tokens.
+
+    Args:
+        tokens: ``[N]`` token ids (>= 0), ``tokens[0]`` the root.
+        parents: ``[N]`` parent node ids, ``parents[0] == -1`` and ``0 <= parents[i] < i``.
+        scores: optional ``[N]`` float scores (probabilities, log-probabilities, counts) that
+            guide fusion, pruning and best-first selection.
+
+    Raises:
+        ValueError: a malformed tree; the message names the offending node.
+
+    >>> TokenTree([5, 6, 7], [-1, 0, 0]).num_leaves
+    2
+    """
+
+    def __init__(self, tokens: _Ints, parents: _Ints, *, scores: _Floats | None = None) -> None: ...
+    @staticmethod
+    def chain(tokens: _Ints) -> TokenTree:
+        """A linear draft: ``tokens[0]`` is the root, every later token the child of the one before."""
+    @staticmethod
+    def from_candidates(
+        tokens: _Ints,
+        parents: _Ints,
+        scores: _Floats,
+        *,
+        budget: int,
+        max_depth: int | None = None,
+        score_mode: str = "logprob",
+    ) -> TokenTree:
+        """Best-first selection of ``budget`` nodes from a scored candidate expansion (EAGLE-2 rerank).
+
+        Args:
+            tokens, parents: the candidate tree (parents-first, distinct siblings).
+            scores: ``[N]`` per-edge scores: log-probabilities (``score_mode="logprob"``, path
+                score = sum), probabilities (``"prob"``, product) or path scores (``"path"``).
+            budget: nodes to keep, root included.
+            max_depth: drop candidates deeper than this.
+
+        Returns:
+            The ancestor-closed subtree of the best candidates in their original order, with
+            path scores as ``scores``.
+        """
+    @staticmethod
+    def best_first(
+        root: int,
+        expand: Callable[[list[int]], Iterable[tuple[int, float]]],
+        *,
+        budget: int,
+        max_depth: int,
+        score_mode: str = "logprob",
+    ) -> TokenTree:
+        """Best-first expansion (DySpec): grow the tree one best-scoring node at a time.
+
+        ``expand(path_tokens)`` returns the candidate children ``(token, edge score)`` of the node
+        reached by ``path_tokens`` (root first); it is called once per added node above
+        ``max_depth``. Repeated sibling tokens are skipped.
+        """
+    @staticmethod
+    def fuse(trees: Sequence[TokenTree], *, budget: int | None = None, combine: str = "sum") -> TokenTree:
+        """Merges trees with one root token: equal prefixes share a node, scores combine.
+
+        Trees without scores count 1.0 per node, so ``combine="sum"`` counts how many trees
+        propose each path. With ``budget``, the fused tree is pruned best-first by score.
+        """
+    @property
+    def num_nodes(self) -> int: ...
+    @property
+    def max_depth(self) -> int: ...
+    @property
+    def num_leaves(self) -> int: ...
+    @property
+    def root_token(self) -> int: ...
+    @property
+    def tokens(self) -> _IntArray:
+        """``[N] int32`` tokens (read-only view)."""
+    @property
+    def parents(self) -> _IntArray:
+        """``[N] int32`` parent ids, -1 for the root (read-only view)."""
+    @property
+    def depth(self) -> _IntArray:
+        """``[N] int32`` depths, 0 for the root (read-only view)."""
+    @property
+    def first_child(self) -> _IntArray:
+        """``[N] int32`` lowest-index child of every node, -1 for leaves (read-only view)."""
+    @property
+    def next_sibling(self) -> _IntArray:
+        """``[N] int32`` next higher-index sibling, -1 for none (read-only view)."""
+    @property
+    def scores(self) -> npt.NDArray[np.float32] | None:
+        """``[N] float32`` scores if the tree has them (read-only view)."""
+    def leaf_paths(self) -> _IntArray:
+        """``[num_leaves, max_depth + 1] int32`` root-to-leaf node paths padded with -1
+        (Medusa/EAGLE "retrieve indices"), one row per leaf in ascending leaf id (read-only view)."""
+    def position_ids(self, prefix_len: int = 0) -> _IntArray:
+        """``[N] int32`` position ids ``prefix_len + depth``."""
+    def ancestor_bits(self) -> _IntArray:
+        """``[N, (N + 31) // 32] int32`` packed ancestor-or-self rows: bit ``j % 32`` of word
+        ``j // 32`` of row ``i`` is set iff node ``j`` is on the path to node ``i``."""
+    def ancestor_mask(self) -> npt.NDArray[np.bool_]:
+        """``[N, N] bool`` dense ancestor-or-self mask."""
+    def additive_mask(self, prefix_len: int = 0, dtype: Any = None) -> npt.NDArray[Any]:
+        """``[N, prefix_len + N]`` additive attention mask: 0 where visible (every prefix column
+        and each node's ancestors-or-self), ``finfo(dtype).min`` elsewhere.
+
+        Args:
+            prefix_len: cached tokens before the root.
+            dtype: ``"float32"`` (default), ``"float64"``, ``"float16"`` or ``"bfloat16"`` (a
+                name, numpy dtype or torch dtype). bfloat16 comes back as ``uint16`` bit
+                patterns: ``torch.from_numpy(m).view(torch.bfloat16)``.
+        """
+    def chain_view(self, leaf: int | None = None) -> _IntArray:
+        """Node ids of the root-to-``leaf`` path (default: the deepest leaf, lowest id on ties)."""
+    def padded(self, size: int, *, pad_id: int = 0, prefix_len: int = 0) -> tuple[_IntArray, npt.NDArray[np.bool_], _IntArray]:
+        """SGLang-style fixed-size form: ``tokens [size]``, ``mask [size, size] bool`` (padded
+        rows see only themselves, so no row is fully masked) and ``positions [size]``."""
+    def verify_greedy(self, target_argmax: _Ints) -> tuple[_IntArray, int, int]:
+        """Greedy verification.
+
+        Args:
+            target_argmax: ``[N] int32`` the target's argmax token at every node.
+
+        Returns:
+            ``(accepted_nodes, num_accepted, bonus_token)``: accepted node ids root first
+            (``[num_accepted + 1] int32``), the number of accepted drafts, and the token to
+            emit after them.
+        """
+    def best_first_subtree(self, budget: int, *, max_depth: int | None = None) -> TokenTree:
+        """The ``budget`` best nodes chosen best-first by score (breadth-first without scores)."""
+    def __len__(self) -> int: ...
+    def __eq__(self, other: object) -> bool: ...
+    def __hash__(self) -> int: ...
+
+@final
+class TreeTemplate:
+    """A static tree of candidate *ranks* (Medusa "choices", Token Recycling "2.2.2").
+
+    Args:
+        paths: rank paths of the non-root nodes, e.g. ``[[0], [1], [0, 0]]``; every proper
+            prefix must be listed. Nodes are ordered by (depth, ranks).
+    """
+
+    def __init__(self, paths: Sequence[Sequence[int]]) -> None: ...
+    @staticmethod
+    def token_recycling() -> TreeTemplate:
+        """Token Recycling's 81-node "2.2.2" template (Luo et al. 2024)."""
+    @staticmethod
+    def optimal(acceptance: _Floats, *, budget: int, max_depth: int) -> TreeTemplate:
+        """Sequoia's DP-optimal template; see :func:`optimal_template`."""
+    def expected_accepted(self, acceptance: _Floats) -> float:
+        """Expected accepted drafts per step under per-rank (or ``[depth, rank]``) acceptance."""
+    @property
+    def optimal_value(self) -> float | None:
+        """Expected accepted drafts under the table the template was optimised for."""
+    @property
+    def num_nodes(self) -> int: ...
+    @property
+    def num_ranks(self) -> int: ...
+    @property
+    def max_depth(self) -> int: ...
+    @property
+    def parents(self) -> _IntArray: ...
+    @property
+    def depth(self) -> _IntArray: ...
+    @property
+    def ranks(self) -> _IntArray: ...
+    def paths(self) -> list[list[int]]: ...
+    def fill(self, tokens: _Ints) -> TokenTree:
+        """A tree from ``[N]`` tokens (root first) sharing this template's shape and buffers.
+        Siblings with equal tokens are merged (subtrees united) instead of rejected."""
+    def fill_ranked(self, root: int, candidates: npt.NDArray[np.int32]) -> TokenTree:
+        """Medusa-style fill from ``candidates [max_depth, k] int32``: the node at depth ``d``
+        with rank ``r`` takes ``candidates[d - 1, r]``."""
+    def __len__(self) -> int: ...
+
+def verify_greedy_batch(trees: Sequence[TokenTree], target_argmax: _Ints) -> tuple[_IntArray, _IntArray, _IntArray]:
+    """Greedy verification of many trees.
+
+    Args:
+        trees: ``B`` trees.
+        target_argmax: ``[sum of num_nodes] int32``, every tree's per-node argmax concatenated.
+
+    Returns:
+        ``accepted_nodes [B, max(max_depth) + 1]`` (padded with -1), ``num_accepted [B]`` and
+        ``bonus_token [B]``, all int32.
+    """
+
+def optimal_template(acceptance: _Floats, *, budget: int, max_depth: int) -> TreeTemplate:
+    """The template maximising expected accepted tokens (Sequoia, arXiv 2402.12374).
+
+    Args:
+        acceptance: ``[ranks]`` or ``[depths, ranks]`` probabilities that the rank-``r`` child
+            of an accepted node (at depth ``d``) is accepted; deeper levels reuse the last row.
+        budget: nodes, root included.
+        max_depth: depth limit.
+    """

@@ -1,0 +1,131 @@
+//! Attention-mask outputs of a tree: dense bool, additive float in a requested dtype, and the
+//! SGLang-style padded form. All are O(N * depth) ancestor walks over pre-filled rows.
+
+use super::token_tree::{checked_prefix, TokenTree};
+use crate::{Error, Result, TokenId, MAX_NODES};
+
+/// Element dtypes of the additive mask. `BFloat16` and `Float16` are returned as raw 16-bit
+/// patterns (`u16`), which torch reinterprets with `.view(torch.bfloat16)` / numpy with
+/// `.view(np.float16)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MaskDtype {
+    /// IEEE single precision.
+    Float32,
+    /// IEEE double precision.
+    Float64,
+    /// IEEE half precision, as bits.
+    Float16,
+    /// bfloat16, as bits.
+    BFloat16,
+}
+
+impl MaskDtype {
+    /// Parses `float32`/`float64`/`float16`/`bfloat16` (also `f32`, `half`, `torch.float16`, ...).
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] naming the unknown dtype.
+    pub fn parse(name: &str) -> Result<Self> {
+        let name = name.strip_prefix("torch.").unwrap_or(name);
+        Ok(match name {
+            "float32" | "f32" | "float" | "single" => MaskDtype::Float32,
+            "float64" | "f64" | "double" => MaskDtype::Float64,
+            "float16" | "f16" | "half" => MaskDtype::Float16,
+            "bfloat16" | "bf16" => MaskDtype::BFloat16,
+            _ => return Err(Error::arg("dtype", name, "one of float32, float64, float16, bfloat16")),
+        })
+    }
+
+    /// Bit pattern of `finfo(dtype).min` for the 16-bit types.
+    pub fn min_bits16(self) -> u16 {
+        match self {
+            MaskDtype::Float16 => 0xFBFF,  // -65504
+            _ => 0xFF7F,                   // bfloat16 -3.3895e38
+        }
+    }
+}
+
+/// The SGLang-style fixed-size form of a tree.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Padded {
+    /// `[size]` tokens, padded with the pad token.
+    pub tokens: Vec<i32>,
+    /// `[size, size]` row-major; padded rows see only themselves (no fully masked row, so no NaN).
+    pub mask: Vec<bool>,
+    /// `[size]` position ids; padded slots get `prefix_len`.
+    pub positions: Vec<i32>,
+}
+
+impl TokenTree {
+    /// Dense ancestor-or-self mask, `[N, N]` row-major: `mask[i][j]` iff `j` is on the path to `i`.
+    pub fn ancestor_mask(&self) -> Vec<bool> {
+        let n = self.num_nodes();
+        let mut out = vec![false; n * n];
+        for (i, row) in out.chunks_exact_mut(n).enumerate() {
+            self.shape.for_each_ancestor(i, |j| row[j] = true);
+        }
+        out
+    }
+
+    /// Writes the additive attention mask `[N, prefix_len + N]` row-major into `out`: `zero`
+    /// where visible (every prefix column, and the ancestors-or-self of each node), `min`
+    /// elsewhere. This is the 4D-mask block transformers adds to the attention scores.
+    ///
+    /// # Errors
+    /// [`Error::LengthMismatch`] if `out` has the wrong size.
+    pub fn additive_mask_into<T: Copy>(&self, prefix_len: usize, zero: T, min: T, out: &mut [T]) -> Result<()> {
+        let n = self.num_nodes();
+        let width = prefix_len + n;
+        if out.len() != n * width {
+            return Err(Error::LengthMismatch { what: "mask output", expected: n * width, got: out.len() });
+        }
+        for (i, row) in out.chunks_exact_mut(width).enumerate() {
+            let (prefix, block) = row.split_at_mut(prefix_len);
+            prefix.fill(zero);
+            block.fill(min);
+            self.shape.for_each_ancestor(i, |j| block[j] = zero);
+        }
+        Ok(())
+    }
+
+    /// Number of elements of the additive mask for `prefix_len`, if it stays within bounds.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] when positions overflow int32 or the mask would exceed
+    /// `MAX_NODES * (1 << 20)` elements.
+    pub fn additive_mask_len(&self, prefix_len: usize) -> Result<usize> {
+        checked_prefix(prefix_len, self.max_depth())?;
+        let n = self.num_nodes();
+        match n.checked_mul(prefix_len + n) {
+            Some(len) if len <= MAX_NODES << 20 => Ok(len),
+            _ => Err(Error::arg("prefix_len", prefix_len, format!("the [{n}, prefix_len + {n}] mask is too large"))),
+        }
+    }
+
+    /// The tree padded to `size` slots (the `draft_token_num` form of `SGLang`).
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] if `size < N` or `size > MAX_NODES`, or positions overflow.
+    pub fn padded(&self, size: usize, pad_token: TokenId, prefix_len: usize) -> Result<Padded> {
+        let n = self.num_nodes();
+        if size < n || size > MAX_NODES {
+            return Err(Error::arg("size", size, format!("must be in [{n}, {MAX_NODES}] for a tree of {n} nodes")));
+        }
+        if pad_token > crate::MAX_TOKEN_ID {
+            return Err(Error::arg("pad_id", pad_token, "token ids must be in [0, 2147483647]"));
+        }
+        let base = checked_prefix(prefix_len, self.max_depth())?;
+        let mut tokens: Vec<i32> = self.tokens.iter().map(|&t| t as i32).collect();
+        tokens.resize(size, pad_token as i32);
+        let mut positions: Vec<i32> = self.depth().iter().map(|&d| base + d).collect();
+        positions.resize(size, base);
+        let mut mask = vec![false; size * size];
+        for (i, row) in mask.chunks_exact_mut(size).enumerate() {
+            if i < n {
+                self.shape.for_each_ancestor(i, |j| row[j] = true);
+            } else {
+                row[i] = true;
+            }
+        }
+        Ok(Padded { tokens, mask, positions })
+    }
+}

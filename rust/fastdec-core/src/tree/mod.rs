@@ -1,0 +1,17 @@
+//! Token trees: representation, derived buffers, construction, verification.
+
+mod build;
+mod mask;
+mod sequoia;
+mod shape;
+mod template;
+mod token_tree;
+mod verify;
+
+pub use build::{fuse, ScoreCombine, ScoreMode};
+pub use mask::{MaskDtype, Padded};
+pub use sequoia::{optimal_template, AcceptanceTable};
+pub use shape::{AncestorBits, Children, TreeShape};
+pub use template::TreeTemplate;
+pub use token_tree::TokenTree;
+pub use verify::{verify_greedy_batch, GreedyVerification};

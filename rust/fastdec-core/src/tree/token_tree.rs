@@ -1,0 +1,220 @@
+//! `TokenTree`: a validated draft tree (tokens + shared shape + optional per-node scores).
+
+use std::sync::Arc;
+
+use super::shape::{AncestorBits, TreeShape};
+use crate::{Error, Result, TokenId, MAX_TOKEN_ID};
+
+/// A draft tree: node 0 is the root (the last accepted token), parents come first and siblings
+/// carry distinct tokens. Cheap to clone: the shape is shared.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TokenTree {
+    pub(crate) shape: Arc<TreeShape>,
+    pub(crate) tokens: Vec<TokenId>,
+    pub(crate) scores: Option<Vec<f32>>,
+}
+
+impl TokenTree {
+    /// Builds a tree from per-node tokens and parents.
+    ///
+    /// # Errors
+    /// Any parent-array error of [`TreeShape::new`], [`Error::LengthMismatch`], a token above
+    /// [`MAX_TOKEN_ID`], or [`Error::DuplicateSibling`].
+    pub fn new(tokens: Vec<TokenId>, parents: Vec<i32>) -> Result<Self> {
+        if tokens.len() != parents.len() {
+            return Err(Error::LengthMismatch { what: "tokens", expected: parents.len(), got: tokens.len() });
+        }
+        Self::from_shape(Arc::new(TreeShape::new(parents)?), tokens)
+    }
+
+    /// A linear draft: `tokens[0]` is the root, each later token the child of the one before.
+    ///
+    /// # Errors
+    /// [`Error::Empty`] or [`Error::TooManyNodes`].
+    pub fn chain(tokens: Vec<TokenId>) -> Result<Self> {
+        if tokens.is_empty() {
+            return Err(Error::Empty { what: "tokens" });
+        }
+        if tokens.len() > crate::MAX_NODES {
+            return Err(Error::TooManyNodes { what: "tree", num_nodes: tokens.len(), max: crate::MAX_NODES });
+        }
+        check_token_range(&tokens)?;
+        Ok(TokenTree { shape: Arc::new(TreeShape::chain(tokens.len())), tokens, scores: None })
+    }
+
+    /// Attaches a shared, validated shape to tokens, checking token range and sibling distinctness.
+    pub(crate) fn from_shape(shape: Arc<TreeShape>, tokens: Vec<TokenId>) -> Result<Self> {
+        if tokens.len() != shape.num_nodes() {
+            return Err(Error::LengthMismatch { what: "tokens", expected: shape.num_nodes(), got: tokens.len() });
+        }
+        check_token_range(&tokens)?;
+        if let Some((parent, first, second)) = first_duplicate_sibling(&shape, &tokens) {
+            return Err(Error::DuplicateSibling { parent, first, second, token: tokens[second] });
+        }
+        Ok(TokenTree { shape, tokens, scores: None })
+    }
+
+    /// Attaches per-node scores (probabilities, log-probabilities, counts: any order-preserving
+    /// value). Scores guide fusion, pruning and best-first selection.
+    ///
+    /// # Errors
+    /// [`Error::LengthMismatch`] or [`Error::InvalidValue`] for a NaN.
+    pub fn with_scores(mut self, scores: Vec<f32>) -> Result<Self> {
+        if scores.len() != self.num_nodes() {
+            return Err(Error::LengthMismatch { what: "scores", expected: self.num_nodes(), got: scores.len() });
+        }
+        if let Some(index) = scores.iter().position(|s| s.is_nan()) {
+            return Err(Error::InvalidValue {
+                what: "score",
+                index,
+                value: "nan".into(),
+                expected: "scores must not be NaN",
+            });
+        }
+        self.scores = Some(scores);
+        Ok(self)
+    }
+
+    /// Number of nodes, root included.
+    pub fn num_nodes(&self) -> usize {
+        self.tokens.len()
+    }
+    /// Token of every node.
+    pub fn tokens(&self) -> &[TokenId] {
+        &self.tokens
+    }
+    /// The root token.
+    pub fn root_token(&self) -> TokenId {
+        self.tokens[0]
+    }
+    /// Per-node scores, if any.
+    pub fn scores(&self) -> Option<&[f32]> {
+        self.scores.as_deref()
+    }
+    /// The shared shape (parents and derived buffers).
+    pub fn shape(&self) -> &Arc<TreeShape> {
+        &self.shape
+    }
+    /// `parents[i]`, -1 for the root.
+    pub fn parents(&self) -> &[i32] {
+        self.shape.parents()
+    }
+    /// Depth of every node.
+    pub fn depth(&self) -> &[i32] {
+        self.shape.depth()
+    }
+    /// Largest depth.
+    pub fn max_depth(&self) -> usize {
+        self.shape.max_depth()
+    }
+    /// Ancestor-or-self bit rows.
+    pub fn ancestor_bits(&self) -> &AncestorBits {
+        self.shape.ancestor_bits()
+    }
+    /// Root-to-leaf paths padded with -1, `[num_leaves, max_depth + 1]` row-major.
+    pub fn leaf_paths(&self) -> &[i32] {
+        self.shape.leaf_paths()
+    }
+
+    /// The child of `node` carrying `token`, if any.
+    pub fn find_child(&self, node: usize, token: TokenId) -> Option<usize> {
+        self.shape.children(node).find(|&c| self.tokens[c] == token)
+    }
+
+    /// Position ids `prefix_len + depth` for the verification forward (siblings share one).
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] when a position would not fit in int32.
+    pub fn position_ids(&self, prefix_len: usize) -> Result<Vec<i32>> {
+        let base = checked_prefix(prefix_len, self.max_depth())?;
+        Ok(self.depth().iter().map(|&d| base + d).collect())
+    }
+
+    /// The root-to-leaf path (node ids) ending at `leaf`, or by default at the deepest leaf
+    /// (ties go to the lowest leaf id: in rank-ordered templates, the rank-0 chain). This is the
+    /// linear draft for consumers that verify chains only.
+    ///
+    /// # Errors
+    /// [`Error::IndexOutOfRange`] if `leaf` is not a node; [`Error::InvalidArgument`] if it has
+    /// children.
+    pub fn chain_view(&self, leaf: Option<usize>) -> Result<Vec<i32>> {
+        let depth = self.depth();
+        let leaf = match leaf {
+            Some(l) if l >= self.num_nodes() => {
+                return Err(Error::IndexOutOfRange {
+                    what: "leaf",
+                    index: l as i64,
+                    len: self.num_nodes(),
+                    of: "nodes",
+                })
+            }
+            Some(l) if self.shape.first_child()[l] >= 0 => {
+                return Err(Error::arg("leaf", l, "the node has children; pass a leaf"))
+            }
+            Some(l) => l,
+            None => {
+                let mut best = 0usize;
+                for &l in self.shape.leaves() {
+                    if depth[l as usize] > depth[best] {
+                        best = l as usize;
+                    }
+                }
+                best
+            }
+        };
+        let mut path = vec![0i32; depth[leaf] as usize + 1];
+        let mut d = path.len();
+        self.shape.for_each_ancestor(leaf, |j| {
+            d -= 1;
+            path[d] = j as i32;
+        });
+        Ok(path)
+    }
+}
+
+/// `prefix_len` as the int32 base position, if `prefix_len + max_depth` fits in int32.
+pub(crate) fn checked_prefix(prefix_len: usize, max_depth: usize) -> Result<i32> {
+    match prefix_len.checked_add(max_depth) {
+        Some(last) if i32::try_from(last).is_ok() => Ok(prefix_len as i32),
+        _ => Err(Error::arg("prefix_len", prefix_len, "prefix_len + max_depth must fit in int32")),
+    }
+}
+
+fn check_token_range(tokens: &[TokenId]) -> Result<()> {
+    match tokens.iter().position(|&t| t > MAX_TOKEN_ID) {
+        Some(index) => Err(Error::InvalidValue {
+            what: "token",
+            index,
+            value: tokens[index].to_string(),
+            expected: "token ids must be in [0, 2147483647]",
+        }),
+        None => Ok(()),
+    }
+}
+
+/// The first `(parent, earlier sibling, later sibling)` whose tokens are equal, if any.
+pub(crate) fn first_duplicate_sibling(shape: &TreeShape, tokens: &[TokenId]) -> Option<(usize, usize, usize)> {
+    let mut group: Vec<(TokenId, usize)> = Vec::new();
+    for p in 0..shape.num_nodes() {
+        let mut children = shape.children(p);
+        let Some(first) = children.next() else { continue };
+        let Some(second) = children.next() else { continue };
+        // Small sibling groups (the common case) compare pairwise; large ones sort.
+        group.clear();
+        group.extend([first, second].into_iter().chain(children).map(|c| (tokens[c], c)));
+        if group.len() <= 16 {
+            for (k, &(t, c)) in group.iter().enumerate() {
+                if let Some(&(_, earlier)) = group[..k].iter().find(|&&(u, _)| u == t) {
+                    return Some((p, earlier, c));
+                }
+            }
+        } else {
+            group.sort_unstable();
+            let dup = group.windows(2).filter(|w| w[0].0 == w[1].0).map(|w| (w[0].1, w[1].1)).min_by_key(|&(_, b)| b);
+            if let Some((a, b)) = dup {
+                return Some((p, a, b));
+            }
+        }
+    }
+    None
+}

@@ -1,0 +1,24 @@
+//! `fastdec._core`: the thin PyO3 binding of fastdec-core. It converts types, releases the GIL
+//! around real work and maps errors; all logic lives in the core crate.
+
+mod convert;
+mod error;
+mod tree;
+
+use pyo3::prelude::*;
+
+/// The native module. Public names are re-exported (and documented) by `fastdec`.
+#[pymodule]
+mod _core {
+    #[pymodule_export]
+    use super::tree::{optimal_template, verify_greedy_batch, PyTokenTree, PyTreeTemplate};
+
+    use pyo3::prelude::*;
+
+    #[pymodule_init]
+    fn init(m: &Bound<'_, PyModule>) -> PyResult<()> {
+        m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+        m.add("MAX_NODES", fastdec_core::MAX_NODES)?;
+        Ok(())
+    }
+}

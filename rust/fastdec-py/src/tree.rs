@@ -1,0 +1,440 @@
+//! Bindings of token trees, templates and greedy verification.
+
+use fastdec_core::{
+    fuse, AcceptanceTable, MaskDtype, ScoreCombine, ScoreMode, TokenId, TokenTree, TreeTemplate,
+};
+use half::f16;
+use numpy::ndarray::Array2;
+use numpy::{IntoPyArray, PyArray1, PyArray2, PyArrayDyn, PyArrayMethods, PyUntypedArrayMethods};
+use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyList, PyTuple};
+
+use crate::convert::{f32_vec, i32_vec, maybe_detach, token_vec, tokens_as_i32, view1, view2};
+use crate::error::to_py;
+
+/// A draft tree (see `fastdec.TokenTree` for the documentation).
+#[pyclass(name = "TokenTree", module = "fastdec._core", frozen)]
+pub struct PyTokenTree {
+    pub inner: TokenTree,
+}
+
+impl From<TokenTree> for PyTokenTree {
+    fn from(inner: TokenTree) -> Self {
+        PyTokenTree { inner }
+    }
+}
+
+fn owned2<T: numpy::Element>(py: Python<'_>, data: Vec<T>, rows: usize, cols: usize) -> Bound<'_, PyArray2<T>> {
+    Array2::from_shape_vec((rows, cols), data).expect("rows * cols == len").into_pyarray(py)
+}
+
+fn fill_mask<T: Copy + Send + Sync>(py: Python<'_>, tree: &TokenTree, prefix_len: usize, len: usize, zero: T, min: T) -> PyResult<Vec<T>> {
+    maybe_detach(py, len, || {
+        let mut out = vec![zero; len];
+        tree.additive_mask_into(prefix_len, zero, min, &mut out).map(|()| out)
+    })
+    .map_err(to_py)
+}
+
+fn dtype_name(dtype: &Bound<'_, PyAny>) -> PyResult<String> {
+    if let Ok(s) = dtype.extract::<String>() {
+        return Ok(s);
+    }
+    // numpy dtypes and scalar types have `.name` / `__name__`; torch dtypes print as torch.float16.
+    for attr in ["name", "__name__"] {
+        if let Ok(s) = dtype.getattr(attr).and_then(|a| a.extract::<String>()) {
+            return Ok(s);
+        }
+    }
+    Ok(dtype.str()?.to_string())
+}
+
+#[pymethods]
+impl PyTokenTree {
+    #[new]
+    #[pyo3(signature = (tokens, parents, *, scores = None))]
+    fn new(tokens: &Bound<'_, PyAny>, parents: &Bound<'_, PyAny>, scores: Option<&Bound<'_, PyAny>>) -> PyResult<Self> {
+        let tokens = token_vec(tokens, "tokens")?;
+        let parents = i32_vec(parents, "parents")?;
+        let mut tree = TokenTree::new(tokens, parents).map_err(to_py)?;
+        if let Some(s) = scores {
+            tree = tree.with_scores(f32_vec(s, "scores")?).map_err(to_py)?;
+        }
+        Ok(tree.into())
+    }
+
+    #[staticmethod]
+    fn chain(tokens: &Bound<'_, PyAny>) -> PyResult<Self> {
+        Ok(TokenTree::chain(token_vec(tokens, "tokens")?).map_err(to_py)?.into())
+    }
+
+    #[staticmethod]
+    #[pyo3(signature = (tokens, parents, scores, *, budget, max_depth = None, score_mode = "logprob"))]
+    fn from_candidates(
+        py: Python<'_>,
+        tokens: &Bound<'_, PyAny>,
+        parents: &Bound<'_, PyAny>,
+        scores: &Bound<'_, PyAny>,
+        budget: usize,
+        max_depth: Option<usize>,
+        score_mode: &str,
+    ) -> PyResult<Self> {
+        let mode = ScoreMode::parse(score_mode).map_err(to_py)?;
+        let tokens = token_vec(tokens, "tokens")?;
+        let parents = i32_vec(parents, "parents")?;
+        let scores = f32_vec(scores, "scores")?;
+        let work = tokens.len() * 8;
+        maybe_detach(py, work, move || {
+            TokenTree::new(tokens, parents)?.with_scores(scores)?.with_path_scores(mode)?.best_first_subtree(budget, max_depth)
+        })
+        .map(Into::into)
+        .map_err(to_py)
+    }
+
+    #[staticmethod]
+    #[pyo3(signature = (root, expand, *, budget, max_depth, score_mode = "logprob"))]
+    fn best_first(
+        root: i64,
+        expand: &Bound<'_, PyAny>,
+        budget: usize,
+        max_depth: usize,
+        score_mode: &str,
+    ) -> PyResult<Self> {
+        let mode = ScoreMode::parse(score_mode).map_err(to_py)?;
+        let root = TokenId::try_from(root)
+            .ok()
+            .filter(|&t| t <= fastdec_core::MAX_TOKEN_ID)
+            .ok_or_else(|| PyValueError::new_err(format!("root token {root} must be in [0, 2147483647]")))?;
+        let mut py_err: Option<PyErr> = None;
+        let result = TokenTree::best_first_expand(root, budget, max_depth, mode, |path, out| {
+            let mut call = || -> PyResult<()> {
+                let children = expand.call1((PyList::new(expand.py(), path)?,))?;
+                for item in children.try_iter()? {
+                    let (token, score): (i64, f64) = item?.extract().map_err(|_| {
+                        PyTypeError::new_err("expand must return an iterable of (token, score) pairs")
+                    })?;
+                    let token = u32::try_from(token)
+                        .map_err(|_| PyValueError::new_err(format!("expand returned token {token}; token ids must be >= 0")))?;
+                    out.push((token, score as f32));
+                }
+                Ok(())
+            };
+            call().map_err(|e| {
+                py_err = Some(e);
+                fastdec_core::Error::Empty { what: "expansion (Python error)" }
+            })
+        });
+        match (result, py_err) {
+            (_, Some(e)) => Err(e),
+            (r, None) => Ok(r.map_err(to_py)?.into()),
+        }
+    }
+
+    #[staticmethod]
+    #[pyo3(signature = (trees, *, budget = None, combine = "sum"))]
+    fn fuse(py: Python<'_>, trees: Vec<PyRef<'_, PyTokenTree>>, budget: Option<usize>, combine: &str) -> PyResult<Self> {
+        let combine = match combine {
+            "sum" => ScoreCombine::Sum,
+            "max" => ScoreCombine::Max,
+            other => return Err(PyValueError::new_err(format!("invalid combine = {other}: one of 'sum', 'max'"))),
+        };
+        let refs: Vec<&TokenTree> = trees.iter().map(|t| &t.inner).collect();
+        let work: usize = refs.iter().map(|t| t.num_nodes()).sum::<usize>() * 16;
+        maybe_detach(py, work, || fuse(&refs, combine, budget)).map(Into::into).map_err(to_py)
+    }
+
+    #[getter]
+    fn num_nodes(&self) -> usize {
+        self.inner.num_nodes()
+    }
+    #[getter]
+    fn max_depth(&self) -> usize {
+        self.inner.max_depth()
+    }
+    #[getter]
+    fn num_leaves(&self) -> usize {
+        self.inner.shape().leaves().len()
+    }
+    #[getter]
+    fn root_token(&self) -> u32 {
+        self.inner.root_token()
+    }
+    #[getter]
+    fn tokens<'py>(slf: &Bound<'py, Self>) -> Bound<'py, PyArray1<i32>> {
+        view1(slf.as_any(), tokens_as_i32(slf.get().inner.tokens()))
+    }
+    #[getter]
+    fn parents<'py>(slf: &Bound<'py, Self>) -> Bound<'py, PyArray1<i32>> {
+        view1(slf.as_any(), slf.get().inner.parents())
+    }
+    #[getter]
+    fn depth<'py>(slf: &Bound<'py, Self>) -> Bound<'py, PyArray1<i32>> {
+        view1(slf.as_any(), slf.get().inner.depth())
+    }
+    #[getter]
+    fn first_child<'py>(slf: &Bound<'py, Self>) -> Bound<'py, PyArray1<i32>> {
+        view1(slf.as_any(), slf.get().inner.shape().first_child())
+    }
+    #[getter]
+    fn next_sibling<'py>(slf: &Bound<'py, Self>) -> Bound<'py, PyArray1<i32>> {
+        view1(slf.as_any(), slf.get().inner.shape().next_sibling())
+    }
+    #[getter]
+    fn scores<'py>(slf: &Bound<'py, Self>) -> Option<Bound<'py, PyArray1<f32>>> {
+        slf.get().inner.scores().map(|s| view1(slf.as_any(), s))
+    }
+
+    fn leaf_paths<'py>(slf: &Bound<'py, Self>) -> Bound<'py, PyArray2<i32>> {
+        let shape = slf.get().inner.shape();
+        view2(slf.as_any(), shape.leaf_paths(), shape.leaves().len(), shape.leaf_path_width())
+    }
+
+    #[pyo3(signature = (prefix_len = 0))]
+    fn position_ids<'py>(&self, py: Python<'py>, prefix_len: usize) -> PyResult<Bound<'py, PyArray1<i32>>> {
+        Ok(self.inner.position_ids(prefix_len).map_err(to_py)?.into_pyarray(py))
+    }
+
+    fn ancestor_bits<'py>(&self, py: Python<'py>) -> Bound<'py, PyArray2<i32>> {
+        let n = self.inner.num_nodes();
+        owned2(py, self.inner.ancestor_bits().to_i32_words(n), n, n.div_ceil(32))
+    }
+
+    fn ancestor_mask<'py>(&self, py: Python<'py>) -> Bound<'py, PyArray2<bool>> {
+        let n = self.inner.num_nodes();
+        let mask = maybe_detach(py, n * n, || self.inner.ancestor_mask());
+        owned2(py, mask, n, n)
+    }
+
+    #[pyo3(signature = (prefix_len = 0, dtype = None))]
+    fn additive_mask<'py>(&self, py: Python<'py>, prefix_len: usize, dtype: Option<&Bound<'py, PyAny>>) -> PyResult<Bound<'py, PyAny>> {
+        let dtype = match dtype {
+            None => MaskDtype::Float32,
+            Some(d) => MaskDtype::parse(&dtype_name(d)?).map_err(to_py)?,
+        };
+        let len = self.inner.additive_mask_len(prefix_len).map_err(to_py)?;
+        let (rows, cols) = (self.inner.num_nodes(), prefix_len + self.inner.num_nodes());
+        let t = &self.inner;
+        Ok(match dtype {
+            MaskDtype::Float32 => owned2(py, fill_mask(py, t, prefix_len, len, 0.0f32, f32::MIN)?, rows, cols).into_any(),
+            MaskDtype::Float64 => owned2(py, fill_mask(py, t, prefix_len, len, 0.0f64, f64::MIN)?, rows, cols).into_any(),
+            MaskDtype::Float16 => {
+                let min = f16::from_bits(dtype.min_bits16());
+                owned2(py, fill_mask(py, t, prefix_len, len, f16::ZERO, min)?, rows, cols).into_any()
+            }
+            MaskDtype::BFloat16 => owned2(py, fill_mask(py, t, prefix_len, len, 0u16, dtype.min_bits16())?, rows, cols).into_any(),
+        })
+    }
+
+    #[pyo3(signature = (leaf = None))]
+    fn chain_view<'py>(&self, py: Python<'py>, leaf: Option<i64>) -> PyResult<Bound<'py, PyArray1<i32>>> {
+        let leaf = match leaf {
+            None => None,
+            Some(l) => Some(usize::try_from(l).map_err(|_| {
+                pyo3::exceptions::PyIndexError::new_err(format!("leaf {l} out of range for {} nodes", self.inner.num_nodes()))
+            })?),
+        };
+        Ok(self.inner.chain_view(leaf).map_err(to_py)?.into_pyarray(py))
+    }
+
+    #[pyo3(signature = (size, *, pad_id = 0, prefix_len = 0))]
+    fn padded<'py>(&self, py: Python<'py>, size: usize, pad_id: u32, prefix_len: usize) -> PyResult<Bound<'py, PyTuple>> {
+        let p = self.inner.padded(size, pad_id, prefix_len).map_err(to_py)?;
+        PyTuple::new(
+            py,
+            [p.tokens.into_pyarray(py).into_any(), owned2(py, p.mask, size, size).into_any(), p.positions.into_pyarray(py).into_any()],
+        )
+    }
+
+    fn verify_greedy<'py>(&self, py: Python<'py>, target_argmax: &Bound<'py, PyAny>) -> PyResult<(Bound<'py, PyArray1<i32>>, usize, u32)> {
+        let argmax = i32_vec(target_argmax, "target_argmax")?;
+        let r = self.inner.verify_greedy(&argmax).map_err(to_py)?;
+        let num_accepted = r.num_accepted();
+        Ok((r.accepted_nodes.into_pyarray(py), num_accepted, r.bonus_token))
+    }
+
+    #[pyo3(signature = (budget, *, max_depth = None))]
+    fn best_first_subtree(&self, budget: usize, max_depth: Option<usize>) -> PyResult<Self> {
+        Ok(self.inner.best_first_subtree(budget, max_depth).map_err(to_py)?.into())
+    }
+
+    fn __len__(&self) -> usize {
+        self.inner.num_nodes()
+    }
+
+    fn __eq__(&self, other: &Bound<'_, PyAny>) -> bool {
+        other.cast::<PyTokenTree>().is_ok_and(|o| o.get().inner == self.inner)
+    }
+
+    fn __hash__(&self) -> PyResult<isize> {
+        Err(PyTypeError::new_err("TokenTree is unhashable"))
+    }
+
+    fn __repr__(&self) -> String {
+        let t = &self.inner;
+        let shown: Vec<String> = t.tokens().iter().take(8).map(ToString::to_string).collect();
+        let more = if t.num_nodes() > 8 { ", ..." } else { "" };
+        format!(
+            "TokenTree(num_nodes={}, max_depth={}, num_leaves={}, tokens=[{}{more}])",
+            t.num_nodes(),
+            t.max_depth(),
+            t.shape().leaves().len(),
+            shown.join(", ")
+        )
+    }
+}
+
+/// A tree of candidate ranks (see `fastdec.TreeTemplate`).
+#[pyclass(name = "TreeTemplate", module = "fastdec._core", frozen)]
+pub struct PyTreeTemplate {
+    inner: TreeTemplate,
+    expected: Option<f64>,
+}
+
+fn acceptance_table(obj: &Bound<'_, PyAny>) -> PyResult<AcceptanceTable> {
+    let (probs, rows, ranks) = if let Ok(arr) = obj.cast::<PyArrayDyn<f64>>() {
+        let ro = arr.readonly();
+        let dims = ro.shape().to_vec();
+        let data: Vec<f64> = ro.as_array().iter().copied().collect();
+        match dims.as_slice() {
+            [r] => (data, 1, *r),
+            [d, r] => (data, *d, *r),
+            _ => return Err(PyValueError::new_err(format!("acceptance must be 1-D or 2-D, got {} dimensions", dims.len()))),
+        }
+    } else if let Ok(v) = obj.extract::<Vec<f64>>() {
+        let r = v.len();
+        (v, 1, r)
+    } else if let Ok(rows) = obj.extract::<Vec<Vec<f64>>>() {
+        let r = rows.first().map_or(0, Vec::len);
+        if let Some((i, row)) = rows.iter().enumerate().find(|(_, row)| row.len() != r) {
+            return Err(PyValueError::new_err(format!("acceptance row {i} has {} entries, row 0 has {r}", row.len())));
+        }
+        let d = rows.len();
+        (rows.into_iter().flatten().collect(), d, r)
+    } else {
+        return Err(PyTypeError::new_err("acceptance must be a float64 array or a (nested) list of floats"));
+    };
+    AcceptanceTable::new(probs, rows, ranks).map_err(to_py)
+}
+
+#[pymethods]
+impl PyTreeTemplate {
+    #[new]
+    fn new(paths: Vec<Vec<i64>>) -> PyResult<Self> {
+        let mut ranks = Vec::with_capacity(paths.len());
+        for (i, path) in paths.iter().enumerate() {
+            let p: Result<Vec<u32>, _> = path.iter().map(|&r| u32::try_from(r)).collect();
+            ranks.push(p.map_err(|_| PyValueError::new_err(format!("path {i} {path:?} has a negative or too large rank")))?);
+        }
+        Ok(PyTreeTemplate { inner: TreeTemplate::from_paths(&ranks).map_err(to_py)?, expected: None })
+    }
+
+    #[staticmethod]
+    fn token_recycling() -> Self {
+        PyTreeTemplate { inner: TreeTemplate::token_recycling(), expected: None }
+    }
+
+    #[staticmethod]
+    #[pyo3(signature = (acceptance, *, budget, max_depth))]
+    fn optimal(py: Python<'_>, acceptance: &Bound<'_, PyAny>, budget: usize, max_depth: usize) -> PyResult<Self> {
+        let table = acceptance_table(acceptance)?;
+        let (inner, value) = py.detach(|| fastdec_core::optimal_template(&table, budget, max_depth)).map_err(to_py)?;
+        Ok(PyTreeTemplate { inner, expected: Some(value) })
+    }
+
+    fn expected_accepted(&self, acceptance: &Bound<'_, PyAny>) -> PyResult<f64> {
+        Ok(self.inner.expected_accepted(&acceptance_table(acceptance)?))
+    }
+
+    /// Expected accepted drafts under the acceptance table the template was optimised for.
+    #[getter]
+    fn optimal_value(&self) -> Option<f64> {
+        self.expected
+    }
+    #[getter]
+    fn num_nodes(&self) -> usize {
+        self.inner.num_nodes()
+    }
+    #[getter]
+    fn num_ranks(&self) -> usize {
+        self.inner.num_ranks()
+    }
+    #[getter]
+    fn max_depth(&self) -> usize {
+        self.inner.shape().max_depth()
+    }
+    #[getter]
+    fn parents<'py>(slf: &Bound<'py, Self>) -> Bound<'py, PyArray1<i32>> {
+        view1(slf.as_any(), slf.get().inner.shape().parents())
+    }
+    #[getter]
+    fn depth<'py>(slf: &Bound<'py, Self>) -> Bound<'py, PyArray1<i32>> {
+        view1(slf.as_any(), slf.get().inner.shape().depth())
+    }
+    #[getter]
+    fn ranks<'py>(slf: &Bound<'py, Self>) -> Bound<'py, PyArray1<i32>> {
+        view1(slf.as_any(), tokens_as_i32(slf.get().inner.ranks()))
+    }
+
+    fn paths(&self) -> Vec<Vec<u32>> {
+        self.inner.paths()
+    }
+
+    fn fill(&self, tokens: &Bound<'_, PyAny>) -> PyResult<PyTokenTree> {
+        Ok(self.inner.fill(token_vec(tokens, "tokens")?).map_err(to_py)?.into())
+    }
+
+    fn fill_ranked(&self, root: u32, candidates: &Bound<'_, PyAny>) -> PyResult<PyTokenTree> {
+        let arr = candidates
+            .cast::<PyArray2<i32>>()
+            .map_err(|_| PyTypeError::new_err("candidates must be a 2-D int32 numpy array [max_depth, k]"))?;
+        let ro = arr.readonly();
+        let k = ro.shape()[1];
+        let flat: Vec<i32> = ro.as_array().iter().copied().collect();
+        let flat = fastdec_core::token_ids_from_i32(&flat, "candidates").map_err(to_py)?;
+        Ok(self.inner.fill_ranked(root, &flat, k).map_err(to_py)?.into())
+    }
+
+    fn __len__(&self) -> usize {
+        self.inner.num_nodes()
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "TreeTemplate(num_nodes={}, max_depth={}, num_ranks={})",
+            self.inner.num_nodes(),
+            self.inner.shape().max_depth(),
+            self.inner.num_ranks()
+        )
+    }
+}
+
+/// See `fastdec.verify_greedy_batch`.
+#[pyfunction]
+pub fn verify_greedy_batch<'py>(
+    py: Python<'py>,
+    trees: Vec<PyRef<'py, PyTokenTree>>,
+    target_argmax: &Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyTuple>> {
+    let argmax = i32_vec(target_argmax, "target_argmax")?;
+    let refs: Vec<&TokenTree> = trees.iter().map(|t| &t.inner).collect();
+    let results = maybe_detach(py, argmax.len(), || fastdec_core::verify_greedy_batch(&refs, &argmax)).map_err(to_py)?;
+    let width = refs.iter().map(|t| t.max_depth() + 1).max().unwrap_or(1);
+    let b = results.len();
+    let mut nodes = vec![-1i32; b * width];
+    let mut num = Vec::with_capacity(b);
+    let mut bonus = Vec::with_capacity(b);
+    for (row, r) in nodes.chunks_exact_mut(width).zip(&results) {
+        row[..r.accepted_nodes.len()].copy_from_slice(&r.accepted_nodes);
+        num.push(r.num_accepted() as i32);
+        bonus.push(r.bonus_token as i32);
+    }
+    PyTuple::new(py, [owned2(py, nodes, b, width).into_any(), num.into_pyarray(py).into_any(), bonus.into_pyarray(py).into_any()])
+}
+
+/// See `fastdec.optimal_template`.
+#[pyfunction]
+#[pyo3(signature = (acceptance, *, budget, max_depth))]
+pub fn optimal_template(py: Python<'_>, acceptance: &Bound<'_, PyAny>, budget: usize, max_depth: usize) -> PyResult<PyTreeTemplate> {
+    PyTreeTemplate::optimal(py, acceptance, budget, max_depth)
+}
