@@ -27,7 +27,14 @@ unless stated. Arrays returned by properties of a tree are read-only views witho
 
 from __future__ import annotations
 
-from fastdec._core import MAX_NODES, TokenTree, TreeTemplate, __version__, optimal_template, verify_greedy_batch
+from fastdec._core import (
+    MAX_NODES,
+    TokenTree,
+    TreeTemplate,
+    __version__,
+    optimal_template,
+    verify_greedy_batch,
+)
 
 __all__ = [
     "MAX_NODES",

@@ -7,6 +7,7 @@ import numpy as np
 import numpy.typing as npt
 
 __version__: str
+__all__ = ["MAX_NODES", "TokenTree", "TreeTemplate", "__version__", "optimal_template", "verify_greedy_batch"]
 #: Largest tree (nodes, root included) fastdec builds.
 MAX_NODES: int
 
@@ -31,7 +32,7 @@ class TokenTree:
     2
     """
 
-    def __init__(self, tokens: _Ints, parents: _Ints, *, scores: _Floats | None = None) -> None: ...
+    def __new__(cls, tokens: _Ints, parents: _Ints, *, scores: _Floats | None = None) -> TokenTree: ...
     @staticmethod
     def chain(tokens: _Ints) -> TokenTree:
         """A linear draft: ``tokens[0]`` is the root, every later token the child of the one before."""
@@ -128,7 +129,9 @@ class TokenTree:
         """
     def chain_view(self, leaf: int | None = None) -> _IntArray:
         """Node ids of the root-to-``leaf`` path (default: the deepest leaf, lowest id on ties)."""
-    def padded(self, size: int, *, pad_id: int = 0, prefix_len: int = 0) -> tuple[_IntArray, npt.NDArray[np.bool_], _IntArray]:
+    def padded(
+        self, size: int, *, pad_id: int = 0, prefix_len: int = 0
+    ) -> tuple[_IntArray, npt.NDArray[np.bool_], _IntArray]:
         """SGLang-style fixed-size form: ``tokens [size]``, ``mask [size, size] bool`` (padded
         rows see only themselves, so no row is fully masked) and ``positions [size]``."""
     def verify_greedy(self, target_argmax: _Ints) -> tuple[_IntArray, int, int]:
@@ -145,7 +148,7 @@ class TokenTree:
     def best_first_subtree(self, budget: int, *, max_depth: int | None = None) -> TokenTree:
         """The ``budget`` best nodes chosen best-first by score (breadth-first without scores)."""
     def __len__(self) -> int: ...
-    def __eq__(self, other: object) -> bool: ...
+    def __eq__(self, value: object, /) -> bool: ...
     def __hash__(self) -> int: ...
 
 @final
@@ -157,7 +160,7 @@ class TreeTemplate:
             prefix must be listed. Nodes are ordered by (depth, ranks).
     """
 
-    def __init__(self, paths: Sequence[Sequence[int]]) -> None: ...
+    def __new__(cls, paths: Sequence[Sequence[int]]) -> TreeTemplate: ...
     @staticmethod
     def token_recycling() -> TreeTemplate:
         """Token Recycling's 81-node "2.2.2" template (Luo et al. 2024)."""
@@ -190,7 +193,9 @@ class TreeTemplate:
         with rank ``r`` takes ``candidates[d - 1, r]``."""
     def __len__(self) -> int: ...
 
-def verify_greedy_batch(trees: Sequence[TokenTree], target_argmax: _Ints) -> tuple[_IntArray, _IntArray, _IntArray]:
+def verify_greedy_batch(
+    trees: Sequence[TokenTree], target_argmax: _Ints
+) -> tuple[_IntArray, _IntArray, _IntArray]:
     """Greedy verification of many trees.
 
     Args:

@@ -38,4 +38,6 @@ def require(module: str) -> ModuleType:
     except ImportError as err:
         extra = EXTRAS.get(module.split(".")[0])
         hint = f'pip install "fastdec[{extra}]"' if extra else f"pip install {module}"
-        raise ImportError(f"fastdec needs the optional dependency {module!r} for this; install it with: {hint}") from err
+        raise ImportError(
+            f"fastdec needs the optional dependency {module!r} for this; install it with: {hint}"
+        ) from err

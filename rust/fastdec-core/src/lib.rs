@@ -31,7 +31,7 @@ pub mod tree;
 pub use error::{Error, ErrorKind, Result};
 pub use tree::{
     fuse, optimal_template, verify_greedy_batch, AcceptanceTable, AncestorBits, GreedyVerification,
-    MaskDtype, Padded, ScoreCombine, ScoreMode, TokenTree, TreeShape, TreeTemplate,
+    Bf16Bits, F16Bits, MaskDtype, MaskValue, Padded, ScoreCombine, ScoreMode, TokenTree, TreeShape, TreeTemplate,
 };
 
 /// A token id. Valid ids are `0..=MAX_TOKEN_ID`.
@@ -49,15 +49,15 @@ pub const MAX_NODES: usize = 4096;
 /// # Errors
 /// [`Error::InvalidValue`] naming the first negative id.
 pub fn token_ids_from_i32(ids: &[i32], what: &'static str) -> Result<Vec<TokenId>> {
-    ids.iter()
-        .enumerate()
-        .map(|(index, &t)| {
-            TokenId::try_from(t).map_err(|_| Error::InvalidValue {
-                what,
-                index,
-                value: t.to_string(),
-                expected: "token ids must be >= 0",
-            })
-        })
-        .collect()
+    // Check first, then cast: both loops vectorise (collecting through a per-element Result
+    // does not, and cost ~3 ns per token).
+    if let Some(index) = ids.iter().position(|&t| t < 0) {
+        return Err(Error::InvalidValue {
+            what,
+            index,
+            value: ids[index].to_string(),
+            expected: "token ids must be >= 0",
+        });
+    }
+    Ok(ids.iter().map(|&t| t as TokenId).collect())
 }

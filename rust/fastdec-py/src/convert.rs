@@ -2,6 +2,8 @@
 //! a GIL release), read-only zero-copy views and owned arrays out.
 #![allow(unsafe_code)]
 
+use std::mem::MaybeUninit;
+
 use fastdec_core::{token_ids_from_i32, TokenId};
 use numpy::ndarray::{ArrayView1, ArrayView2};
 use numpy::{Element, PyArray1, PyArray2, PyArrayMethods, PyReadonlyArray1, PyUntypedArrayMethods};
@@ -27,11 +29,14 @@ pub fn maybe_detach<T: Send>(py: Python<'_>, work: usize, f: impl FnOnce() -> T 
 /// integer sequence (lists, int64 arrays) element by element with range checks.
 pub fn i32_vec(obj: &Bound<'_, PyAny>, what: &'static str) -> PyResult<Vec<i32>> {
     if let Ok(arr) = obj.cast::<PyArray1<i32>>() {
+        // SAFETY: we are attached to the interpreter and copy the data before returning, so no
+        // Rust reference outlives this call; this crate never hands out mutable numpy borrows
+        // across calls. (rust-numpy's borrow tracking would cost ~0.2 us per array here.)
+        if let Ok(s) = unsafe { arr.as_slice() } {
+            return Ok(s.to_vec());
+        }
         let ro: PyReadonlyArray1<'_, i32> = arr.readonly();
-        return Ok(match ro.as_slice() {
-            Ok(s) => s.to_vec(),
-            Err(_) => ro.as_array().iter().copied().collect(),
-        });
+        return Ok(ro.as_array().iter().copied().collect());
     }
     if obj.is_instance_of::<pyo3::types::PyString>() || obj.is_instance_of::<pyo3::types::PyBytes>() {
         return Err(pyo3::exceptions::PyTypeError::new_err(format!("{what} must be a sequence of integers, got str")));
@@ -57,6 +62,12 @@ pub fn i32_vec(obj: &Bound<'_, PyAny>, what: &'static str) -> PyResult<Vec<i32>>
 
 /// Reads token ids (int32, non-negative).
 pub fn token_vec(obj: &Bound<'_, PyAny>, what: &'static str) -> PyResult<Vec<TokenId>> {
+    if let Ok(arr) = obj.cast::<PyArray1<i32>>() {
+        // SAFETY: as in `i32_vec`: attached, and the data is copied before returning.
+        if let Ok(s) = unsafe { arr.as_slice() } {
+            return token_ids_from_i32(s, what).map_err(to_py);
+        }
+    }
     token_ids_from_i32(&i32_vec(obj, what)?, what).map_err(to_py)
 }
 
@@ -74,8 +85,34 @@ pub fn f32_vec(obj: &Bound<'_, PyAny>, what: &'static str) -> PyResult<Vec<f32>>
 /// Marks a freshly created array read-only: views into a tree's shared buffers must not be
 /// written, since every tree built from one template shares them.
 fn readonly<'py, T: Element, D: numpy::ndarray::Dimension>(arr: Bound<'py, numpy::PyArray<T, D>>) -> Bound<'py, numpy::PyArray<T, D>> {
-    let ro = arr.readwrite().make_nonwriteable();
-    ro.as_any().cast::<numpy::PyArray<T, D>>().expect("same array").clone()
+    // SAFETY: `arr` was created just now and nothing else refers to it yet, so clearing the flag
+    // cannot invalidate a borrow; the pointer is a live numpy array.
+    unsafe {
+        (*numpy::npyffi::_PyArray_GET_ITEM_DATA(arr.as_array_ptr())).flags &= !numpy::npyffi::NPY_ARRAY_WRITEABLE;
+    }
+    arr
+}
+
+/// A new `[rows, cols]` array whose every element `fill` writes (numpy's allocation is left
+/// uninitialised; no intermediate Vec). The GIL is released for large fills.
+pub fn new_array2_uninit<'py, T: Element + Send, E: Send>(
+    py: Python<'py>,
+    rows: usize,
+    cols: usize,
+    fill: impl FnOnce(&mut [MaybeUninit<T>]) -> Result<(), E> + Send,
+) -> Result<Bound<'py, PyArray2<T>>, E> {
+    // SAFETY: `new` leaves the memory uninitialised, which `MaybeUninit` permits; the array is
+    // new, C-contiguous and not yet visible to Python, and `fill` must write every element
+    // (write_additive_mask does) before the array is returned.
+    let arr = unsafe { PyArray2::<T>::new(py, [rows, cols], false) };
+    let data = unsafe { std::slice::from_raw_parts_mut(arr.data().cast::<MaybeUninit<T>>(), rows * cols) };
+    maybe_detach(py, rows * cols, || fill(data))?;
+    Ok(arr)
+}
+
+/// A new 1-D array holding `data`.
+pub fn array1_from<'py, T: Element + Copy>(py: Python<'py>, data: &[T]) -> Bound<'py, PyArray1<T>> {
+    PyArray1::from_slice(py, data)
 }
 
 /// A read-only 1-D numpy view of `data`, kept alive by `owner`.

@@ -1,7 +1,10 @@
 //! Bindings of token trees, templates and greedy verification.
 
+use std::mem::MaybeUninit;
+
 use fastdec_core::{
-    fuse, AcceptanceTable, MaskDtype, ScoreCombine, ScoreMode, TokenId, TokenTree, TreeTemplate,
+    fuse, AcceptanceTable, Bf16Bits, F16Bits, MaskDtype, MaskValue, ScoreCombine, ScoreMode, TokenId, TokenTree,
+    TreeTemplate,
 };
 use half::f16;
 use numpy::ndarray::Array2;
@@ -10,7 +13,7 @@ use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyList, PyTuple};
 
-use crate::convert::{f32_vec, i32_vec, maybe_detach, token_vec, tokens_as_i32, view1, view2};
+use crate::convert::{array1_from, f32_vec, i32_vec, maybe_detach, new_array2_uninit, token_vec, tokens_as_i32, view1, view2};
 use crate::error::to_py;
 
 /// A draft tree (see `fastdec.TokenTree` for the documentation).
@@ -29,12 +32,18 @@ fn owned2<T: numpy::Element>(py: Python<'_>, data: Vec<T>, rows: usize, cols: us
     Array2::from_shape_vec((rows, cols), data).expect("rows * cols == len").into_pyarray(py)
 }
 
-fn fill_mask<T: Copy + Send + Sync>(py: Python<'_>, tree: &TokenTree, prefix_len: usize, len: usize, zero: T, min: T) -> PyResult<Vec<T>> {
-    maybe_detach(py, len, || {
-        let mut out = vec![zero; len];
-        tree.additive_mask_into(prefix_len, zero, min, &mut out).map(|()| out)
+#[allow(unsafe_code)] // one layout-preserving slice cast, justified below
+fn mask_array<'py, T: MaskValue, E: numpy::Element + Send>(py: Python<'py>, tree: &TokenTree, prefix_len: usize) -> PyResult<Bound<'py, PyAny>> {
+    const { assert!(std::mem::size_of::<T>() == std::mem::size_of::<E>() && std::mem::align_of::<T>() == std::mem::align_of::<E>()) };
+    let (rows, cols) = (tree.num_nodes(), prefix_len + tree.num_nodes());
+    let arr = new_array2_uninit(py, rows, cols, |out: &mut [MaybeUninit<E>]| {
+        // SAFETY: T and E have the same size and alignment (checked above) and the same bit
+        // meaning: f32/f32, f64/f64, F16Bits/half::f16 (both a transparent u16), Bf16Bits/u16.
+        let out = unsafe { std::slice::from_raw_parts_mut(out.as_mut_ptr().cast::<MaybeUninit<T>>(), out.len()) };
+        tree.write_additive_mask::<T>(prefix_len, out)
     })
-    .map_err(to_py)
+    .map_err(to_py)?;
+    Ok(arr.into_any())
 }
 
 fn dtype_name(dtype: &Bound<'_, PyAny>) -> PyResult<String> {
@@ -192,7 +201,7 @@ impl PyTokenTree {
 
     #[pyo3(signature = (prefix_len = 0))]
     fn position_ids<'py>(&self, py: Python<'py>, prefix_len: usize) -> PyResult<Bound<'py, PyArray1<i32>>> {
-        Ok(self.inner.position_ids(prefix_len).map_err(to_py)?.into_pyarray(py))
+        Ok(array1_from(py, &self.inner.position_ids(prefix_len).map_err(to_py)?))
     }
 
     fn ancestor_bits<'py>(&self, py: Python<'py>) -> Bound<'py, PyArray2<i32>> {
@@ -212,18 +221,14 @@ impl PyTokenTree {
             None => MaskDtype::Float32,
             Some(d) => MaskDtype::parse(&dtype_name(d)?).map_err(to_py)?,
         };
-        let len = self.inner.additive_mask_len(prefix_len).map_err(to_py)?;
-        let (rows, cols) = (self.inner.num_nodes(), prefix_len + self.inner.num_nodes());
+        self.inner.additive_mask_len(prefix_len).map_err(to_py)?;
         let t = &self.inner;
-        Ok(match dtype {
-            MaskDtype::Float32 => owned2(py, fill_mask(py, t, prefix_len, len, 0.0f32, f32::MIN)?, rows, cols).into_any(),
-            MaskDtype::Float64 => owned2(py, fill_mask(py, t, prefix_len, len, 0.0f64, f64::MIN)?, rows, cols).into_any(),
-            MaskDtype::Float16 => {
-                let min = f16::from_bits(dtype.min_bits16());
-                owned2(py, fill_mask(py, t, prefix_len, len, f16::ZERO, min)?, rows, cols).into_any()
-            }
-            MaskDtype::BFloat16 => owned2(py, fill_mask(py, t, prefix_len, len, 0u16, dtype.min_bits16())?, rows, cols).into_any(),
-        })
+        match dtype {
+            MaskDtype::Float32 => mask_array::<f32, f32>(py, t, prefix_len),
+            MaskDtype::Float64 => mask_array::<f64, f64>(py, t, prefix_len),
+            MaskDtype::Float16 => mask_array::<F16Bits, f16>(py, t, prefix_len),
+            MaskDtype::BFloat16 => mask_array::<Bf16Bits, u16>(py, t, prefix_len),
+        }
     }
 
     #[pyo3(signature = (leaf = None))]
@@ -250,7 +255,7 @@ impl PyTokenTree {
         let argmax = i32_vec(target_argmax, "target_argmax")?;
         let r = self.inner.verify_greedy(&argmax).map_err(to_py)?;
         let num_accepted = r.num_accepted();
-        Ok((r.accepted_nodes.into_pyarray(py), num_accepted, r.bonus_token))
+        Ok((array1_from(py, &r.accepted_nodes), num_accepted, r.bonus_token))
     }
 
     #[pyo3(signature = (budget, *, max_depth = None))]
@@ -320,11 +325,23 @@ fn acceptance_table(obj: &Bound<'_, PyAny>) -> PyResult<AcceptanceTable> {
 #[pymethods]
 impl PyTreeTemplate {
     #[new]
-    fn new(paths: Vec<Vec<i64>>) -> PyResult<Self> {
+    fn new(paths: &Bound<'_, PyAny>) -> PyResult<Self> {
+        // An int beyond i64 is a bad value, not a conversion failure: ValueError, like -1.
+        let paths: Vec<Vec<i64>> = paths.extract().map_err(|e: PyErr| {
+            if e.is_instance_of::<pyo3::exceptions::PyOverflowError>(paths.py()) {
+                PyValueError::new_err(format!("paths hold a rank out of range: {e}"))
+            } else {
+                e
+            }
+        })?;
         let mut ranks = Vec::with_capacity(paths.len());
         for (i, path) in paths.iter().enumerate() {
-            let p: Result<Vec<u32>, _> = path.iter().map(|&r| u32::try_from(r)).collect();
-            ranks.push(p.map_err(|_| PyValueError::new_err(format!("path {i} {path:?} has a negative or too large rank")))?);
+            // Ranks are exposed as int32 (`ranks`), so they must fit in it.
+            let p: Option<Vec<u32>> =
+                path.iter().map(|&r| u32::try_from(r).ok().filter(|&r| r <= fastdec_core::MAX_TOKEN_ID)).collect();
+            ranks.push(p.ok_or_else(|| {
+                PyValueError::new_err(format!("path {i} {path:?} has a rank outside [0, 2147483647]"))
+            })?);
         }
         Ok(PyTreeTemplate { inner: TreeTemplate::from_paths(&ranks).map_err(to_py)?, expected: None })
     }

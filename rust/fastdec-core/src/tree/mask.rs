@@ -1,8 +1,65 @@
 //! Attention-mask outputs of a tree: dense bool, additive float in a requested dtype, and the
 //! SGLang-style padded form. All are O(N * depth) ancestor walks over pre-filled rows.
 
+use std::mem::MaybeUninit;
+use std::sync::OnceLock;
+
+use super::shape::TreeShape;
 use super::token_tree::{checked_prefix, TokenTree};
 use crate::{Error, Result, TokenId, MAX_NODES};
+
+/// Trees up to this size cache their `[N, N]` mask block per dtype (256 KiB in float32).
+pub const MASK_CACHE_MAX_NODES: usize = 256;
+
+/// IEEE half-precision bits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(transparent)]
+pub struct F16Bits(pub u16);
+
+/// bfloat16 bits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(transparent)]
+pub struct Bf16Bits(pub u16);
+
+/// An element type of the additive mask: 0 where visible, the dtype's most negative finite
+/// value (`finfo(dtype).min`) where masked.
+pub trait MaskValue: Copy + Send + Sync + 'static {
+    /// Visible.
+    const ZERO: Self;
+    /// Masked.
+    const MIN: Self;
+    #[doc(hidden)]
+    fn cache(shape: &TreeShape) -> &OnceLock<Vec<Self>>;
+}
+
+impl MaskValue for f32 {
+    const ZERO: Self = 0.0;
+    const MIN: Self = f32::MIN;
+    fn cache(shape: &TreeShape) -> &OnceLock<Vec<Self>> {
+        &shape.mask_blocks.f32
+    }
+}
+impl MaskValue for f64 {
+    const ZERO: Self = 0.0;
+    const MIN: Self = f64::MIN;
+    fn cache(shape: &TreeShape) -> &OnceLock<Vec<Self>> {
+        &shape.mask_blocks.f64
+    }
+}
+impl MaskValue for F16Bits {
+    const ZERO: Self = F16Bits(0);
+    const MIN: Self = F16Bits(0xFBFF); // -65504
+    fn cache(shape: &TreeShape) -> &OnceLock<Vec<Self>> {
+        &shape.mask_blocks.f16
+    }
+}
+impl MaskValue for Bf16Bits {
+    const ZERO: Self = Bf16Bits(0);
+    const MIN: Self = Bf16Bits(0xFF7F); // -3.3895e38
+    fn cache(shape: &TreeShape) -> &OnceLock<Vec<Self>> {
+        &shape.mask_blocks.bf16
+    }
+}
 
 /// Element dtypes of the additive mask. `BFloat16` and `Float16` are returned as raw 16-bit
 /// patterns (`u16`), which torch reinterprets with `.view(torch.bfloat16)` / numpy with
@@ -83,6 +140,51 @@ impl TokenTree {
             prefix.fill(zero);
             block.fill(min);
             self.shape.for_each_ancestor(i, |j| block[j] = zero);
+        }
+        Ok(())
+    }
+
+    /// Fast path of [`TokenTree::additive_mask_into`] for output memory that may be
+    /// uninitialised (a freshly allocated numpy array): every element is written. Trees of at
+    /// most [`MASK_CACHE_MAX_NODES`] nodes copy rows of a cached `[N, N]` block (shared by all
+    /// trees of one template); larger ones walk ancestors.
+    ///
+    /// # Errors
+    /// [`Error::LengthMismatch`] if `out` has the wrong size.
+    pub fn write_additive_mask<T: MaskValue>(&self, prefix_len: usize, out: &mut [MaybeUninit<T>]) -> Result<()> {
+        let n = self.num_nodes();
+        let width = prefix_len + n;
+        if out.len() != n * width {
+            return Err(Error::LengthMismatch { what: "mask output", expected: n * width, got: out.len() });
+        }
+        if n <= MASK_CACHE_MAX_NODES {
+            let block = T::cache(&self.shape).get_or_init(|| {
+                let mut b = vec![T::MIN; n * n];
+                self.additive_mask_into(0, T::ZERO, T::MIN, &mut b).expect("sized above");
+                b
+            });
+            for (row, src) in out.chunks_exact_mut(width).zip(block.chunks_exact(n)) {
+                let (prefix, tail) = row.split_at_mut(prefix_len);
+                prefix.iter_mut().for_each(|x| {
+                    x.write(T::ZERO);
+                });
+                tail.iter_mut().zip(src).for_each(|(x, &v)| {
+                    x.write(v);
+                });
+            }
+        } else {
+            for (i, row) in out.chunks_exact_mut(width).enumerate() {
+                let (prefix, tail) = row.split_at_mut(prefix_len);
+                prefix.iter_mut().for_each(|x| {
+                    x.write(T::ZERO);
+                });
+                tail.iter_mut().for_each(|x| {
+                    x.write(T::MIN);
+                });
+                self.shape.for_each_ancestor(i, |j| {
+                    tail[j].write(T::ZERO);
+                });
+            }
         }
         Ok(())
     }

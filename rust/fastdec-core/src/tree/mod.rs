@@ -9,7 +9,7 @@ mod token_tree;
 mod verify;
 
 pub use build::{fuse, ScoreCombine, ScoreMode};
-pub use mask::{MaskDtype, Padded};
+pub use mask::{Bf16Bits, F16Bits, MaskDtype, MaskValue, Padded, MASK_CACHE_MAX_NODES};
 pub use sequoia::{optimal_template, AcceptanceTable};
 pub use shape::{AncestorBits, Children, TreeShape};
 pub use template::TreeTemplate;

@@ -81,6 +81,27 @@ pub struct TreeShape {
     max_depth: usize,
     ancestors: OnceLock<AncestorBits>,
     leaf_paths: OnceLock<Vec<i32>>,
+    sibling_groups: OnceLock<SiblingGroups>,
+    pub(crate) mask_blocks: MaskBlocks,
+}
+
+/// Children of every node that has at least two, flattened (CSR): group `g` is
+/// `members[offsets[g]..offsets[g + 1]]`, ascending. Used to check sibling distinctness in one
+/// tight pass per fill.
+#[derive(Debug, Default)]
+pub(crate) struct SiblingGroups {
+    pub(crate) offsets: Vec<u32>,
+    pub(crate) members: Vec<u32>,
+}
+
+/// Per-dtype caches of the `[N, N]` additive mask block (filled on first use; only for trees of
+/// at most `MASK_CACHE_MAX_NODES` nodes, so a cache holds at most 512 KiB).
+#[derive(Debug, Default)]
+pub(crate) struct MaskBlocks {
+    pub(crate) f32: OnceLock<Vec<f32>>,
+    pub(crate) f64: OnceLock<Vec<f64>>,
+    pub(crate) f16: OnceLock<Vec<super::mask::F16Bits>>,
+    pub(crate) bf16: OnceLock<Vec<super::mask::Bf16Bits>>,
 }
 
 impl PartialEq for TreeShape {
@@ -143,6 +164,8 @@ impl TreeShape {
             max_depth,
             ancestors: OnceLock::new(),
             leaf_paths: OnceLock::new(),
+            sibling_groups: OnceLock::new(),
+            mask_blocks: MaskBlocks::default(),
         }
     }
 
@@ -220,6 +243,21 @@ impl TreeShape {
                 }
             }
             out
+        })
+    }
+
+    /// Sibling groups of size >= 2 (computed on first use, then cached).
+    pub(crate) fn sibling_groups(&self) -> &SiblingGroups {
+        self.sibling_groups.get_or_init(|| {
+            let mut g = SiblingGroups { offsets: vec![0], members: Vec::new() };
+            for p in 0..self.num_nodes() {
+                let c = self.first_child[p];
+                if c >= 0 && self.next_sibling[c as usize] >= 0 {
+                    g.members.extend(self.children(p).map(|c| c as u32));
+                    g.offsets.push(g.members.len() as u32);
+                }
+            }
+            g
         })
     }
 

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use super::build::{ScoreCombine, TrieBuilder};
 use super::shape::TreeShape;
-use super::token_tree::{first_duplicate_sibling, TokenTree};
+use super::token_tree::{check_token_range, first_duplicate_sibling, TokenTree};
 use crate::{Error, Result, TokenId, MAX_NODES};
 
 /// A tree shape whose nodes carry the rank of the candidate they take from their parent's list.
@@ -119,7 +119,8 @@ impl TreeTemplate {
             return Err(Error::LengthMismatch { what: "tokens", expected: self.num_nodes(), got: tokens.len() });
         }
         if first_duplicate_sibling(&self.shape, &tokens).is_none() {
-            return TokenTree::from_shape(Arc::clone(&self.shape), tokens);
+            check_token_range(&tokens)?;
+            return Ok(TokenTree { shape: Arc::clone(&self.shape), tokens, scores: None });
         }
         let mut trie = TrieBuilder::new(tokens[0], 0.0, ScoreCombine::Max);
         let mut map = vec![0u32; tokens.len()];

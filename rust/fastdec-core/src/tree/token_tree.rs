@@ -180,7 +180,7 @@ pub(crate) fn checked_prefix(prefix_len: usize, max_depth: usize) -> Result<i32>
     }
 }
 
-fn check_token_range(tokens: &[TokenId]) -> Result<()> {
+pub(crate) fn check_token_range(tokens: &[TokenId]) -> Result<()> {
     match tokens.iter().position(|&t| t > MAX_TOKEN_ID) {
         Some(index) => Err(Error::InvalidValue {
             what: "token",
@@ -194,25 +194,26 @@ fn check_token_range(tokens: &[TokenId]) -> Result<()> {
 
 /// The first `(parent, earlier sibling, later sibling)` whose tokens are equal, if any.
 pub(crate) fn first_duplicate_sibling(shape: &TreeShape, tokens: &[TokenId]) -> Option<(usize, usize, usize)> {
-    let mut group: Vec<(TokenId, usize)> = Vec::new();
-    for p in 0..shape.num_nodes() {
-        let mut children = shape.children(p);
-        let Some(first) = children.next() else { continue };
-        let Some(second) = children.next() else { continue };
+    let groups = shape.sibling_groups();
+    let mut sorted: Vec<(TokenId, u32)> = Vec::new();
+    for bounds in groups.offsets.windows(2) {
+        let members = &groups.members[bounds[0] as usize..bounds[1] as usize];
+        let parent = shape.parents()[members[0] as usize] as usize;
         // Small sibling groups (the common case) compare pairwise; large ones sort.
-        group.clear();
-        group.extend([first, second].into_iter().chain(children).map(|c| (tokens[c], c)));
-        if group.len() <= 16 {
-            for (k, &(t, c)) in group.iter().enumerate() {
-                if let Some(&(_, earlier)) = group[..k].iter().find(|&&(u, _)| u == t) {
-                    return Some((p, earlier, c));
+        if members.len() <= 16 {
+            for (k, &c) in members.iter().enumerate().skip(1) {
+                let t = tokens[c as usize];
+                if let Some(&earlier) = members[..k].iter().find(|&&e| tokens[e as usize] == t) {
+                    return Some((parent, earlier as usize, c as usize));
                 }
             }
         } else {
-            group.sort_unstable();
-            let dup = group.windows(2).filter(|w| w[0].0 == w[1].0).map(|w| (w[0].1, w[1].1)).min_by_key(|&(_, b)| b);
+            sorted.clear();
+            sorted.extend(members.iter().map(|&c| (tokens[c as usize], c)));
+            sorted.sort_unstable();
+            let dup = sorted.windows(2).filter(|w| w[0].0 == w[1].0).map(|w| (w[0].1, w[1].1)).min_by_key(|&(_, b)| b);
             if let Some((a, b)) = dup {
-                return Some((p, a, b));
+                return Some((parent, a as usize, b as usize));
             }
         }
     }
