@@ -7,7 +7,15 @@ import numpy as np
 import numpy.typing as npt
 
 __version__: str
-__all__ = ["MAX_NODES", "TokenTree", "TreeTemplate", "__version__", "optimal_template", "verify_greedy_batch"]
+__all__ = [
+    "MAX_NODES",
+    "TokenTree",
+    "TreeTemplate",
+    "__version__",
+    "_time_tree_step",
+    "optimal_template",
+    "verify_greedy_batch",
+]
 #: Largest tree (nodes, root included) fastdec builds.
 MAX_NODES: int
 
@@ -216,3 +224,14 @@ def optimal_template(acceptance: _Floats, *, budget: int, max_depth: int) -> Tre
         budget: nodes, root included.
         max_depth: depth limit.
     """
+
+def _time_tree_step(
+    template: TreeTemplate,
+    tokens: npt.NDArray[np.int32],
+    target_argmax: npt.NDArray[np.int32],
+    *,
+    prefix_len: int,
+    mask_prefix_len: int,
+) -> npt.NDArray[np.uint64]:
+    """Benchmark helper: nanoseconds of each per-step set (fill, positions, float32 mask, leaf
+    paths, greedy verification) timed inside Rust; ``tokens``/``target_argmax`` are ``[steps, N]``."""

@@ -1,6 +1,7 @@
 //! `fastdec._core`: the thin PyO3 binding of fastdec-core. It converts types, releases the GIL
 //! around real work and maps errors; all logic lives in the core crate.
 
+mod bench;
 mod convert;
 mod error;
 mod tree;
@@ -10,6 +11,8 @@ use pyo3::prelude::*;
 /// The native module. Public names are re-exported (and documented) by `fastdec`.
 #[pymodule]
 mod _core {
+    #[pymodule_export]
+    use super::bench::_time_tree_step;
     #[pymodule_export]
     use super::tree::{optimal_template, verify_greedy_batch, PyTokenTree, PyTreeTemplate};
 

@@ -322,6 +322,12 @@ fn acceptance_table(obj: &Bound<'_, PyAny>) -> PyResult<AcceptanceTable> {
     AcceptanceTable::new(probs, rows, ranks).map_err(to_py)
 }
 
+impl PyTreeTemplate {
+    pub fn inner(&self) -> &TreeTemplate {
+        &self.inner
+    }
+}
+
 #[pymethods]
 impl PyTreeTemplate {
     #[new]
