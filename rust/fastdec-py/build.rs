@@ -9,7 +9,9 @@ fn main() {
     let out = PathBuf::from(env::var("OUT_DIR").expect("set by cargo"));
     let src = manifest.join("../../cuda");
     println!("cargo:rerun-if-changed={}", src.display());
-    let Ok(entries) = fs::read_dir(&src) else { return };
+    let Ok(entries) = fs::read_dir(&src) else {
+        return;
+    };
     for entry in entries.flatten() {
         let path = entry.path();
         if path.extension().is_some_and(|e| e == "cu" || e == "cuh") {

@@ -26,10 +26,17 @@ pub fn _time_tree_step<'py>(
 ) -> PyResult<Bound<'py, PyArray1<u64>>> {
     let n = template.inner().num_nodes();
     if tokens.shape() != target_argmax.shape() || tokens.shape()[1] != n {
-        return Err(PyValueError::new_err(format!("tokens and target_argmax must both be [steps, {n}]")));
+        return Err(PyValueError::new_err(format!(
+            "tokens and target_argmax must both be [steps, {n}]"
+        )));
     }
     let tokens: Vec<i32> = tokens.readonly().as_array().iter().copied().collect();
-    let argmax: Vec<i32> = target_argmax.readonly().as_array().iter().copied().collect();
+    let argmax: Vec<i32> = target_argmax
+        .readonly()
+        .as_array()
+        .iter()
+        .copied()
+        .collect();
     let template = template.inner().clone();
     let times = py
         .detach(|| {

@@ -38,24 +38,34 @@ pub fn i32_vec(obj: &Bound<'_, PyAny>, what: &'static str) -> PyResult<Vec<i32>>
         let ro: PyReadonlyArray1<'_, i32> = arr.readonly();
         return Ok(ro.as_array().iter().copied().collect());
     }
-    if obj.is_instance_of::<pyo3::types::PyString>() || obj.is_instance_of::<pyo3::types::PyBytes>() {
-        return Err(pyo3::exceptions::PyTypeError::new_err(format!("{what} must be a sequence of integers, got str")));
+    if obj.is_instance_of::<pyo3::types::PyString>() || obj.is_instance_of::<pyo3::types::PyBytes>()
+    {
+        return Err(pyo3::exceptions::PyTypeError::new_err(format!(
+            "{what} must be a sequence of integers, got str"
+        )));
     }
     if let Ok(arr) = obj.cast::<numpy::PyUntypedArray>() {
         if arr.ndim() != 1 {
-            return Err(PyValueError::new_err(format!("{what} must be 1-D, got {} dimensions", arr.ndim())));
+            return Err(PyValueError::new_err(format!(
+                "{what} must be 1-D, got {} dimensions",
+                arr.ndim()
+            )));
         }
     }
     let wide: Vec<i64> = obj.extract().map_err(|_| {
         pyo3::exceptions::PyTypeError::new_err(format!(
             "{what} must be a 1-D sequence of integers, got {}",
-            obj.get_type().name().map_or_else(|_| "?".into(), |n| n.to_string())
+            obj.get_type()
+                .name()
+                .map_or_else(|_| "?".into(), |n| n.to_string())
         ))
     })?;
     wide.iter()
         .enumerate()
         .map(|(i, &v)| {
-            i32::try_from(v).map_err(|_| PyValueError::new_err(format!("{what} {v} at index {i} does not fit in int32")))
+            i32::try_from(v).map_err(|_| {
+                PyValueError::new_err(format!("{what} {v} at index {i} does not fit in int32"))
+            })
         })
         .collect()
 }
@@ -76,19 +86,22 @@ pub fn f32_vec(obj: &Bound<'_, PyAny>, what: &'static str) -> PyResult<Vec<f32>>
     if let Ok(arr) = obj.cast::<PyArray1<f32>>() {
         return Ok(arr.readonly().as_array().iter().copied().collect());
     }
-    let wide: Vec<f64> = obj
-        .extract()
-        .map_err(|_| pyo3::exceptions::PyTypeError::new_err(format!("{what} must be a 1-D sequence of floats")))?;
+    let wide: Vec<f64> = obj.extract().map_err(|_| {
+        pyo3::exceptions::PyTypeError::new_err(format!("{what} must be a 1-D sequence of floats"))
+    })?;
     Ok(wide.into_iter().map(|v| v as f32).collect())
 }
 
 /// Marks a freshly created array read-only: views into a tree's shared buffers must not be
 /// written, since every tree built from one template shares them.
-fn readonly<'py, T: Element, D: numpy::ndarray::Dimension>(arr: Bound<'py, numpy::PyArray<T, D>>) -> Bound<'py, numpy::PyArray<T, D>> {
+fn readonly<'py, T: Element, D: numpy::ndarray::Dimension>(
+    arr: Bound<'py, numpy::PyArray<T, D>>,
+) -> Bound<'py, numpy::PyArray<T, D>> {
     // SAFETY: `arr` was created just now and nothing else refers to it yet, so clearing the flag
     // cannot invalidate a borrow; the pointer is a live numpy array.
     unsafe {
-        (*numpy::npyffi::_PyArray_GET_ITEM_DATA(arr.as_array_ptr())).flags &= !numpy::npyffi::NPY_ARRAY_WRITEABLE;
+        (*numpy::npyffi::_PyArray_GET_ITEM_DATA(arr.as_array_ptr())).flags &=
+            !numpy::npyffi::NPY_ARRAY_WRITEABLE;
     }
     arr
 }
@@ -105,7 +118,8 @@ pub fn new_array2_uninit<'py, T: Element + Send, E: Send>(
     // new, C-contiguous and not yet visible to Python, and `fill` must write every element
     // (write_additive_mask does) before the array is returned.
     let arr = unsafe { PyArray2::<T>::new(py, [rows, cols], false) };
-    let data = unsafe { std::slice::from_raw_parts_mut(arr.data().cast::<MaybeUninit<T>>(), rows * cols) };
+    let data =
+        unsafe { std::slice::from_raw_parts_mut(arr.data().cast::<MaybeUninit<T>>(), rows * cols) };
     maybe_detach(py, rows * cols, || fill(data))?;
     Ok(arr)
 }
@@ -127,7 +141,12 @@ pub fn view1<'py, T: Element>(owner: &Bound<'py, PyAny>, data: &[T]) -> Bound<'p
 }
 
 /// A read-only `[rows, cols]` numpy view of `data`, kept alive by `owner` (contract of [`view1`]).
-pub fn view2<'py, T: Element>(owner: &Bound<'py, PyAny>, data: &[T], rows: usize, cols: usize) -> Bound<'py, PyArray2<T>> {
+pub fn view2<'py, T: Element>(
+    owner: &Bound<'py, PyAny>,
+    data: &[T],
+    rows: usize,
+    cols: usize,
+) -> Bound<'py, PyArray2<T>> {
     let view = ArrayView2::from_shape((rows, cols), data).expect("rows * cols == data.len()");
     // SAFETY: as in `view1`.
     readonly(unsafe { PyArray2::borrow_from_array(&view, owner.clone()) })

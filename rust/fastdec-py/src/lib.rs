@@ -1,5 +1,12 @@
 //! `fastdec._core`: the thin PyO3 binding of fastdec-core. It converts types, releases the GIL
 //! around real work and maps errors; all logic lives in the core crate.
+// PyO3 extracts arguments by value (`PyRef`, `Vec<PyRef>`) and methods may ignore `self`
+// (`__hash__`), and `'py` names the interpreter lifetime by convention.
+#![allow(
+    clippy::needless_pass_by_value,
+    clippy::unused_self,
+    clippy::elidable_lifetime_names
+)]
 
 mod bench;
 mod convert;

@@ -3,8 +3,8 @@
 use std::mem::MaybeUninit;
 
 use fastdec_core::{
-    fuse, AcceptanceTable, Bf16Bits, F16Bits, MaskDtype, MaskValue, ScoreCombine, ScoreMode, TokenId, TokenTree,
-    TreeTemplate,
+    fuse, AcceptanceTable, Bf16Bits, F16Bits, MaskDtype, MaskValue, ScoreCombine, ScoreMode,
+    TokenId, TokenTree, TreeTemplate,
 };
 use half::f16;
 use numpy::ndarray::Array2;
@@ -13,7 +13,10 @@ use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyList, PyTuple};
 
-use crate::convert::{array1_from, f32_vec, i32_vec, maybe_detach, new_array2_uninit, token_vec, tokens_as_i32, view1, view2};
+use crate::convert::{
+    array1_from, f32_vec, i32_vec, maybe_detach, new_array2_uninit, token_vec, tokens_as_i32,
+    view1, view2,
+};
 use crate::error::to_py;
 
 /// A draft tree (see `fastdec.TokenTree` for the documentation).
@@ -28,18 +31,36 @@ impl From<TokenTree> for PyTokenTree {
     }
 }
 
-fn owned2<T: numpy::Element>(py: Python<'_>, data: Vec<T>, rows: usize, cols: usize) -> Bound<'_, PyArray2<T>> {
-    Array2::from_shape_vec((rows, cols), data).expect("rows * cols == len").into_pyarray(py)
+fn owned2<T: numpy::Element>(
+    py: Python<'_>,
+    data: Vec<T>,
+    rows: usize,
+    cols: usize,
+) -> Bound<'_, PyArray2<T>> {
+    Array2::from_shape_vec((rows, cols), data)
+        .expect("rows * cols == len")
+        .into_pyarray(py)
 }
 
 #[allow(unsafe_code)] // one layout-preserving slice cast, justified below
-fn mask_array<'py, T: MaskValue, E: numpy::Element + Send>(py: Python<'py>, tree: &TokenTree, prefix_len: usize) -> PyResult<Bound<'py, PyAny>> {
-    const { assert!(std::mem::size_of::<T>() == std::mem::size_of::<E>() && std::mem::align_of::<T>() == std::mem::align_of::<E>()) };
+fn mask_array<'py, T: MaskValue, E: numpy::Element + Send>(
+    py: Python<'py>,
+    tree: &TokenTree,
+    prefix_len: usize,
+) -> PyResult<Bound<'py, PyAny>> {
+    const {
+        assert!(
+            std::mem::size_of::<T>() == std::mem::size_of::<E>()
+                && std::mem::align_of::<T>() == std::mem::align_of::<E>()
+        )
+    };
     let (rows, cols) = (tree.num_nodes(), prefix_len + tree.num_nodes());
     let arr = new_array2_uninit(py, rows, cols, |out: &mut [MaybeUninit<E>]| {
         // SAFETY: T and E have the same size and alignment (checked above) and the same bit
         // meaning: f32/f32, f64/f64, F16Bits/half::f16 (both a transparent u16), Bf16Bits/u16.
-        let out = unsafe { std::slice::from_raw_parts_mut(out.as_mut_ptr().cast::<MaybeUninit<T>>(), out.len()) };
+        let out = unsafe {
+            std::slice::from_raw_parts_mut(out.as_mut_ptr().cast::<MaybeUninit<T>>(), out.len())
+        };
         tree.write_additive_mask::<T>(prefix_len, out)
     })
     .map_err(to_py)?;
@@ -63,7 +84,11 @@ fn dtype_name(dtype: &Bound<'_, PyAny>) -> PyResult<String> {
 impl PyTokenTree {
     #[new]
     #[pyo3(signature = (tokens, parents, *, scores = None))]
-    fn new(tokens: &Bound<'_, PyAny>, parents: &Bound<'_, PyAny>, scores: Option<&Bound<'_, PyAny>>) -> PyResult<Self> {
+    fn new(
+        tokens: &Bound<'_, PyAny>,
+        parents: &Bound<'_, PyAny>,
+        scores: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Self> {
         let tokens = token_vec(tokens, "tokens")?;
         let parents = i32_vec(parents, "parents")?;
         let mut tree = TokenTree::new(tokens, parents).map_err(to_py)?;
@@ -75,7 +100,9 @@ impl PyTokenTree {
 
     #[staticmethod]
     fn chain(tokens: &Bound<'_, PyAny>) -> PyResult<Self> {
-        Ok(TokenTree::chain(token_vec(tokens, "tokens")?).map_err(to_py)?.into())
+        Ok(TokenTree::chain(token_vec(tokens, "tokens")?)
+            .map_err(to_py)?
+            .into())
     }
 
     #[staticmethod]
@@ -95,7 +122,10 @@ impl PyTokenTree {
         let scores = f32_vec(scores, "scores")?;
         let work = tokens.len() * 8;
         maybe_detach(py, work, move || {
-            TokenTree::new(tokens, parents)?.with_scores(scores)?.with_path_scores(mode)?.best_first_subtree(budget, max_depth)
+            TokenTree::new(tokens, parents)?
+                .with_scores(scores)?
+                .with_path_scores(mode)?
+                .best_first_subtree(budget, max_depth)
         })
         .map(Into::into)
         .map_err(to_py)
@@ -114,24 +144,33 @@ impl PyTokenTree {
         let root = TokenId::try_from(root)
             .ok()
             .filter(|&t| t <= fastdec_core::MAX_TOKEN_ID)
-            .ok_or_else(|| PyValueError::new_err(format!("root token {root} must be in [0, 2147483647]")))?;
+            .ok_or_else(|| {
+                PyValueError::new_err(format!("root token {root} must be in [0, 2147483647]"))
+            })?;
         let mut py_err: Option<PyErr> = None;
         let result = TokenTree::best_first_expand(root, budget, max_depth, mode, |path, out| {
             let mut call = || -> PyResult<()> {
                 let children = expand.call1((PyList::new(expand.py(), path)?,))?;
                 for item in children.try_iter()? {
                     let (token, score): (i64, f64) = item?.extract().map_err(|_| {
-                        PyTypeError::new_err("expand must return an iterable of (token, score) pairs")
+                        PyTypeError::new_err(
+                            "expand must return an iterable of (token, score) pairs",
+                        )
                     })?;
-                    let token = u32::try_from(token)
-                        .map_err(|_| PyValueError::new_err(format!("expand returned token {token}; token ids must be >= 0")))?;
+                    let token = u32::try_from(token).map_err(|_| {
+                        PyValueError::new_err(format!(
+                            "expand returned token {token}; token ids must be >= 0"
+                        ))
+                    })?;
                     out.push((token, score as f32));
                 }
                 Ok(())
             };
             call().map_err(|e| {
                 py_err = Some(e);
-                fastdec_core::Error::Empty { what: "expansion (Python error)" }
+                fastdec_core::Error::Empty {
+                    what: "expansion (Python error)",
+                }
             })
         });
         match (result, py_err) {
@@ -142,15 +181,26 @@ impl PyTokenTree {
 
     #[staticmethod]
     #[pyo3(signature = (trees, *, budget = None, combine = "sum"))]
-    fn fuse(py: Python<'_>, trees: Vec<PyRef<'_, PyTokenTree>>, budget: Option<usize>, combine: &str) -> PyResult<Self> {
+    fn fuse(
+        py: Python<'_>,
+        trees: Vec<PyRef<'_, PyTokenTree>>,
+        budget: Option<usize>,
+        combine: &str,
+    ) -> PyResult<Self> {
         let combine = match combine {
             "sum" => ScoreCombine::Sum,
             "max" => ScoreCombine::Max,
-            other => return Err(PyValueError::new_err(format!("invalid combine = {other}: one of 'sum', 'max'"))),
+            other => {
+                return Err(PyValueError::new_err(format!(
+                    "invalid combine = {other}: one of 'sum', 'max'"
+                )))
+            }
         };
         let refs: Vec<&TokenTree> = trees.iter().map(|t| &t.inner).collect();
         let work: usize = refs.iter().map(|t| t.num_nodes()).sum::<usize>() * 16;
-        maybe_detach(py, work, || fuse(&refs, combine, budget)).map(Into::into).map_err(to_py)
+        maybe_detach(py, work, || fuse(&refs, combine, budget))
+            .map(Into::into)
+            .map_err(to_py)
     }
 
     #[getter]
@@ -196,17 +246,34 @@ impl PyTokenTree {
 
     fn leaf_paths<'py>(slf: &Bound<'py, Self>) -> Bound<'py, PyArray2<i32>> {
         let shape = slf.get().inner.shape();
-        view2(slf.as_any(), shape.leaf_paths(), shape.leaves().len(), shape.leaf_path_width())
+        view2(
+            slf.as_any(),
+            shape.leaf_paths(),
+            shape.leaves().len(),
+            shape.leaf_path_width(),
+        )
     }
 
     #[pyo3(signature = (prefix_len = 0))]
-    fn position_ids<'py>(&self, py: Python<'py>, prefix_len: usize) -> PyResult<Bound<'py, PyArray1<i32>>> {
-        Ok(array1_from(py, &self.inner.position_ids(prefix_len).map_err(to_py)?))
+    fn position_ids<'py>(
+        &self,
+        py: Python<'py>,
+        prefix_len: usize,
+    ) -> PyResult<Bound<'py, PyArray1<i32>>> {
+        Ok(array1_from(
+            py,
+            &self.inner.position_ids(prefix_len).map_err(to_py)?,
+        ))
     }
 
     fn ancestor_bits<'py>(&self, py: Python<'py>) -> Bound<'py, PyArray2<i32>> {
         let n = self.inner.num_nodes();
-        owned2(py, self.inner.ancestor_bits().to_i32_words(n), n, n.div_ceil(32))
+        owned2(
+            py,
+            self.inner.ancestor_bits().to_i32_words(n),
+            n,
+            n.div_ceil(32),
+        )
     }
 
     fn ancestor_mask<'py>(&self, py: Python<'py>) -> Bound<'py, PyArray2<bool>> {
@@ -216,7 +283,12 @@ impl PyTokenTree {
     }
 
     #[pyo3(signature = (prefix_len = 0, dtype = None))]
-    fn additive_mask<'py>(&self, py: Python<'py>, prefix_len: usize, dtype: Option<&Bound<'py, PyAny>>) -> PyResult<Bound<'py, PyAny>> {
+    fn additive_mask<'py>(
+        &self,
+        py: Python<'py>,
+        prefix_len: usize,
+        dtype: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
         let dtype = match dtype {
             None => MaskDtype::Float32,
             Some(d) => MaskDtype::parse(&dtype_name(d)?).map_err(to_py)?,
@@ -232,35 +304,64 @@ impl PyTokenTree {
     }
 
     #[pyo3(signature = (leaf = None))]
-    fn chain_view<'py>(&self, py: Python<'py>, leaf: Option<i64>) -> PyResult<Bound<'py, PyArray1<i32>>> {
+    fn chain_view<'py>(
+        &self,
+        py: Python<'py>,
+        leaf: Option<i64>,
+    ) -> PyResult<Bound<'py, PyArray1<i32>>> {
         let leaf = match leaf {
             None => None,
             Some(l) => Some(usize::try_from(l).map_err(|_| {
-                pyo3::exceptions::PyIndexError::new_err(format!("leaf {l} out of range for {} nodes", self.inner.num_nodes()))
+                pyo3::exceptions::PyIndexError::new_err(format!(
+                    "leaf {l} out of range for {} nodes",
+                    self.inner.num_nodes()
+                ))
             })?),
         };
         Ok(self.inner.chain_view(leaf).map_err(to_py)?.into_pyarray(py))
     }
 
     #[pyo3(signature = (size, *, pad_id = 0, prefix_len = 0))]
-    fn padded<'py>(&self, py: Python<'py>, size: usize, pad_id: u32, prefix_len: usize) -> PyResult<Bound<'py, PyTuple>> {
+    fn padded<'py>(
+        &self,
+        py: Python<'py>,
+        size: usize,
+        pad_id: u32,
+        prefix_len: usize,
+    ) -> PyResult<Bound<'py, PyTuple>> {
         let p = self.inner.padded(size, pad_id, prefix_len).map_err(to_py)?;
         PyTuple::new(
             py,
-            [p.tokens.into_pyarray(py).into_any(), owned2(py, p.mask, size, size).into_any(), p.positions.into_pyarray(py).into_any()],
+            [
+                p.tokens.into_pyarray(py).into_any(),
+                owned2(py, p.mask, size, size).into_any(),
+                p.positions.into_pyarray(py).into_any(),
+            ],
         )
     }
 
-    fn verify_greedy<'py>(&self, py: Python<'py>, target_argmax: &Bound<'py, PyAny>) -> PyResult<(Bound<'py, PyArray1<i32>>, usize, u32)> {
+    fn verify_greedy<'py>(
+        &self,
+        py: Python<'py>,
+        target_argmax: &Bound<'py, PyAny>,
+    ) -> PyResult<(Bound<'py, PyArray1<i32>>, usize, u32)> {
         let argmax = i32_vec(target_argmax, "target_argmax")?;
         let r = self.inner.verify_greedy(&argmax).map_err(to_py)?;
         let num_accepted = r.num_accepted();
-        Ok((array1_from(py, &r.accepted_nodes), num_accepted, r.bonus_token))
+        Ok((
+            array1_from(py, &r.accepted_nodes),
+            num_accepted,
+            r.bonus_token,
+        ))
     }
 
     #[pyo3(signature = (budget, *, max_depth = None))]
     fn best_first_subtree(&self, budget: usize, max_depth: Option<usize>) -> PyResult<Self> {
-        Ok(self.inner.best_first_subtree(budget, max_depth).map_err(to_py)?.into())
+        Ok(self
+            .inner
+            .best_first_subtree(budget, max_depth)
+            .map_err(to_py)?
+            .into())
     }
 
     fn __len__(&self) -> usize {
@@ -268,7 +369,9 @@ impl PyTokenTree {
     }
 
     fn __eq__(&self, other: &Bound<'_, PyAny>) -> bool {
-        other.cast::<PyTokenTree>().is_ok_and(|o| o.get().inner == self.inner)
+        other
+            .cast::<PyTokenTree>()
+            .is_ok_and(|o| o.get().inner == self.inner)
     }
 
     fn __hash__(&self) -> PyResult<isize> {
@@ -304,7 +407,12 @@ fn acceptance_table(obj: &Bound<'_, PyAny>) -> PyResult<AcceptanceTable> {
         match dims.as_slice() {
             [r] => (data, 1, *r),
             [d, r] => (data, *d, *r),
-            _ => return Err(PyValueError::new_err(format!("acceptance must be 1-D or 2-D, got {} dimensions", dims.len()))),
+            _ => {
+                return Err(PyValueError::new_err(format!(
+                    "acceptance must be 1-D or 2-D, got {} dimensions",
+                    dims.len()
+                )))
+            }
         }
     } else if let Ok(v) = obj.extract::<Vec<f64>>() {
         let r = v.len();
@@ -312,12 +420,17 @@ fn acceptance_table(obj: &Bound<'_, PyAny>) -> PyResult<AcceptanceTable> {
     } else if let Ok(rows) = obj.extract::<Vec<Vec<f64>>>() {
         let r = rows.first().map_or(0, Vec::len);
         if let Some((i, row)) = rows.iter().enumerate().find(|(_, row)| row.len() != r) {
-            return Err(PyValueError::new_err(format!("acceptance row {i} has {} entries, row 0 has {r}", row.len())));
+            return Err(PyValueError::new_err(format!(
+                "acceptance row {i} has {} entries, row 0 has {r}",
+                row.len()
+            )));
         }
         let d = rows.len();
         (rows.into_iter().flatten().collect(), d, r)
     } else {
-        return Err(PyTypeError::new_err("acceptance must be a float64 array or a (nested) list of floats"));
+        return Err(PyTypeError::new_err(
+            "acceptance must be a float64 array or a (nested) list of floats",
+        ));
     };
     AcceptanceTable::new(probs, rows, ranks).map_err(to_py)
 }
@@ -343,26 +456,50 @@ impl PyTreeTemplate {
         let mut ranks = Vec::with_capacity(paths.len());
         for (i, path) in paths.iter().enumerate() {
             // Ranks are exposed as int32 (`ranks`), so they must fit in it.
-            let p: Option<Vec<u32>> =
-                path.iter().map(|&r| u32::try_from(r).ok().filter(|&r| r <= fastdec_core::MAX_TOKEN_ID)).collect();
+            let p: Option<Vec<u32>> = path
+                .iter()
+                .map(|&r| {
+                    u32::try_from(r)
+                        .ok()
+                        .filter(|&r| r <= fastdec_core::MAX_TOKEN_ID)
+                })
+                .collect();
             ranks.push(p.ok_or_else(|| {
-                PyValueError::new_err(format!("path {i} {path:?} has a rank outside [0, 2147483647]"))
+                PyValueError::new_err(format!(
+                    "path {i} {path:?} has a rank outside [0, 2147483647]"
+                ))
             })?);
         }
-        Ok(PyTreeTemplate { inner: TreeTemplate::from_paths(&ranks).map_err(to_py)?, expected: None })
+        Ok(PyTreeTemplate {
+            inner: TreeTemplate::from_paths(&ranks).map_err(to_py)?,
+            expected: None,
+        })
     }
 
     #[staticmethod]
     fn token_recycling() -> Self {
-        PyTreeTemplate { inner: TreeTemplate::token_recycling(), expected: None }
+        PyTreeTemplate {
+            inner: TreeTemplate::token_recycling(),
+            expected: None,
+        }
     }
 
     #[staticmethod]
     #[pyo3(signature = (acceptance, *, budget, max_depth))]
-    fn optimal(py: Python<'_>, acceptance: &Bound<'_, PyAny>, budget: usize, max_depth: usize) -> PyResult<Self> {
+    fn optimal(
+        py: Python<'_>,
+        acceptance: &Bound<'_, PyAny>,
+        budget: usize,
+        max_depth: usize,
+    ) -> PyResult<Self> {
         let table = acceptance_table(acceptance)?;
-        let (inner, value) = py.detach(|| fastdec_core::optimal_template(&table, budget, max_depth)).map_err(to_py)?;
-        Ok(PyTreeTemplate { inner, expected: Some(value) })
+        let (inner, value) = py
+            .detach(|| fastdec_core::optimal_template(&table, budget, max_depth))
+            .map_err(to_py)?;
+        Ok(PyTreeTemplate {
+            inner,
+            expected: Some(value),
+        })
     }
 
     fn expected_accepted(&self, acceptance: &Bound<'_, PyAny>) -> PyResult<f64> {
@@ -404,18 +541,26 @@ impl PyTreeTemplate {
     }
 
     fn fill(&self, tokens: &Bound<'_, PyAny>) -> PyResult<PyTokenTree> {
-        Ok(self.inner.fill(token_vec(tokens, "tokens")?).map_err(to_py)?.into())
+        Ok(self
+            .inner
+            .fill(token_vec(tokens, "tokens")?)
+            .map_err(to_py)?
+            .into())
     }
 
     fn fill_ranked(&self, root: u32, candidates: &Bound<'_, PyAny>) -> PyResult<PyTokenTree> {
-        let arr = candidates
-            .cast::<PyArray2<i32>>()
-            .map_err(|_| PyTypeError::new_err("candidates must be a 2-D int32 numpy array [max_depth, k]"))?;
+        let arr = candidates.cast::<PyArray2<i32>>().map_err(|_| {
+            PyTypeError::new_err("candidates must be a 2-D int32 numpy array [max_depth, k]")
+        })?;
         let ro = arr.readonly();
         let k = ro.shape()[1];
         let flat: Vec<i32> = ro.as_array().iter().copied().collect();
         let flat = fastdec_core::token_ids_from_i32(&flat, "candidates").map_err(to_py)?;
-        Ok(self.inner.fill_ranked(root, &flat, k).map_err(to_py)?.into())
+        Ok(self
+            .inner
+            .fill_ranked(root, &flat, k)
+            .map_err(to_py)?
+            .into())
     }
 
     fn __len__(&self) -> usize {
@@ -441,7 +586,10 @@ pub fn verify_greedy_batch<'py>(
 ) -> PyResult<Bound<'py, PyTuple>> {
     let argmax = i32_vec(target_argmax, "target_argmax")?;
     let refs: Vec<&TokenTree> = trees.iter().map(|t| &t.inner).collect();
-    let results = maybe_detach(py, argmax.len(), || fastdec_core::verify_greedy_batch(&refs, &argmax)).map_err(to_py)?;
+    let results = maybe_detach(py, argmax.len(), || {
+        fastdec_core::verify_greedy_batch(&refs, &argmax)
+    })
+    .map_err(to_py)?;
     let width = refs.iter().map(|t| t.max_depth() + 1).max().unwrap_or(1);
     let b = results.len();
     let mut nodes = vec![-1i32; b * width];
@@ -452,12 +600,24 @@ pub fn verify_greedy_batch<'py>(
         num.push(r.num_accepted() as i32);
         bonus.push(r.bonus_token as i32);
     }
-    PyTuple::new(py, [owned2(py, nodes, b, width).into_any(), num.into_pyarray(py).into_any(), bonus.into_pyarray(py).into_any()])
+    PyTuple::new(
+        py,
+        [
+            owned2(py, nodes, b, width).into_any(),
+            num.into_pyarray(py).into_any(),
+            bonus.into_pyarray(py).into_any(),
+        ],
+    )
 }
 
 /// See `fastdec.optimal_template`.
 #[pyfunction]
 #[pyo3(signature = (acceptance, *, budget, max_depth))]
-pub fn optimal_template(py: Python<'_>, acceptance: &Bound<'_, PyAny>, budget: usize, max_depth: usize) -> PyResult<PyTreeTemplate> {
+pub fn optimal_template(
+    py: Python<'_>,
+    acceptance: &Bound<'_, PyAny>,
+    budget: usize,
+    max_depth: usize,
+) -> PyResult<PyTreeTemplate> {
     PyTreeTemplate::optimal(py, acceptance, budget, max_depth)
 }

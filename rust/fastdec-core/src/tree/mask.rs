@@ -165,22 +165,22 @@ impl TokenTree {
             });
             for (row, src) in out.chunks_exact_mut(width).zip(block.chunks_exact(n)) {
                 let (prefix, tail) = row.split_at_mut(prefix_len);
-                prefix.iter_mut().for_each(|x| {
+                for x in prefix.iter_mut() {
                     x.write(T::ZERO);
-                });
-                tail.iter_mut().zip(src).for_each(|(x, &v)| {
+                }
+                for (x, &v) in tail.iter_mut().zip(src) {
                     x.write(v);
-                });
+                }
             }
         } else {
             for (i, row) in out.chunks_exact_mut(width).enumerate() {
                 let (prefix, tail) = row.split_at_mut(prefix_len);
-                prefix.iter_mut().for_each(|x| {
+                for x in prefix.iter_mut() {
                     x.write(T::ZERO);
-                });
-                tail.iter_mut().for_each(|x| {
+                }
+                for x in tail.iter_mut() {
                     x.write(T::MIN);
-                });
+                }
                 self.shape.for_each_ancestor(i, |j| {
                     tail[j].write(T::ZERO);
                 });
