@@ -52,7 +52,7 @@ fn mask_array<'py, T: MaskValue, E: numpy::Element + Send>(
         assert!(
             std::mem::size_of::<T>() == std::mem::size_of::<E>()
                 && std::mem::align_of::<T>() == std::mem::align_of::<E>()
-        )
+        );
     };
     let (rows, cols) = (tree.num_nodes(), prefix_len + tree.num_nodes());
     let arr = new_array2_uninit(py, rows, cols, |out: &mut [MaybeUninit<E>]| {
