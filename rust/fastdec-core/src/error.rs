@@ -118,8 +118,16 @@ impl Error {
         }
     }
 
-    pub(crate) fn arg(name: &'static str, value: impl std::fmt::Display, expected: impl Into<String>) -> Self {
-        Error::InvalidArgument { name, value: value.to_string(), expected: expected.into() }
+    pub(crate) fn arg(
+        name: &'static str,
+        value: impl std::fmt::Display,
+        expected: impl Into<String>,
+    ) -> Self {
+        Error::InvalidArgument {
+            name,
+            value: value.to_string(),
+            expected: expected.into(),
+        }
     }
 }
 

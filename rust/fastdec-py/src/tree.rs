@@ -270,7 +270,7 @@ impl PyTokenTree {
         let n = self.inner.num_nodes();
         owned2(
             py,
-            self.inner.ancestor_bits().to_i32_words(n),
+            self.inner.ancestor_bits().to_i32_words(),
             n,
             n.div_ceil(32),
         )

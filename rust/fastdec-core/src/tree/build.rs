@@ -49,7 +49,11 @@ impl ScoreMode {
             "logprob" => Ok(ScoreMode::LogProb),
             "prob" => Ok(ScoreMode::Prob),
             "path" => Ok(ScoreMode::Path),
-            _ => Err(Error::arg("score_mode", name, "one of 'logprob', 'prob', 'path'")),
+            _ => Err(Error::arg(
+                "score_mode",
+                name,
+                "one of 'logprob', 'prob', 'path'",
+            )),
         }
     }
 
@@ -82,7 +86,13 @@ pub(crate) struct TrieBuilder {
 
 impl TrieBuilder {
     pub(crate) fn new(root: TokenId, root_score: f32, combine: ScoreCombine) -> Self {
-        TrieBuilder { tokens: vec![root], parents: vec![-1], scores: vec![root_score], child_of: HashMap::new(), combine }
+        TrieBuilder {
+            tokens: vec![root],
+            parents: vec![-1],
+            scores: vec![root_score],
+            child_of: HashMap::new(),
+            combine,
+        }
     }
 
     pub(crate) fn add_root_score(&mut self, score: f32) {
@@ -97,7 +107,11 @@ impl TrieBuilder {
         }
         let id = self.tokens.len();
         if id >= MAX_NODES {
-            return Err(Error::TooManyNodes { what: "merged tree", num_nodes: id + 1, max: MAX_NODES });
+            return Err(Error::TooManyNodes {
+                what: "merged tree",
+                num_nodes: id + 1,
+                max: MAX_NODES,
+            });
         }
         self.tokens.push(token);
         self.parents.push(parent as i32);
@@ -122,8 +136,14 @@ impl TrieBuilder {
 /// # Errors
 /// [`Error::Empty`], [`Error::InvalidArgument`] for differing roots or a zero budget,
 /// [`Error::TooManyNodes`].
-pub fn fuse(trees: &[&TokenTree], combine: ScoreCombine, budget: Option<usize>) -> Result<TokenTree> {
-    let Some(first) = trees.first() else { return Err(Error::Empty { what: "trees" }) };
+pub fn fuse(
+    trees: &[&TokenTree],
+    combine: ScoreCombine,
+    budget: Option<usize>,
+) -> Result<TokenTree> {
+    let Some(first) = trees.first() else {
+        return Err(Error::Empty { what: "trees" });
+    };
     if budget == Some(0) {
         return Err(Error::arg("budget", 0, "must be >= 1 (the root)"));
     }
@@ -176,7 +196,9 @@ impl PartialOrd for Ranked {
 }
 impl Ord for Ranked {
     fn cmp(&self, other: &Self) -> Ordering {
-        self.score.total_cmp(&other.score).then_with(|| other.id.cmp(&self.id))
+        self.score
+            .total_cmp(&other.score)
+            .then_with(|| other.id.cmp(&self.id))
     }
 }
 
@@ -186,7 +208,9 @@ impl TokenTree {
     /// # Errors
     /// [`Error::Empty`] if the tree has no scores.
     pub fn with_path_scores(self, mode: ScoreMode) -> Result<TokenTree> {
-        let Some(edge) = self.scores.as_deref() else { return Err(Error::Empty { what: "scores" }) };
+        let Some(edge) = self.scores.as_deref() else {
+            return Err(Error::Empty { what: "scores" });
+        };
         let parents = self.parents();
         let mut path = Vec::with_capacity(edge.len());
         path.push(mode.root(edge[0]));
@@ -218,13 +242,18 @@ impl TokenTree {
         let push_children = |heap: &mut BinaryHeap<Ranked>, node: usize| {
             if (depth[node] as usize) < max_depth {
                 for c in self.shape.children(node) {
-                    heap.push(Ranked { score: score(c), id: c as u32 });
+                    heap.push(Ranked {
+                        score: score(c),
+                        id: c as u32,
+                    });
                 }
             }
         };
         push_children(&mut heap, 0);
         while kept < budget {
-            let Some(Ranked { id, .. }) = heap.pop() else { break };
+            let Some(Ranked { id, .. }) = heap.pop() else {
+                break;
+            };
             keep[id as usize] = true;
             kept += 1;
             push_children(&mut heap, id as usize);
@@ -262,12 +291,22 @@ impl TokenTree {
     /// # Errors
     /// [`Error::InvalidArgument`] for a zero or too large budget or a NaN score,
     /// [`Error::InvalidValue`] for a token above `MAX_TOKEN_ID`.
-    pub fn best_first_expand<F>(root: TokenId, budget: usize, max_depth: usize, mode: ScoreMode, mut expand: F) -> Result<TokenTree>
+    pub fn best_first_expand<F>(
+        root: TokenId,
+        budget: usize,
+        max_depth: usize,
+        mode: ScoreMode,
+        mut expand: F,
+    ) -> Result<TokenTree>
     where
         F: FnMut(&[TokenId], &mut Vec<(TokenId, f32)>) -> Result<()>,
     {
         if budget == 0 || budget > MAX_NODES {
-            return Err(Error::arg("budget", budget, format!("must be in [1, {MAX_NODES}]")));
+            return Err(Error::arg(
+                "budget",
+                budget,
+                format!("must be in [1, {MAX_NODES}]"),
+            ));
         }
         let mut trie = TrieBuilder::new(root, mode.root(0.0), ScoreCombine::Max);
         let mut depth = vec![0usize];
@@ -287,7 +326,11 @@ impl TokenTree {
                 let parent_score = trie.scores[node as usize];
                 for &(token, edge) in &out {
                     if edge.is_nan() {
-                        return Err(Error::arg("score", "nan", "expansion scores must not be NaN"));
+                        return Err(Error::arg(
+                            "score",
+                            "nan",
+                            "expansion scores must not be NaN",
+                        ));
                     }
                     if token > crate::MAX_TOKEN_ID {
                         return Err(Error::InvalidValue {
@@ -298,19 +341,26 @@ impl TokenTree {
                         });
                     }
                     let score = mode.extend(parent_score, edge);
-                    heap.push(Ranked { score, id: candidates.len() as u32 });
+                    heap.push(Ranked {
+                        score,
+                        id: candidates.len() as u32,
+                    });
                     candidates.push((node, token, score));
                 }
             }
             // Pop until a candidate that is not a duplicate sibling.
             let next = loop {
-                let Some(Ranked { id, .. }) = heap.pop() else { break None };
+                let Some(Ranked { id, .. }) = heap.pop() else {
+                    break None;
+                };
                 let (parent, token, score) = candidates[id as usize];
                 if !trie.child_of.contains_key(&(parent, token)) {
                     break Some((parent, token, score));
                 }
             };
-            let Some((parent, token, score)) = next else { break };
+            let Some((parent, token, score)) = next else {
+                break;
+            };
             node = trie.child(parent, token, score)?;
             depth.push(depth[parent as usize] + 1);
             path.clear();

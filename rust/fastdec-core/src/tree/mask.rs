@@ -8,6 +8,9 @@ use super::shape::TreeShape;
 use super::token_tree::{checked_prefix, TokenTree};
 use crate::{Error, Result, TokenId, MAX_NODES};
 
+/// The largest additive mask built (2^28 elements: 1 GiB in float32).
+pub const MAX_MASK_ELEMENTS: usize = 1 << 28;
+
 /// Trees up to this size cache their `[N, N]` mask block per dtype (256 KiB in float32).
 pub const MASK_CACHE_MAX_NODES: usize = 256;
 
@@ -61,6 +64,15 @@ impl MaskValue for Bf16Bits {
     }
 }
 
+/// Row width `prefix_len + n` and element count `n * (prefix_len + n)` of an additive mask, or
+/// an error if they overflow `usize`.
+fn mask_dims(prefix_len: usize, n: usize) -> Result<(usize, usize)> {
+    prefix_len
+        .checked_add(n)
+        .and_then(|width| Some((width, n.checked_mul(width)?)))
+        .ok_or_else(|| Error::arg("prefix_len", prefix_len, "the mask size overflows usize"))
+}
+
 /// Element dtypes of the additive mask. `BFloat16` and `Float16` are returned as raw 16-bit
 /// patterns (`u16`), which torch reinterprets with `.view(torch.bfloat16)` / numpy with
 /// `.view(np.float16)`.
@@ -88,15 +100,21 @@ impl MaskDtype {
             "float64" | "f64" | "double" => MaskDtype::Float64,
             "float16" | "f16" | "half" => MaskDtype::Float16,
             "bfloat16" | "bf16" => MaskDtype::BFloat16,
-            _ => return Err(Error::arg("dtype", name, "one of float32, float64, float16, bfloat16")),
+            _ => {
+                return Err(Error::arg(
+                    "dtype",
+                    name,
+                    "one of float32, float64, float16, bfloat16",
+                ))
+            }
         })
     }
 
     /// Bit pattern of `finfo(dtype).min` for the 16-bit types.
     pub fn min_bits16(self) -> u16 {
         match self {
-            MaskDtype::Float16 => 0xFBFF,  // -65504
-            _ => 0xFF7F,                   // bfloat16 -3.3895e38
+            MaskDtype::Float16 => 0xFBFF, // -65504
+            _ => 0xFF7F,                  // bfloat16 -3.3895e38
         }
     }
 }
@@ -128,12 +146,23 @@ impl TokenTree {
     /// elsewhere. This is the 4D-mask block transformers adds to the attention scores.
     ///
     /// # Errors
-    /// [`Error::LengthMismatch`] if `out` has the wrong size.
-    pub fn additive_mask_into<T: Copy>(&self, prefix_len: usize, zero: T, min: T, out: &mut [T]) -> Result<()> {
+    /// [`Error::LengthMismatch`] if `out` has the wrong size; [`Error::InvalidArgument`] if
+    /// `prefix_len` is so large that the mask size overflows `usize`.
+    pub fn additive_mask_into<T: Copy>(
+        &self,
+        prefix_len: usize,
+        zero: T,
+        min: T,
+        out: &mut [T],
+    ) -> Result<()> {
         let n = self.num_nodes();
-        let width = prefix_len + n;
-        if out.len() != n * width {
-            return Err(Error::LengthMismatch { what: "mask output", expected: n * width, got: out.len() });
+        let (width, len) = mask_dims(prefix_len, n)?;
+        if out.len() != len {
+            return Err(Error::LengthMismatch {
+                what: "mask output",
+                expected: len,
+                got: out.len(),
+            });
         }
         for (i, row) in out.chunks_exact_mut(width).enumerate() {
             let (prefix, block) = row.split_at_mut(prefix_len);
@@ -150,17 +179,27 @@ impl TokenTree {
     /// trees of one template); larger ones walk ancestors.
     ///
     /// # Errors
-    /// [`Error::LengthMismatch`] if `out` has the wrong size.
-    pub fn write_additive_mask<T: MaskValue>(&self, prefix_len: usize, out: &mut [MaybeUninit<T>]) -> Result<()> {
+    /// [`Error::LengthMismatch`] if `out` has the wrong size; [`Error::InvalidArgument`] if
+    /// `prefix_len` is so large that the mask size overflows `usize`.
+    pub fn write_additive_mask<T: MaskValue>(
+        &self,
+        prefix_len: usize,
+        out: &mut [MaybeUninit<T>],
+    ) -> Result<()> {
         let n = self.num_nodes();
-        let width = prefix_len + n;
-        if out.len() != n * width {
-            return Err(Error::LengthMismatch { what: "mask output", expected: n * width, got: out.len() });
+        let (width, len) = mask_dims(prefix_len, n)?;
+        if out.len() != len {
+            return Err(Error::LengthMismatch {
+                what: "mask output",
+                expected: len,
+                got: out.len(),
+            });
         }
         if n <= MASK_CACHE_MAX_NODES {
             let block = T::cache(&self.shape).get_or_init(|| {
                 let mut b = vec![T::MIN; n * n];
-                self.additive_mask_into(0, T::ZERO, T::MIN, &mut b).expect("sized above");
+                self.additive_mask_into(0, T::ZERO, T::MIN, &mut b)
+                    .expect("sized above");
                 b
             });
             for (row, src) in out.chunks_exact_mut(width).zip(block.chunks_exact(n)) {
@@ -193,13 +232,17 @@ impl TokenTree {
     ///
     /// # Errors
     /// [`Error::InvalidArgument`] when positions overflow int32 or the mask would exceed
-    /// `MAX_NODES * (1 << 20)` elements.
+    /// [`MAX_MASK_ELEMENTS`] elements.
     pub fn additive_mask_len(&self, prefix_len: usize) -> Result<usize> {
         checked_prefix(prefix_len, self.max_depth())?;
         let n = self.num_nodes();
         match n.checked_mul(prefix_len + n) {
-            Some(len) if len <= MAX_NODES << 20 => Ok(len),
-            _ => Err(Error::arg("prefix_len", prefix_len, format!("the [{n}, prefix_len + {n}] mask is too large"))),
+            Some(len) if len <= MAX_MASK_ELEMENTS => Ok(len),
+            _ => Err(Error::arg(
+                "prefix_len",
+                prefix_len,
+                format!("the [{n}, prefix_len + {n}] mask is too large"),
+            )),
         }
     }
 
@@ -210,10 +253,18 @@ impl TokenTree {
     pub fn padded(&self, size: usize, pad_token: TokenId, prefix_len: usize) -> Result<Padded> {
         let n = self.num_nodes();
         if size < n || size > MAX_NODES {
-            return Err(Error::arg("size", size, format!("must be in [{n}, {MAX_NODES}] for a tree of {n} nodes")));
+            return Err(Error::arg(
+                "size",
+                size,
+                format!("must be in [{n}, {MAX_NODES}] for a tree of {n} nodes"),
+            ));
         }
         if pad_token > crate::MAX_TOKEN_ID {
-            return Err(Error::arg("pad_id", pad_token, "token ids must be in [0, 2147483647]"));
+            return Err(Error::arg(
+                "pad_id",
+                pad_token,
+                "token ids must be in [0, 2147483647]",
+            ));
         }
         let base = checked_prefix(prefix_len, self.max_depth())?;
         let mut tokens: Vec<i32> = self.tokens.iter().map(|&t| t as i32).collect();
@@ -228,6 +279,10 @@ impl TokenTree {
                 row[i] = true;
             }
         }
-        Ok(Padded { tokens, mask, positions })
+        Ok(Padded {
+            tokens,
+            mask,
+            positions,
+        })
     }
 }

@@ -9,8 +9,10 @@ mod token_tree;
 mod verify;
 
 pub use build::{fuse, ScoreCombine, ScoreMode};
-pub use mask::{Bf16Bits, F16Bits, MaskDtype, MaskValue, Padded, MASK_CACHE_MAX_NODES};
-pub use sequoia::{optimal_template, AcceptanceTable};
+pub use mask::{
+    Bf16Bits, F16Bits, MaskDtype, MaskValue, Padded, MASK_CACHE_MAX_NODES, MAX_MASK_ELEMENTS,
+};
+pub use sequoia::{optimal_template, AcceptanceTable, MAX_DP_WORK};
 pub use shape::{AncestorBits, Children, TreeShape};
 pub use template::TreeTemplate;
 pub use token_tree::TokenTree;

@@ -27,11 +27,21 @@ impl AcceptanceTable {
         if rows == 0 || ranks == 0 {
             return Err(Error::Empty { what: "acceptance" });
         }
-        if probs.len() != rows * ranks {
-            return Err(Error::LengthMismatch { what: "acceptance", expected: rows * ranks, got: probs.len() });
+        if rows.checked_mul(ranks) != Some(probs.len()) {
+            // saturating: a product that overflows usize cannot match any length
+            let expected = rows.saturating_mul(ranks);
+            return Err(Error::LengthMismatch {
+                what: "acceptance",
+                expected,
+                got: probs.len(),
+            });
         }
         if ranks > MAX_NODES {
-            return Err(Error::TooManyNodes { what: "acceptance ranks", num_nodes: ranks, max: MAX_NODES });
+            return Err(Error::TooManyNodes {
+                what: "acceptance ranks",
+                num_nodes: ranks,
+                max: MAX_NODES,
+            });
         }
         if let Some(index) = probs.iter().position(|p| !(0.0..=1.0).contains(p)) {
             return Err(Error::InvalidValue {
@@ -75,6 +85,9 @@ impl TreeTemplate {
     }
 }
 
+/// Upper bound on the DP's inner steps (a few seconds on one core).
+pub const MAX_DP_WORK: u128 = 2_000_000_000;
+
 /// The template of at most `budget` nodes (root included) and depth at most `max_depth` that
 /// maximises expected accepted tokens, with that expectation (`F - 1`). Nodes that add nothing
 /// (probability 0) are left out, so the template may use fewer nodes than the budget.
@@ -82,18 +95,43 @@ impl TreeTemplate {
 /// Cost: `O(max_depth * ranks * budget^2)` time, `O(max_depth * ranks * budget)` memory.
 ///
 /// # Errors
-/// [`Error::InvalidArgument`] for a budget outside `[1, MAX_NODES]` or a depth above it.
+/// [`Error::InvalidArgument`] for a budget outside `[1, MAX_NODES]`, a depth above it, or a
+/// problem above [`MAX_DP_WORK`] steps.
 #[allow(clippy::many_single_char_names)] // the paper's notation
-pub fn optimal_template(acceptance: &AcceptanceTable, budget: usize, max_depth: usize) -> Result<(TreeTemplate, f64)> {
+pub fn optimal_template(
+    acceptance: &AcceptanceTable,
+    budget: usize,
+    max_depth: usize,
+) -> Result<(TreeTemplate, f64)> {
     if budget == 0 || budget > MAX_NODES {
-        return Err(Error::arg("budget", budget, format!("must be in [1, {MAX_NODES}]")));
+        return Err(Error::arg(
+            "budget",
+            budget,
+            format!("must be in [1, {MAX_NODES}]"),
+        ));
     }
     if max_depth > MAX_NODES {
-        return Err(Error::arg("max_depth", max_depth, format!("must be <= {MAX_NODES}")));
+        return Err(Error::arg(
+            "max_depth",
+            max_depth,
+            format!("must be <= {MAX_NODES}"),
+        ));
     }
     let max_depth = max_depth.min(budget - 1);
     let ranks = acceptance.ranks();
     let b = budget;
+    // The DP is O(max_depth * ranks * budget^2); refuse what would run for minutes or more.
+    let work = (max_depth as u128) * (ranks as u128) * (b as u128) * (b as u128) / 2;
+    if work > MAX_DP_WORK {
+        return Err(Error::arg(
+            "budget",
+            budget,
+            format!(
+                "max_depth * ranks * budget^2 / 2 = {work} exceeds {MAX_DP_WORK} steps \
+                 (max_depth {max_depth}, ranks {ranks}); use a smaller budget, depth or rank count"
+            ),
+        ));
+    }
     // f[d][m]: best F of a subtree whose root sits at depth d, using at most m nodes (m >= 1).
     let mut f = vec![vec![1.0f64; b + 1]; max_depth + 1];
     // choice[d][r][k]: nodes given to rank r's subtree when ranks r.. share k nodes (0 = none).

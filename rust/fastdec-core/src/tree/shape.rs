@@ -9,6 +9,7 @@ use crate::{Error, Result, MAX_NODES};
 /// from the root to node `i` (inclusive). Row `i` = row `parents[i]` | bit `i` (trees.md §1.1).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AncestorBits {
+    num_nodes: usize,
     words_per_row: usize,
     bits: Vec<u64>,
 }
@@ -34,7 +35,11 @@ impl AncestorBits {
                 bits[row + i / 64] |= 1u64 << (i % 64);
             }
         }
-        AncestorBits { words_per_row, bits }
+        AncestorBits {
+            num_nodes: n,
+            words_per_row,
+            bits,
+        }
     }
 
     /// Number of 64-bit words per row (`ceil(N / 64)`).
@@ -55,14 +60,19 @@ impl AncestorBits {
     /// Rows re-packed as little-endian int32 words, `ceil(N / 32)` per row: the layout of
     /// llguidance/outlines-core token bitmasks, byte-identical to `FlashInfer`'s
     /// `packbits(..., bitorder="little")` of each row.
-    pub fn to_i32_words(&self, n: usize) -> Vec<i32> {
+    pub fn to_i32_words(&self) -> Vec<i32> {
+        let n = self.num_nodes;
         let words32 = n.div_ceil(32);
         let mut out = Vec::with_capacity(n * words32);
         for i in 0..n {
             let row = self.row(i);
             for w in 0..words32 {
                 let word = row[w / 2];
-                let half = if w % 2 == 0 { word as u32 } else { (word >> 32) as u32 };
+                let half = if w % 2 == 0 {
+                    word as u32
+                } else {
+                    (word >> 32) as u32
+                };
                 out.push(half as i32);
             }
         }
@@ -121,14 +131,23 @@ impl TreeShape {
             return Err(Error::Empty { what: "parents" });
         }
         if parents.len() > MAX_NODES {
-            return Err(Error::TooManyNodes { what: "tree", num_nodes: parents.len(), max: MAX_NODES });
+            return Err(Error::TooManyNodes {
+                what: "tree",
+                num_nodes: parents.len(),
+                max: MAX_NODES,
+            });
         }
         if parents[0] != -1 {
-            return Err(Error::RootParent { parent: i64::from(parents[0]) });
+            return Err(Error::RootParent {
+                parent: i64::from(parents[0]),
+            });
         }
         for (node, &parent) in parents.iter().enumerate().skip(1) {
             if parent < 0 || parent as usize >= node {
-                return Err(Error::ParentNotBefore { node, parent: i64::from(parent) });
+                return Err(Error::ParentNotBefore {
+                    node,
+                    parent: i64::from(parent),
+                });
             }
         }
         Ok(Self::from_valid_parents(parents))
@@ -154,7 +173,10 @@ impl TreeShape {
             next_sibling[i] = first_child[p];
             first_child[p] = i as i32;
         }
-        let leaves = (0..n).filter(|&i| first_child[i] < 0).map(|i| i as i32).collect();
+        let leaves = (0..n)
+            .filter(|&i| first_child[i] < 0)
+            .map(|i| i as i32)
+            .collect();
         TreeShape {
             parents,
             depth,
@@ -211,12 +233,16 @@ impl TreeShape {
 
     /// Children of `node` in ascending order.
     pub fn children(&self, node: usize) -> Children<'_> {
-        Children { next_sibling: &self.next_sibling, cur: self.first_child[node] }
+        Children {
+            next_sibling: &self.next_sibling,
+            cur: self.first_child[node],
+        }
     }
 
     /// Ancestor-or-self bit rows (computed on first use, then cached).
     pub fn ancestor_bits(&self) -> &AncestorBits {
-        self.ancestors.get_or_init(|| AncestorBits::new(&self.parents))
+        self.ancestors
+            .get_or_init(|| AncestorBits::new(&self.parents))
     }
 
     /// Width of a leaf-path row: `max_depth + 1`.
@@ -249,7 +275,10 @@ impl TreeShape {
     /// Sibling groups of size >= 2 (computed on first use, then cached).
     pub(crate) fn sibling_groups(&self) -> &SiblingGroups {
         self.sibling_groups.get_or_init(|| {
-            let mut g = SiblingGroups { offsets: vec![0], members: Vec::new() };
+            let mut g = SiblingGroups {
+                offsets: vec![0],
+                members: Vec::new(),
+            };
             for p in 0..self.num_nodes() {
                 let c = self.first_child[p];
                 if c >= 0 && self.next_sibling[c as usize] >= 0 {

@@ -19,19 +19,86 @@ pub struct TreeTemplate {
 /// Token Recycling's "2.2.2" template (Luo et al. 2024, arXiv 2408.08696): 80 drafts in 6 levels
 /// of 8/21/25/15/8/3 nodes, each written as its path of ranks from the root.
 const TOKEN_RECYCLING_222: &[&[u32]] = &[
-    &[0], &[1], &[2], &[3], &[4], &[5], &[6], &[7],
-    &[0, 0], &[0, 1], &[0, 2], &[0, 3], &[0, 4], &[0, 5], &[0, 6], &[0, 7], &[1, 0], &[1, 1], &[1, 2],
-    &[1, 3], &[2, 0], &[2, 1], &[2, 2], &[3, 0], &[3, 1], &[4, 0], &[5, 0], &[6, 0], &[7, 0],
-    &[0, 0, 0], &[0, 0, 1], &[0, 0, 2], &[0, 0, 3], &[0, 0, 4], &[0, 0, 5], &[0, 0, 6], &[0, 0, 7],
-    &[0, 1, 0], &[0, 1, 1], &[0, 1, 2], &[0, 2, 0], &[0, 2, 1], &[0, 3, 0], &[0, 4, 0], &[0, 5, 0],
-    &[0, 6, 0], &[0, 7, 0], &[1, 0, 0], &[1, 0, 1], &[1, 1, 0], &[2, 0, 0], &[3, 0, 0], &[4, 0, 0],
+    &[0],
+    &[1],
+    &[2],
+    &[3],
+    &[4],
+    &[5],
+    &[6],
+    &[7],
+    &[0, 0],
+    &[0, 1],
+    &[0, 2],
+    &[0, 3],
+    &[0, 4],
+    &[0, 5],
+    &[0, 6],
+    &[0, 7],
+    &[1, 0],
+    &[1, 1],
+    &[1, 2],
+    &[1, 3],
+    &[2, 0],
+    &[2, 1],
+    &[2, 2],
+    &[3, 0],
+    &[3, 1],
+    &[4, 0],
+    &[5, 0],
+    &[6, 0],
+    &[7, 0],
+    &[0, 0, 0],
+    &[0, 0, 1],
+    &[0, 0, 2],
+    &[0, 0, 3],
+    &[0, 0, 4],
+    &[0, 0, 5],
+    &[0, 0, 6],
+    &[0, 0, 7],
+    &[0, 1, 0],
+    &[0, 1, 1],
+    &[0, 1, 2],
+    &[0, 2, 0],
+    &[0, 2, 1],
+    &[0, 3, 0],
+    &[0, 4, 0],
+    &[0, 5, 0],
+    &[0, 6, 0],
+    &[0, 7, 0],
+    &[1, 0, 0],
+    &[1, 0, 1],
+    &[1, 1, 0],
+    &[2, 0, 0],
+    &[3, 0, 0],
+    &[4, 0, 0],
     &[5, 0, 0],
-    &[0, 0, 0, 0], &[0, 0, 0, 1], &[0, 0, 0, 2], &[0, 0, 0, 3], &[0, 0, 0, 4], &[0, 0, 1, 0],
-    &[0, 0, 1, 1], &[0, 0, 2, 0], &[0, 0, 3, 0], &[0, 0, 4, 0], &[0, 1, 0, 0], &[0, 2, 0, 0],
-    &[1, 0, 0, 0], &[2, 0, 0, 0], &[3, 0, 0, 0],
-    &[0, 0, 0, 0, 0], &[0, 0, 0, 0, 1], &[0, 0, 0, 0, 2], &[0, 0, 0, 1, 0], &[0, 0, 0, 2, 0],
-    &[0, 0, 1, 0, 0], &[0, 1, 0, 0, 0], &[1, 0, 0, 0, 0],
-    &[0, 0, 0, 0, 0, 0], &[0, 0, 0, 0, 0, 1], &[0, 0, 0, 1, 0, 0],
+    &[0, 0, 0, 0],
+    &[0, 0, 0, 1],
+    &[0, 0, 0, 2],
+    &[0, 0, 0, 3],
+    &[0, 0, 0, 4],
+    &[0, 0, 1, 0],
+    &[0, 0, 1, 1],
+    &[0, 0, 2, 0],
+    &[0, 0, 3, 0],
+    &[0, 0, 4, 0],
+    &[0, 1, 0, 0],
+    &[0, 2, 0, 0],
+    &[1, 0, 0, 0],
+    &[2, 0, 0, 0],
+    &[3, 0, 0, 0],
+    &[0, 0, 0, 0, 0],
+    &[0, 0, 0, 0, 1],
+    &[0, 0, 0, 0, 2],
+    &[0, 0, 0, 1, 0],
+    &[0, 0, 0, 2, 0],
+    &[0, 0, 1, 0, 0],
+    &[0, 1, 0, 0, 0],
+    &[1, 0, 0, 0, 0],
+    &[0, 0, 0, 0, 0, 0],
+    &[0, 0, 0, 0, 0, 1],
+    &[0, 0, 0, 1, 0, 0],
 ];
 
 impl TreeTemplate {
@@ -42,11 +109,19 @@ impl TreeTemplate {
     /// [`Error::InvalidArgument`] for an empty, duplicate or orphan path; [`Error::TooManyNodes`].
     pub fn from_paths<P: AsRef<[u32]>>(paths: &[P]) -> Result<Self> {
         if paths.len() >= MAX_NODES {
-            return Err(Error::TooManyNodes { what: "template", num_nodes: paths.len() + 1, max: MAX_NODES });
+            return Err(Error::TooManyNodes {
+                what: "template",
+                num_nodes: paths.len() + 1,
+                max: MAX_NODES,
+            });
         }
         let mut sorted: Vec<&[u32]> = paths.iter().map(AsRef::as_ref).collect();
         if let Some(i) = sorted.iter().position(|p| p.is_empty()) {
-            return Err(Error::arg("paths", format!("[.., {i}: []]"), "the root is implicit; paths must not be empty"));
+            return Err(Error::arg(
+                "paths",
+                format!("[.., {i}: []]"),
+                "the root is implicit; paths must not be empty",
+            ));
         }
         sorted.sort_unstable_by(|a, b| a.len().cmp(&b.len()).then_with(|| a.cmp(b)));
         if let Some(w) = sorted.windows(2).find(|w| w[0] == w[1]) {
@@ -60,17 +135,26 @@ impl TreeTemplate {
                 0
             } else {
                 // Earlier (shorter) paths hold the prefix; nodes are 1 + sorted index.
-                match sorted[..k].binary_search_by(|q| q.len().cmp(&prefix.len()).then_with(|| (*q).cmp(prefix))) {
+                match sorted[..k]
+                    .binary_search_by(|q| q.len().cmp(&prefix.len()).then_with(|| (*q).cmp(prefix)))
+                {
                     Ok(j) => j + 1,
                     Err(_) => {
-                        return Err(Error::arg("paths", format!("{path:?}"), format!("its parent path {prefix:?} is not listed")))
+                        return Err(Error::arg(
+                            "paths",
+                            format!("{path:?}"),
+                            format!("its parent path {prefix:?} is not listed"),
+                        ))
                     }
                 }
             };
             parents.push(parent as i32);
             ranks.push(path[path.len() - 1]);
         }
-        Ok(TreeTemplate { shape: Arc::new(TreeShape::from_valid_parents(parents)), ranks })
+        Ok(TreeTemplate {
+            shape: Arc::new(TreeShape::from_valid_parents(parents)),
+            ranks,
+        })
     }
 
     /// Token Recycling's 81-node (root + 80) "2.2.2" template.
@@ -92,7 +176,11 @@ impl TreeTemplate {
     }
     /// Number of candidates per node the template needs (`max rank + 1`).
     pub fn num_ranks(&self) -> usize {
-        self.ranks.iter().skip(1).max().map_or(0, |&r| r as usize + 1)
+        self.ranks
+            .iter()
+            .skip(1)
+            .max()
+            .map_or(0, |&r| r as usize + 1)
     }
 
     /// The rank path of every non-root node, in node order.
@@ -116,11 +204,19 @@ impl TreeTemplate {
     /// [`Error::LengthMismatch`] or an out-of-range token.
     pub fn fill(&self, tokens: Vec<TokenId>) -> Result<TokenTree> {
         if tokens.len() != self.num_nodes() {
-            return Err(Error::LengthMismatch { what: "tokens", expected: self.num_nodes(), got: tokens.len() });
+            return Err(Error::LengthMismatch {
+                what: "tokens",
+                expected: self.num_nodes(),
+                got: tokens.len(),
+            });
         }
         if first_duplicate_sibling(&self.shape, &tokens).is_none() {
             check_token_range(&tokens)?;
-            return Ok(TokenTree { shape: Arc::clone(&self.shape), tokens, scores: None });
+            return Ok(TokenTree {
+                shape: Arc::clone(&self.shape),
+                tokens,
+                scores: None,
+            });
         }
         let mut trie = TrieBuilder::new(tokens[0], 0.0, ScoreCombine::Max);
         let mut map = vec![0u32; tokens.len()];
@@ -137,13 +233,28 @@ impl TreeTemplate {
     /// # Errors
     /// [`Error::InvalidArgument`] if `k` is smaller than the template needs or `candidates` has
     /// the wrong size; token errors as for [`TreeTemplate::fill`].
-    pub fn fill_ranked(&self, root: TokenId, candidates: &[TokenId], k: usize) -> Result<TokenTree> {
+    pub fn fill_ranked(
+        &self,
+        root: TokenId,
+        candidates: &[TokenId],
+        k: usize,
+    ) -> Result<TokenTree> {
         if k < self.num_ranks() {
-            return Err(Error::arg("k", k, format!("the template uses ranks up to {}", self.num_ranks() - 1)));
+            return Err(Error::arg(
+                "k",
+                k,
+                format!("the template uses ranks up to {}", self.num_ranks() - 1),
+            ));
         }
-        let need = self.shape.max_depth() * k;
-        if candidates.len() != need {
-            return Err(Error::LengthMismatch { what: "candidates", expected: need, got: candidates.len() });
+        let need = self.shape.max_depth().checked_mul(k);
+        if need != Some(candidates.len()) {
+            // saturating: a product that overflows usize cannot match any length
+            let expected = need.unwrap_or(usize::MAX);
+            return Err(Error::LengthMismatch {
+                what: "candidates",
+                expected,
+                got: candidates.len(),
+            });
         }
         let depth = self.shape.depth();
         let mut tokens = Vec::with_capacity(self.num_nodes());
@@ -159,7 +270,11 @@ impl TreeTemplate {
     ///
     /// # Errors
     /// Token errors as for [`TreeTemplate::fill`].
-    pub fn fill_with(&self, root: TokenId, mut next: impl FnMut(TokenId, u32) -> TokenId) -> Result<TokenTree> {
+    pub fn fill_with(
+        &self,
+        root: TokenId,
+        mut next: impl FnMut(TokenId, u32) -> TokenId,
+    ) -> Result<TokenTree> {
         let mut tokens = Vec::with_capacity(self.num_nodes());
         tokens.push(root);
         for i in 1..self.num_nodes() {

@@ -22,7 +22,11 @@ impl TokenTree {
     /// [`MAX_TOKEN_ID`], or [`Error::DuplicateSibling`].
     pub fn new(tokens: Vec<TokenId>, parents: Vec<i32>) -> Result<Self> {
         if tokens.len() != parents.len() {
-            return Err(Error::LengthMismatch { what: "tokens", expected: parents.len(), got: tokens.len() });
+            return Err(Error::LengthMismatch {
+                what: "tokens",
+                expected: parents.len(),
+                got: tokens.len(),
+            });
         }
         Self::from_shape(Arc::new(TreeShape::new(parents)?), tokens)
     }
@@ -36,22 +40,43 @@ impl TokenTree {
             return Err(Error::Empty { what: "tokens" });
         }
         if tokens.len() > crate::MAX_NODES {
-            return Err(Error::TooManyNodes { what: "tree", num_nodes: tokens.len(), max: crate::MAX_NODES });
+            return Err(Error::TooManyNodes {
+                what: "tree",
+                num_nodes: tokens.len(),
+                max: crate::MAX_NODES,
+            });
         }
         check_token_range(&tokens)?;
-        Ok(TokenTree { shape: Arc::new(TreeShape::chain(tokens.len())), tokens, scores: None })
+        Ok(TokenTree {
+            shape: Arc::new(TreeShape::chain(tokens.len())),
+            tokens,
+            scores: None,
+        })
     }
 
     /// Attaches a shared, validated shape to tokens, checking token range and sibling distinctness.
     pub(crate) fn from_shape(shape: Arc<TreeShape>, tokens: Vec<TokenId>) -> Result<Self> {
         if tokens.len() != shape.num_nodes() {
-            return Err(Error::LengthMismatch { what: "tokens", expected: shape.num_nodes(), got: tokens.len() });
+            return Err(Error::LengthMismatch {
+                what: "tokens",
+                expected: shape.num_nodes(),
+                got: tokens.len(),
+            });
         }
         check_token_range(&tokens)?;
         if let Some((parent, first, second)) = first_duplicate_sibling(&shape, &tokens) {
-            return Err(Error::DuplicateSibling { parent, first, second, token: tokens[second] });
+            return Err(Error::DuplicateSibling {
+                parent,
+                first,
+                second,
+                token: tokens[second],
+            });
         }
-        Ok(TokenTree { shape, tokens, scores: None })
+        Ok(TokenTree {
+            shape,
+            tokens,
+            scores: None,
+        })
     }
 
     /// Attaches per-node scores (probabilities, log-probabilities, counts: any order-preserving
@@ -61,7 +86,11 @@ impl TokenTree {
     /// [`Error::LengthMismatch`] or [`Error::InvalidValue`] for a NaN.
     pub fn with_scores(mut self, scores: Vec<f32>) -> Result<Self> {
         if scores.len() != self.num_nodes() {
-            return Err(Error::LengthMismatch { what: "scores", expected: self.num_nodes(), got: scores.len() });
+            return Err(Error::LengthMismatch {
+                what: "scores",
+                expected: self.num_nodes(),
+                got: scores.len(),
+            });
         }
         if let Some(index) = scores.iter().position(|s| s.is_nan()) {
             return Err(Error::InvalidValue {
@@ -176,7 +205,11 @@ impl TokenTree {
 pub(crate) fn checked_prefix(prefix_len: usize, max_depth: usize) -> Result<i32> {
     match prefix_len.checked_add(max_depth) {
         Some(last) if i32::try_from(last).is_ok() => Ok(prefix_len as i32),
-        _ => Err(Error::arg("prefix_len", prefix_len, "prefix_len + max_depth must fit in int32")),
+        _ => Err(Error::arg(
+            "prefix_len",
+            prefix_len,
+            "prefix_len + max_depth must fit in int32",
+        )),
     }
 }
 
@@ -193,7 +226,10 @@ pub(crate) fn check_token_range(tokens: &[TokenId]) -> Result<()> {
 }
 
 /// The first `(parent, earlier sibling, later sibling)` whose tokens are equal, if any.
-pub(crate) fn first_duplicate_sibling(shape: &TreeShape, tokens: &[TokenId]) -> Option<(usize, usize, usize)> {
+pub(crate) fn first_duplicate_sibling(
+    shape: &TreeShape,
+    tokens: &[TokenId],
+) -> Option<(usize, usize, usize)> {
     let groups = shape.sibling_groups();
     let mut sorted: Vec<(TokenId, u32)> = Vec::new();
     for bounds in groups.offsets.windows(2) {
@@ -211,7 +247,11 @@ pub(crate) fn first_duplicate_sibling(shape: &TreeShape, tokens: &[TokenId]) -> 
             sorted.clear();
             sorted.extend(members.iter().map(|&c| (tokens[c as usize], c)));
             sorted.sort_unstable();
-            let dup = sorted.windows(2).filter(|w| w[0].0 == w[1].0).map(|w| (w[0].1, w[1].1)).min_by_key(|&(_, b)| b);
+            let dup = sorted
+                .windows(2)
+                .filter(|w| w[0].0 == w[1].0)
+                .map(|w| (w[0].1, w[1].1))
+                .min_by_key(|&(_, b)| b);
             if let Some((a, b)) = dup {
                 return Some((parent, a as usize, b as usize));
             }

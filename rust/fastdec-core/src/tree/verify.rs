@@ -22,7 +22,10 @@ impl GreedyVerification {
 
     /// The tokens this step emits: the accepted drafts, then the bonus token.
     pub fn emitted_tokens(&self, tree: &TokenTree) -> Vec<TokenId> {
-        let mut out: Vec<TokenId> = self.accepted_nodes[1..].iter().map(|&i| tree.tokens()[i as usize]).collect();
+        let mut out: Vec<TokenId> = self.accepted_nodes[1..]
+            .iter()
+            .map(|&i| tree.tokens()[i as usize])
+            .collect();
         out.push(self.bonus_token);
         out
     }
@@ -67,7 +70,10 @@ impl TokenTree {
                 child = next_sibling[child as usize];
             }
             if child < 0 {
-                return Ok(GreedyVerification { accepted_nodes, bonus_token: want });
+                return Ok(GreedyVerification {
+                    accepted_nodes,
+                    bonus_token: want,
+                });
             }
             cur = child as usize;
             accepted_nodes.push(child);
@@ -81,10 +87,17 @@ impl TokenTree {
 /// # Errors
 /// [`Error::LengthMismatch`] if the total length differs from the total node count, or any
 /// per-tree error with its index in the flat array.
-pub fn verify_greedy_batch(trees: &[&TokenTree], target_argmax: &[i32]) -> Result<Vec<GreedyVerification>> {
+pub fn verify_greedy_batch(
+    trees: &[&TokenTree],
+    target_argmax: &[i32],
+) -> Result<Vec<GreedyVerification>> {
     let total: usize = trees.iter().map(|t| t.num_nodes()).sum();
     if target_argmax.len() != total {
-        return Err(Error::LengthMismatch { what: "target_argmax", expected: total, got: target_argmax.len() });
+        return Err(Error::LengthMismatch {
+            what: "target_argmax",
+            expected: total,
+            got: target_argmax.len(),
+        });
     }
     let mut offset = 0;
     trees
