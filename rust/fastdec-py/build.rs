@@ -9,6 +9,13 @@ fn main() {
     let out = PathBuf::from(env::var("OUT_DIR").expect("set by cargo"));
     let src = manifest.join("../../cuda");
     println!("cargo:rerun-if-changed={}", src.display());
+    // Start empty: a kernel deleted from cuda/ must not linger in OUT_DIR and ship in the wheel.
+    for entry in fs::read_dir(&out).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.extension().is_some_and(|e| e == "cu" || e == "cuh") {
+            fs::remove_file(&path).expect("remove a stale CUDA source from OUT_DIR");
+        }
+    }
     let Ok(entries) = fs::read_dir(&src) else {
         return;
     };

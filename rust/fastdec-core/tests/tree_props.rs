@@ -654,11 +654,11 @@ proptest! {
 fn mask_dtypes() {
     for (names, dtype) in [
         (
-            &["float32", "f32", "float", "single", "torch.float32"][..],
+            &["float32", "f32", "single", "torch.float32", "torch.float"][..],
             MaskDtype::Float32,
         ),
         (
-            &["float64", "f64", "double", "torch.float64"][..],
+            &["float64", "f64", "double", "float", "torch.float64"][..],
             MaskDtype::Float64,
         ),
         (

@@ -70,6 +70,26 @@ pub fn i32_vec(obj: &Bound<'_, PyAny>, what: &'static str) -> PyResult<Vec<i32>>
         .collect()
 }
 
+/// A non-negative integer argument as usize. Arguments are taken as i128 so that a negative or
+/// huge value raises `ValueError` naming the argument (PyO3's usize extraction raises
+/// `OverflowError`); only ints beyond 2^127 still do.
+pub fn count(value: i128, name: &str) -> PyResult<usize> {
+    usize::try_from(value)
+        .map_err(|_| PyValueError::new_err(format!("invalid {name} = {value}: must be >= 0")))
+}
+
+/// A token id argument (`0..=i32::MAX`).
+pub fn token_arg(value: i128, name: &str) -> PyResult<TokenId> {
+    TokenId::try_from(value)
+        .ok()
+        .filter(|&t| t <= fastdec_core::MAX_TOKEN_ID)
+        .ok_or_else(|| {
+            PyValueError::new_err(format!(
+                "invalid {name} = {value}: token ids must be in [0, 2147483647]"
+            ))
+        })
+}
+
 /// Reads token ids (int32, non-negative).
 pub fn token_vec(obj: &Bound<'_, PyAny>, what: &'static str) -> PyResult<Vec<TokenId>> {
     if let Ok(arr) = obj.cast::<PyArray1<i32>>() {

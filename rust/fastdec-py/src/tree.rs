@@ -4,7 +4,7 @@ use std::mem::MaybeUninit;
 
 use fastdec_core::{
     fuse, AcceptanceTable, Bf16Bits, F16Bits, MaskDtype, MaskValue, ScoreCombine, ScoreMode,
-    TokenId, TokenTree, TreeTemplate,
+    TokenTree, TreeTemplate,
 };
 use half::f16;
 use numpy::ndarray::Array2;
@@ -14,8 +14,8 @@ use pyo3::prelude::*;
 use pyo3::types::{PyList, PyTuple};
 
 use crate::convert::{
-    array1_from, f32_vec, i32_vec, maybe_detach, new_array2_uninit, token_vec, tokens_as_i32,
-    view1, view2,
+    array1_from, count, f32_vec, i32_vec, maybe_detach, new_array2_uninit, token_arg, token_vec,
+    tokens_as_i32, view1, view2,
 };
 use crate::error::to_py;
 
@@ -112,10 +112,12 @@ impl PyTokenTree {
         tokens: &Bound<'_, PyAny>,
         parents: &Bound<'_, PyAny>,
         scores: &Bound<'_, PyAny>,
-        budget: usize,
-        max_depth: Option<usize>,
+        budget: i128,
+        max_depth: Option<i128>,
         score_mode: &str,
     ) -> PyResult<Self> {
+        let budget = count(budget, "budget")?;
+        let max_depth = max_depth.map(|d| count(d, "max_depth")).transpose()?;
         let mode = ScoreMode::parse(score_mode).map_err(to_py)?;
         let tokens = token_vec(tokens, "tokens")?;
         let parents = i32_vec(parents, "parents")?;
@@ -134,19 +136,15 @@ impl PyTokenTree {
     #[staticmethod]
     #[pyo3(signature = (root, expand, *, budget, max_depth, score_mode = "logprob"))]
     fn best_first(
-        root: i64,
+        root: i128,
         expand: &Bound<'_, PyAny>,
-        budget: usize,
-        max_depth: usize,
+        budget: i128,
+        max_depth: i128,
         score_mode: &str,
     ) -> PyResult<Self> {
+        let (budget, max_depth) = (count(budget, "budget")?, count(max_depth, "max_depth")?);
         let mode = ScoreMode::parse(score_mode).map_err(to_py)?;
-        let root = TokenId::try_from(root)
-            .ok()
-            .filter(|&t| t <= fastdec_core::MAX_TOKEN_ID)
-            .ok_or_else(|| {
-                PyValueError::new_err(format!("root token {root} must be in [0, 2147483647]"))
-            })?;
+        let root = token_arg(root, "root")?;
         let mut py_err: Option<PyErr> = None;
         let result = TokenTree::best_first_expand(root, budget, max_depth, mode, |path, out| {
             let mut call = || -> PyResult<()> {
@@ -184,9 +182,10 @@ impl PyTokenTree {
     fn fuse(
         py: Python<'_>,
         trees: Vec<PyRef<'_, PyTokenTree>>,
-        budget: Option<usize>,
+        budget: Option<i128>,
         combine: &str,
     ) -> PyResult<Self> {
+        let budget = budget.map(|b| count(b, "budget")).transpose()?;
         let combine = match combine {
             "sum" => ScoreCombine::Sum,
             "max" => ScoreCombine::Max,
@@ -258,8 +257,9 @@ impl PyTokenTree {
     fn position_ids<'py>(
         &self,
         py: Python<'py>,
-        prefix_len: usize,
+        prefix_len: i128,
     ) -> PyResult<Bound<'py, PyArray1<i32>>> {
+        let prefix_len = count(prefix_len, "prefix_len")?;
         Ok(array1_from(
             py,
             &self.inner.position_ids(prefix_len).map_err(to_py)?,
@@ -286,9 +286,10 @@ impl PyTokenTree {
     fn additive_mask<'py>(
         &self,
         py: Python<'py>,
-        prefix_len: usize,
+        prefix_len: i128,
         dtype: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyAny>> {
+        let prefix_len = count(prefix_len, "prefix_len")?;
         let dtype = match dtype {
             None => MaskDtype::Float32,
             Some(d) => MaskDtype::parse(&dtype_name(d)?).map_err(to_py)?,
@@ -325,10 +326,12 @@ impl PyTokenTree {
     fn padded<'py>(
         &self,
         py: Python<'py>,
-        size: usize,
-        pad_id: u32,
-        prefix_len: usize,
+        size: i128,
+        pad_id: i128,
+        prefix_len: i128,
     ) -> PyResult<Bound<'py, PyTuple>> {
+        let (size, prefix_len) = (count(size, "size")?, count(prefix_len, "prefix_len")?);
+        let pad_id = token_arg(pad_id, "pad_id")?;
         let p = self.inner.padded(size, pad_id, prefix_len).map_err(to_py)?;
         PyTuple::new(
             py,
@@ -356,7 +359,9 @@ impl PyTokenTree {
     }
 
     #[pyo3(signature = (budget, *, max_depth = None))]
-    fn best_first_subtree(&self, budget: usize, max_depth: Option<usize>) -> PyResult<Self> {
+    fn best_first_subtree(&self, budget: i128, max_depth: Option<i128>) -> PyResult<Self> {
+        let budget = count(budget, "budget")?;
+        let max_depth = max_depth.map(|d| count(d, "max_depth")).transpose()?;
         Ok(self
             .inner
             .best_first_subtree(budget, max_depth)
@@ -489,9 +494,10 @@ impl PyTreeTemplate {
     fn optimal(
         py: Python<'_>,
         acceptance: &Bound<'_, PyAny>,
-        budget: usize,
-        max_depth: usize,
+        budget: i128,
+        max_depth: i128,
     ) -> PyResult<Self> {
+        let (budget, max_depth) = (count(budget, "budget")?, count(max_depth, "max_depth")?);
         let table = acceptance_table(acceptance)?;
         let (inner, value) = py
             .detach(|| fastdec_core::optimal_template(&table, budget, max_depth))
@@ -548,7 +554,8 @@ impl PyTreeTemplate {
             .into())
     }
 
-    fn fill_ranked(&self, root: u32, candidates: &Bound<'_, PyAny>) -> PyResult<PyTokenTree> {
+    fn fill_ranked(&self, root: i128, candidates: &Bound<'_, PyAny>) -> PyResult<PyTokenTree> {
+        let root = token_arg(root, "root")?;
         let arr = candidates.cast::<PyArray2<i32>>().map_err(|_| {
             PyTypeError::new_err("candidates must be a 2-D int32 numpy array [max_depth, k]")
         })?;
@@ -616,8 +623,8 @@ pub fn verify_greedy_batch<'py>(
 pub fn optimal_template(
     py: Python<'_>,
     acceptance: &Bound<'_, PyAny>,
-    budget: usize,
-    max_depth: usize,
+    budget: i128,
+    max_depth: i128,
 ) -> PyResult<PyTreeTemplate> {
     PyTreeTemplate::optimal(py, acceptance, budget, max_depth)
 }

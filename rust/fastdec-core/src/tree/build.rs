@@ -65,12 +65,18 @@ impl ScoreMode {
         }
     }
 
+    /// The child's path score. Saturates at +-`f32::MAX`, so finite inputs never give an
+    /// infinite (or, combined later, NaN) score. Computed in f64 and rounded once: since f64
+    /// carries more than 2 * 24 + 2 mantissa bits, the result equals the f32 operation whenever
+    /// it does not overflow.
     fn extend(self, parent: f32, edge: f32) -> f32 {
-        match self {
-            ScoreMode::LogProb => parent + edge,
-            ScoreMode::Prob => parent * edge,
-            ScoreMode::Path => edge,
-        }
+        let (p, e) = (f64::from(parent), f64::from(edge));
+        let v = match self {
+            ScoreMode::LogProb => p + e,
+            ScoreMode::Prob => p * e,
+            ScoreMode::Path => e,
+        };
+        v.clamp(-f64::from(f32::MAX), f64::from(f32::MAX)) as f32
     }
 }
 
@@ -222,8 +228,9 @@ impl TokenTree {
 
     /// The best `budget` nodes chosen best-first by score: start from the root, repeatedly take
     /// the highest-scoring child of an already chosen node (ties: lower node id). The result is
-    /// ancestor-closed and keeps the original node order. Without scores every node ties, which
-    /// gives breadth-first order. `max_depth` drops deeper nodes.
+    /// ancestor-closed and keeps the original node order. Without scores every node ties, so the
+    /// lowest node ids win (breadth-first order for level-ordered trees such as templates).
+    /// `max_depth` drops deeper nodes.
     ///
     /// # Errors
     /// [`Error::InvalidArgument`] for a zero budget.
@@ -325,12 +332,8 @@ impl TokenTree {
                 expand(&path, &mut out)?;
                 let parent_score = trie.scores[node as usize];
                 for &(token, edge) in &out {
-                    if edge.is_nan() {
-                        return Err(Error::arg(
-                            "score",
-                            "nan",
-                            "expansion scores must not be NaN",
-                        ));
+                    if !edge.is_finite() {
+                        return Err(Error::arg("score", edge, "expansion scores must be finite"));
                     }
                     if token > crate::MAX_TOKEN_ID {
                         return Err(Error::InvalidValue {

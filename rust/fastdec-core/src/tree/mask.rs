@@ -94,10 +94,15 @@ impl MaskDtype {
     /// # Errors
     /// [`Error::InvalidArgument`] naming the unknown dtype.
     pub fn parse(name: &str) -> Result<Self> {
-        let name = name.strip_prefix("torch.").unwrap_or(name);
+        // torch.float is float32, whereas Python's float (numpy's reading) is float64.
+        let name = match name {
+            "torch.float" => "float32",
+            other => other.strip_prefix("torch.").unwrap_or(other),
+        };
         Ok(match name {
-            "float32" | "f32" | "float" | "single" => MaskDtype::Float32,
-            "float64" | "f64" | "double" => MaskDtype::Float64,
+            "float32" | "f32" | "single" => MaskDtype::Float32,
+            // numpy's reading of Python's `float` (np.dtype(float) is float64)
+            "float64" | "f64" | "double" | "float" => MaskDtype::Float64,
             "float16" | "f16" | "half" => MaskDtype::Float16,
             "bfloat16" | "bf16" => MaskDtype::BFloat16,
             _ => {

@@ -83,7 +83,7 @@ impl TokenTree {
     /// value). Scores guide fusion, pruning and best-first selection.
     ///
     /// # Errors
-    /// [`Error::LengthMismatch`] or [`Error::InvalidValue`] for a NaN.
+    /// [`Error::LengthMismatch`] or [`Error::InvalidValue`] for a NaN or infinite score.
     pub fn with_scores(mut self, scores: Vec<f32>) -> Result<Self> {
         if scores.len() != self.num_nodes() {
             return Err(Error::LengthMismatch {
@@ -92,12 +92,13 @@ impl TokenTree {
                 got: scores.len(),
             });
         }
-        if let Some(index) = scores.iter().position(|s| s.is_nan()) {
+        // Infinite scores would turn into NaN when combined (inf - inf, inf * 0).
+        if let Some(index) = scores.iter().position(|s| !s.is_finite()) {
             return Err(Error::InvalidValue {
                 what: "score",
                 index,
-                value: "nan".into(),
-                expected: "scores must not be NaN",
+                value: scores[index].to_string(),
+                expected: "scores must be finite",
             });
         }
         self.scores = Some(scores);
