@@ -64,13 +64,21 @@ impl MaskValue for Bf16Bits {
     }
 }
 
-/// Row width `prefix_len + n` and element count `n * (prefix_len + n)` of an additive mask, or
-/// an error if they overflow `usize`.
-fn mask_dims(prefix_len: usize, n: usize) -> Result<(usize, usize)> {
-    prefix_len
+/// Row width `prefix_len + n` of an additive mask, checking that `n * width` neither overflows
+/// `usize` nor differs from the output's length.
+fn mask_width(prefix_len: usize, n: usize, out_len: usize) -> Result<usize> {
+    let (width, len) = prefix_len
         .checked_add(n)
         .and_then(|width| Some((width, n.checked_mul(width)?)))
-        .ok_or_else(|| Error::arg("prefix_len", prefix_len, "the mask size overflows usize"))
+        .ok_or_else(|| Error::arg("prefix_len", prefix_len, "the mask size overflows usize"))?;
+    if out_len != len {
+        return Err(Error::LengthMismatch {
+            what: "mask output",
+            expected: len,
+            got: out_len,
+        });
+    }
+    Ok(width)
 }
 
 /// Element dtypes of the additive mask. `BFloat16` and `Float16` are returned as raw 16-bit
@@ -161,14 +169,7 @@ impl TokenTree {
         out: &mut [T],
     ) -> Result<()> {
         let n = self.num_nodes();
-        let (width, len) = mask_dims(prefix_len, n)?;
-        if out.len() != len {
-            return Err(Error::LengthMismatch {
-                what: "mask output",
-                expected: len,
-                got: out.len(),
-            });
-        }
+        let width = mask_width(prefix_len, n, out.len())?;
         for (i, row) in out.chunks_exact_mut(width).enumerate() {
             let (prefix, block) = row.split_at_mut(prefix_len);
             prefix.fill(zero);
@@ -192,14 +193,7 @@ impl TokenTree {
         out: &mut [MaybeUninit<T>],
     ) -> Result<()> {
         let n = self.num_nodes();
-        let (width, len) = mask_dims(prefix_len, n)?;
-        if out.len() != len {
-            return Err(Error::LengthMismatch {
-                what: "mask output",
-                expected: len,
-                got: out.len(),
-            });
-        }
+        let width = mask_width(prefix_len, n, out.len())?;
         if n <= MASK_CACHE_MAX_NODES {
             let block = T::cache(&self.shape).get_or_init(|| {
                 let mut b = vec![T::MIN; n * n];
