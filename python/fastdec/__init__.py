@@ -29,15 +29,19 @@ from __future__ import annotations
 
 from fastdec._core import (
     MAX_NODES,
+    NgramDrafter,
     TokenTree,
     TreeTemplate,
     __version__,
     optimal_template,
     verify_greedy_batch,
 )
+from fastdec.drafters import Drafter
 
 __all__ = [
     "MAX_NODES",
+    "Drafter",
+    "NgramDrafter",
     "TokenTree",
     "TreeTemplate",
     "__version__",

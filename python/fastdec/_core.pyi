@@ -9,6 +9,7 @@ import numpy.typing as npt
 __version__: str
 __all__ = [
     "MAX_NODES",
+    "NgramDrafter",
     "TokenTree",
     "TreeTemplate",
     "__version__",
@@ -200,6 +201,50 @@ class TreeTemplate:
         """Medusa-style fill from ``candidates [max_depth, k] int32``: the node at depth ``d``
         with rank ``r`` takes ``candidates[d - 1, r]``."""
     def __len__(self) -> int: ...
+
+@final
+class NgramDrafter:
+    """Prompt-lookup / n-gram drafter over an incremental per-request index (see ``fastdec.Drafter``).
+
+    Args:
+        mode: ``"pld"`` reproduces prompt lookup decoding exactly (for n = max_n..min_n, the
+            earliest occurrence of the last n tokens followed by a full ``num_pred`` tokens; a
+            chain); ``"recent"`` takes the most recent occurrence of the longest matching suffix;
+            ``"tree"`` merges the continuations of the ``max_matches`` most recent occurrences
+            (occurrence i weighs ``decay**i``) into a tree pruned best-first to the budget.
+        min_n, max_n: suffix lengths matched (1 <= min_n <= max_n <= 16).
+        num_pred: draft tokens per continuation.
+        max_requests: active requests kept; starting one more evicts the least recently used.
+        max_context: tokens indexed per request; beyond it the index keeps the newest half.
+
+    Propose and accept cost O(max_n) hash operations plus the draft, whatever the context length.
+    """
+
+    def __new__(
+        cls,
+        mode: str = "pld",
+        *,
+        min_n: int = 1,
+        max_n: int = 3,
+        num_pred: int = 10,
+        max_matches: int = 16,
+        decay: float = 0.9,
+        max_requests: int = 1024,
+        max_context: int = 1048576,
+    ) -> NgramDrafter: ...
+    def start(self, request_id: int | str, prompt_ids: _Ints) -> None: ...
+    def propose(self, request_id: int | str, budget: int) -> TokenTree: ...
+    def accept(
+        self, request_id: int | str, accepted_ids: _Ints, topk_ids: _IntArray | None = None
+    ) -> None: ...
+    def stop(self, request_id: int | str) -> None: ...
+    def propose_for(self, context_ids: _Ints, budget: int) -> TokenTree: ...
+    def stats(self) -> dict[str, float]: ...
+    def request_stats(self, request_id: int | str) -> dict[str, float]: ...
+    @property
+    def num_requests(self) -> int: ...
+    @property
+    def mode(self) -> str: ...
 
 def verify_greedy_batch(
     trees: Sequence[TokenTree], target_argmax: _Ints

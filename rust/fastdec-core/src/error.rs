@@ -97,6 +97,12 @@ pub enum Error {
         /// What the index counts.
         of: &'static str,
     },
+    /// A request id that was never started, or was stopped or evicted.
+    #[error("unknown request id {id} (never started, stopped, or evicted as least recently used)")]
+    UnknownRequest {
+        /// The id, formatted.
+        id: String,
+    },
     /// An argument outside its domain.
     #[error("invalid {name} = {value}: {expected}")]
     InvalidArgument {
@@ -114,6 +120,7 @@ impl Error {
     pub fn kind(&self) -> ErrorKind {
         match self {
             Error::IndexOutOfRange { .. } => ErrorKind::Index,
+            Error::UnknownRequest { .. } => ErrorKind::Key,
             _ => ErrorKind::Value,
         }
     }

@@ -10,6 +10,7 @@
 
 mod bench;
 mod convert;
+mod drafter;
 mod error;
 mod tree;
 
@@ -20,6 +21,8 @@ use pyo3::prelude::*;
 mod _core {
     #[pymodule_export]
     use super::bench::_time_tree_step;
+    #[pymodule_export]
+    use super::drafter::PyNgramDrafter;
     #[pymodule_export]
     use super::tree::{optimal_template, verify_greedy_batch, PyTokenTree, PyTreeTemplate};
 

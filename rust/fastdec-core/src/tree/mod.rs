@@ -8,6 +8,7 @@ mod template;
 mod token_tree;
 mod verify;
 
+pub(crate) use build::TrieBuilder;
 pub use build::{fuse, ScoreCombine, ScoreMode};
 pub use mask::{
     Bf16Bits, F16Bits, MaskDtype, MaskValue, Padded, MASK_CACHE_MAX_NODES, MAX_MASK_ELEMENTS,

@@ -1,0 +1,98 @@
+//! Training-free drafters behind one interface (`Drafter`): per-request lifecycle, stateless
+//! proposals for servers without request ids, statistics, and bounded memory.
+//!
+//! Protocol per request: `start(id, prompt)`, then repeatedly `propose(id, budget)` (a tree whose
+//! root is the last token of the sequence) and `accept(id, emitted)` with the tokens the step
+//! appended (accepted drafts, then the bonus token); finally `stop(id)`.
+
+mod ngram;
+mod requests;
+
+pub use ngram::{NgramConfig, NgramDrafter, NgramMode};
+pub use requests::{RequestId, Requests};
+
+use crate::{Result, TokenId, TokenTree};
+
+/// Counters kept per drafter and per request.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DraftStats {
+    /// Verification steps reported through `accept`.
+    pub steps: u64,
+    /// Draft tokens proposed (tree nodes minus the root), summed over proposals.
+    pub drafted: u64,
+    /// Tokens emitted by accepted steps (accepted drafts plus bonus tokens).
+    pub emitted: u64,
+    /// Nanoseconds spent in `propose`.
+    pub propose_ns: u64,
+    /// Nanoseconds spent in `accept`.
+    pub accept_ns: u64,
+}
+
+impl DraftStats {
+    /// Mean tokens emitted per step, bonus included (Spec-Bench's "mean accepted tokens").
+    pub fn mean_accepted(&self) -> f64 {
+        if self.steps == 0 {
+            0.0
+        } else {
+            self.emitted as f64 / self.steps as f64
+        }
+    }
+
+    pub(crate) fn add(&mut self, other: &DraftStats) {
+        self.steps += other.steps;
+        self.drafted += other.drafted;
+        self.emitted += other.emitted;
+        self.propose_ns += other.propose_ns;
+        self.accept_ns += other.accept_ns;
+    }
+}
+
+/// A draft generator. Implementations are thread-safe: every method takes `&self`, and
+/// different requests may be served from different threads at once.
+pub trait Drafter: Send + Sync {
+    /// Registers a request and its prompt (replacing a request with the same id).
+    ///
+    /// # Errors
+    /// Invalid tokens.
+    fn start(&self, id: RequestId, prompt: &[TokenId]) -> Result<()>;
+
+    /// A draft tree of at most `budget` nodes (root included) for the request's next tokens.
+    ///
+    /// # Errors
+    /// Unknown request (`KeyError`), a zero budget.
+    fn propose(&self, id: &RequestId, budget: usize) -> Result<TokenTree>;
+
+    /// Appends the tokens the last step emitted. `topk` (`[num_nodes, k]` row-major, with `k`)
+    /// carries the target's top-k at every verified node, for drafters that learn from it.
+    ///
+    /// # Errors
+    /// Unknown request, invalid tokens.
+    fn accept(
+        &self,
+        id: &RequestId,
+        emitted: &[TokenId],
+        topk: Option<(&[TokenId], usize)>,
+    ) -> Result<()>;
+
+    /// Forgets a request (its shared contributions, if any, stay).
+    ///
+    /// # Errors
+    /// Unknown request.
+    fn stop(&self, id: &RequestId) -> Result<()>;
+
+    /// A stateless proposal from a whole context (last token = root), for servers that keep no
+    /// request ids.
+    ///
+    /// # Errors
+    /// An empty context or a zero budget.
+    fn propose_for(&self, context: &[TokenId], budget: usize) -> Result<TokenTree>;
+
+    /// Totals over all requests so far (stopped ones included).
+    fn stats(&self) -> DraftStats;
+
+    /// Counters of one active request.
+    ///
+    /// # Errors
+    /// Unknown request.
+    fn request_stats(&self, id: &RequestId) -> Result<DraftStats>;
+}

@@ -1,0 +1,187 @@
+//! Bindings of the drafters (see `fastdec.NgramDrafter`).
+
+use fastdec_core::drafter::{DraftStats, Drafter, NgramConfig, NgramDrafter, NgramMode, RequestId};
+use numpy::{PyArray2, PyArrayMethods, PyUntypedArrayMethods};
+use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyInt, PyString};
+
+use crate::convert::{count, maybe_detach, token_vec};
+use crate::error::to_py;
+use crate::tree::PyTokenTree;
+
+fn to_request_id(obj: &Bound<'_, PyAny>) -> PyResult<RequestId> {
+    if let Ok(s) = obj.cast::<PyString>() {
+        return Ok(RequestId::Str(s.to_str()?.to_owned()));
+    }
+    if obj.is_instance_of::<PyInt>() {
+        return obj
+            .extract::<i64>()
+            .map(RequestId::Int)
+            .map_err(|_| PyValueError::new_err(format!("request id {obj} does not fit in int64")));
+    }
+    Err(PyTypeError::new_err("request ids must be int or str"))
+}
+
+fn stats_dict<'py>(py: Python<'py>, s: &DraftStats) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    d.set_item("steps", s.steps)?;
+    d.set_item("drafted", s.drafted)?;
+    d.set_item("emitted", s.emitted)?;
+    d.set_item("mean_accepted", s.mean_accepted())?;
+    d.set_item("propose_us", s.propose_ns as f64 / 1e3)?;
+    d.set_item("accept_us", s.accept_ns as f64 / 1e3)?;
+    Ok(d)
+}
+
+/// Reads `topk_ids` (`[num_nodes, k]` int32) into a flat vector and `k`.
+fn topk_arg(topk: Option<&Bound<'_, PyAny>>) -> PyResult<Option<(Vec<u32>, usize)>> {
+    let Some(obj) = topk else { return Ok(None) };
+    let arr = obj
+        .cast::<PyArray2<i32>>()
+        .map_err(|_| PyTypeError::new_err("topk_ids must be a 2-D int32 array [num_nodes, k]"))?;
+    let ro = arr.readonly();
+    let k = ro.shape()[1];
+    let flat: Vec<i32> = ro.as_array().iter().copied().collect();
+    Ok(Some((
+        fastdec_core::token_ids_from_i32(&flat, "topk_ids").map_err(to_py)?,
+        k,
+    )))
+}
+
+/// N-gram / prompt-lookup drafter (see `fastdec.NgramDrafter`).
+#[pyclass(name = "NgramDrafter", module = "fastdec._core", frozen)]
+pub struct PyNgramDrafter {
+    inner: NgramDrafter,
+}
+
+#[pymethods]
+impl PyNgramDrafter {
+    #[new]
+    #[pyo3(signature = (mode = "pld", *, min_n = 1, max_n = 3, num_pred = 10, max_matches = 16, decay = 0.9, max_requests = 1024, max_context = 1_048_576))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        mode: &str,
+        min_n: i128,
+        max_n: i128,
+        num_pred: i128,
+        max_matches: i128,
+        decay: f32,
+        max_requests: i128,
+        max_context: i128,
+    ) -> PyResult<Self> {
+        let config = NgramConfig {
+            mode: NgramMode::parse(mode).map_err(to_py)?,
+            min_n: count(min_n, "min_n")?,
+            max_n: count(max_n, "max_n")?,
+            num_pred: count(num_pred, "num_pred")?,
+            max_matches: count(max_matches, "max_matches")?,
+            decay,
+            max_requests: count(max_requests, "max_requests")?,
+            max_context: count(max_context, "max_context")?,
+        };
+        Ok(PyNgramDrafter {
+            inner: NgramDrafter::new(config).map_err(to_py)?,
+        })
+    }
+
+    fn start(
+        &self,
+        py: Python<'_>,
+        request_id: &Bound<'_, PyAny>,
+        prompt_ids: &Bound<'_, PyAny>,
+    ) -> PyResult<()> {
+        let id = to_request_id(request_id)?;
+        let prompt = token_vec(prompt_ids, "prompt_ids")?;
+        maybe_detach(py, prompt.len(), || self.inner.start(id, &prompt)).map_err(to_py)
+    }
+
+    fn propose(&self, request_id: &Bound<'_, PyAny>, budget: i128) -> PyResult<PyTokenTree> {
+        let id = to_request_id(request_id)?;
+        Ok(self
+            .inner
+            .propose(&id, count(budget, "budget")?)
+            .map_err(to_py)?
+            .into())
+    }
+
+    #[pyo3(signature = (request_id, accepted_ids, topk_ids = None))]
+    fn accept(
+        &self,
+        py: Python<'_>,
+        request_id: &Bound<'_, PyAny>,
+        accepted_ids: &Bound<'_, PyAny>,
+        topk_ids: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<()> {
+        let id = to_request_id(request_id)?;
+        let emitted = token_vec(accepted_ids, "accepted_ids")?;
+        let topk = topk_arg(topk_ids)?;
+        let topk_ref = topk.as_ref().map(|(v, k)| (v.as_slice(), *k));
+        maybe_detach(py, emitted.len(), || {
+            self.inner.accept(&id, &emitted, topk_ref)
+        })
+        .map_err(to_py)
+    }
+
+    fn stop(&self, request_id: &Bound<'_, PyAny>) -> PyResult<()> {
+        self.inner.stop(&to_request_id(request_id)?).map_err(to_py)
+    }
+
+    fn propose_for(
+        &self,
+        py: Python<'_>,
+        context_ids: &Bound<'_, PyAny>,
+        budget: i128,
+    ) -> PyResult<PyTokenTree> {
+        let context = token_vec(context_ids, "context_ids")?;
+        let budget = count(budget, "budget")?;
+        Ok(maybe_detach(py, context.len(), || {
+            self.inner.propose_for(&context, budget)
+        })
+        .map_err(to_py)?
+        .into())
+    }
+
+    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        stats_dict(py, &self.inner.stats())
+    }
+
+    fn request_stats<'py>(
+        &self,
+        py: Python<'py>,
+        request_id: &Bound<'_, PyAny>,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        stats_dict(
+            py,
+            &self
+                .inner
+                .request_stats(&to_request_id(request_id)?)
+                .map_err(to_py)?,
+        )
+    }
+
+    #[getter]
+    fn num_requests(&self) -> usize {
+        self.inner.num_requests()
+    }
+
+    #[getter]
+    fn mode(&self) -> &'static str {
+        match self.inner.config().mode {
+            NgramMode::Pld => "pld",
+            NgramMode::Recent => "recent",
+            NgramMode::Tree => "tree",
+        }
+    }
+
+    fn __repr__(&self) -> String {
+        let c = self.inner.config();
+        format!(
+            "NgramDrafter(mode={:?}, min_n={}, max_n={}, num_pred={})",
+            self.mode(),
+            c.min_n,
+            c.max_n,
+            c.num_pred
+        )
+    }
+}
