@@ -160,6 +160,10 @@ impl PyNgramDrafter {
         )
     }
 
+    fn memory_bytes(&self) -> usize {
+        self.inner.memory_bytes()
+    }
+
     #[getter]
     fn num_requests(&self) -> usize {
         self.inner.num_requests()

@@ -90,6 +90,9 @@ pub trait Drafter: Send + Sync {
     /// Totals over all requests so far (stopped ones included).
     fn stats(&self) -> DraftStats;
 
+    /// Heap bytes held by the drafter's tables and request states (an estimate from capacities).
+    fn memory_bytes(&self) -> usize;
+
     /// Counters of one active request.
     ///
     /// # Errors

@@ -148,6 +148,14 @@ impl NgramIndex {
         }
     }
 
+    /// Heap bytes: tokens, chains and hash maps (per entry: key, value and control byte).
+    fn memory_bytes(&self) -> usize {
+        let entry = std::mem::size_of::<(u64, Occ)>() + 1;
+        self.tokens.capacity() * 4
+            + self.older.iter().map(|o| o.capacity() * 4).sum::<usize>()
+            + self.maps.iter().map(|m| m.capacity() * entry).sum::<usize>()
+    }
+
     fn max_n(&self) -> usize {
         self.min_n + self.maps.len() - 1
     }
@@ -395,6 +403,10 @@ impl Drafter for NgramDrafter {
 
     fn stats(&self) -> DraftStats {
         self.requests.total_stats()
+    }
+
+    fn memory_bytes(&self) -> usize {
+        self.requests.sum_states(NgramIndex::memory_bytes)
     }
 
     fn request_stats(&self, id: &RequestId) -> Result<DraftStats> {

@@ -151,6 +151,12 @@ impl<S> Requests<S> {
         total
     }
 
+    /// Sums `f` over the states of all active requests.
+    pub fn sum_states(&self, f: impl Fn(&S) -> usize) -> usize {
+        let slots = self.slots.read().unwrap_or_else(PoisonError::into_inner);
+        slots.values().map(|slot| f(&lock(&slot.state).0)).sum()
+    }
+
     fn tick(&self) -> u64 {
         self.clock.fetch_add(1, Ordering::Relaxed)
     }
