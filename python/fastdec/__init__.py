@@ -29,7 +29,9 @@ from __future__ import annotations
 
 from fastdec._core import (
     MAX_NODES,
+    BaseDrafter,
     NgramDrafter,
+    RecycleDrafter,
     TokenTree,
     TreeTemplate,
     __version__,
@@ -40,8 +42,10 @@ from fastdec.drafters import Drafter
 
 __all__ = [
     "MAX_NODES",
+    "BaseDrafter",
     "Drafter",
     "NgramDrafter",
+    "RecycleDrafter",
     "TokenTree",
     "TreeTemplate",
     "__version__",

@@ -5,11 +5,14 @@ from typing import Any, final
 
 import numpy as np
 import numpy.typing as npt
+from typing_extensions import disjoint_base
 
 __version__: str
 __all__ = [
     "MAX_NODES",
+    "BaseDrafter",
     "NgramDrafter",
+    "RecycleDrafter",
     "TokenTree",
     "TreeTemplate",
     "__version__",
@@ -202,9 +205,34 @@ class TreeTemplate:
         with rank ``r`` takes ``candidates[d - 1, r]``."""
     def __len__(self) -> int: ...
 
+@disjoint_base
+class BaseDrafter:
+    """The lifecycle every fastdec drafter shares (the :class:`fastdec.Drafter` protocol).
+
+    ``start(request_id, prompt_ids)``; each step ``propose(request_id, budget)`` (a tree of at
+    most ``budget`` nodes whose root is the last token) and ``accept(request_id, accepted_ids,
+    topk_ids=None)`` with the tokens the step emitted (accepted drafts, then the bonus token)
+    and optionally the target's top-k at every verified node (``[num_nodes, k] int32``);
+    ``stop(request_id)``. Request ids are int or str; an unknown id raises ``KeyError``.
+    """
+
+    def start(self, request_id: int | str, prompt_ids: _Ints) -> None: ...
+    def propose(self, request_id: int | str, budget: int) -> TokenTree: ...
+    def accept(
+        self, request_id: int | str, accepted_ids: _Ints, topk_ids: _IntArray | None = None
+    ) -> None: ...
+    def stop(self, request_id: int | str) -> None: ...
+    def propose_for(self, context_ids: _Ints, budget: int) -> TokenTree:
+        """A stateless proposal from a whole context (its last token is the root)."""
+    def stats(self) -> dict[str, float]:
+        """Totals: steps, drafted, emitted, mean_accepted (bonus included), propose_us, accept_us."""
+    def request_stats(self, request_id: int | str) -> dict[str, float]: ...
+    def memory_bytes(self) -> int:
+        """Heap bytes held by the drafter's tables and request states."""
+
 @final
-class NgramDrafter:
-    """Prompt-lookup / n-gram drafter over an incremental per-request index (see ``fastdec.Drafter``).
+class NgramDrafter(BaseDrafter):
+    """Prompt-lookup / n-gram drafter over an incremental per-request index.
 
     Args:
         mode: ``"pld"`` reproduces prompt lookup decoding exactly (for n = max_n..min_n, the
@@ -232,21 +260,30 @@ class NgramDrafter:
         max_requests: int = 1024,
         max_context: int = 1048576,
     ) -> NgramDrafter: ...
-    def start(self, request_id: int | str, prompt_ids: _Ints) -> None: ...
-    def propose(self, request_id: int | str, budget: int) -> TokenTree: ...
-    def accept(
-        self, request_id: int | str, accepted_ids: _Ints, topk_ids: _IntArray | None = None
-    ) -> None: ...
-    def stop(self, request_id: int | str) -> None: ...
-    def propose_for(self, context_ids: _Ints, budget: int) -> TokenTree: ...
-    def stats(self) -> dict[str, float]: ...
-    def request_stats(self, request_id: int | str) -> dict[str, float]: ...
-    def memory_bytes(self) -> int:
-        """Heap bytes held by all request indexes (bounded by max_requests and max_context)."""
     @property
     def num_requests(self) -> int: ...
     @property
     def mode(self) -> str: ...
+
+@final
+class RecycleDrafter(BaseDrafter):
+    """Token Recycling (Luo et al. 2024): a ``[vocab_size, k]`` table of candidate next tokens,
+    shared by all requests, overwritten after each step with the target's top-k at every
+    verified node (``accept(..., topk_ids=...)``; accepted-path rows win duplicates), and read by
+    filling ``template`` (default: the 81-node "2.2.2" template). Without ``topk_ids`` the table
+    still learns emitted bigrams into empty rows. Nodes without a candidate are left out;
+    ``budget`` keeps the first nodes in template order. Memory: ``vocab_size * k * 4`` bytes.
+    """
+
+    def __new__(
+        cls, vocab_size: int, *, k: int = 8, template: TreeTemplate | None = None, max_requests: int = 1024
+    ) -> RecycleDrafter: ...
+    def row(self, token: int) -> _IntArray:
+        """Row ``token`` of the table, -1 where no candidate is known yet."""
+    @property
+    def vocab_size(self) -> int: ...
+    @property
+    def k(self) -> int: ...
 
 def verify_greedy_batch(
     trees: Sequence[TokenTree], target_argmax: _Ints

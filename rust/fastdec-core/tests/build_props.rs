@@ -212,7 +212,7 @@ proptest! {
         }
         // Size: the budget, unless the (depth-limited) tree is smaller.
         let depth = reference::depths(&case.parents);
-        let available = depth.iter().filter(|&&d| max_depth.map_or(true, |m| d as usize <= m)).count();
+        let available = depth.iter().filter(|&&d| max_depth.is_none_or(|m| d as usize <= m)).count();
         prop_assert_eq!(got.num_nodes(), budget.min(available));
         prop_assert!(is_invalid_argument(&tree.best_first_subtree(0, max_depth).unwrap_err()));
     }

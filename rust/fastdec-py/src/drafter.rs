@@ -1,6 +1,11 @@
 //! Bindings of the drafters (see `fastdec.NgramDrafter`).
 
-use fastdec_core::drafter::{DraftStats, Drafter, NgramConfig, NgramDrafter, NgramMode, RequestId};
+use std::sync::Arc;
+
+use fastdec_core::drafter::{
+    DraftStats, Drafter, NgramConfig, NgramDrafter, NgramMode, RecycleDrafter, RequestId,
+};
+use fastdec_core::TreeTemplate;
 use numpy::{PyArray2, PyArrayMethods, PyUntypedArrayMethods};
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
@@ -8,7 +13,7 @@ use pyo3::types::{PyDict, PyInt, PyString};
 
 use crate::convert::{count, maybe_detach, token_vec};
 use crate::error::to_py;
-use crate::tree::PyTokenTree;
+use crate::tree::{PyTokenTree, PyTreeTemplate};
 
 fn to_request_id(obj: &Bound<'_, PyAny>) -> PyResult<RequestId> {
     if let Ok(s) = obj.cast::<PyString>() {
@@ -49,42 +54,15 @@ fn topk_arg(topk: Option<&Bound<'_, PyAny>>) -> PyResult<Option<(Vec<u32>, usize
     )))
 }
 
-/// N-gram / prompt-lookup drafter (see `fastdec.NgramDrafter`).
-#[pyclass(name = "NgramDrafter", module = "fastdec._core", frozen)]
-pub struct PyNgramDrafter {
-    inner: NgramDrafter,
+/// The lifecycle methods every drafter shares (see `fastdec.Drafter`); concrete drafters
+/// extend this class with their constructor and extras.
+#[pyclass(name = "BaseDrafter", module = "fastdec._core", subclass, frozen)]
+pub struct PyBaseDrafter {
+    inner: Arc<dyn Drafter>,
 }
 
 #[pymethods]
-impl PyNgramDrafter {
-    #[new]
-    #[pyo3(signature = (mode = "pld", *, min_n = 1, max_n = 3, num_pred = 10, max_matches = 16, decay = 0.9, max_requests = 1024, max_context = 1_048_576))]
-    #[allow(clippy::too_many_arguments)]
-    fn new(
-        mode: &str,
-        min_n: i128,
-        max_n: i128,
-        num_pred: i128,
-        max_matches: i128,
-        decay: f32,
-        max_requests: i128,
-        max_context: i128,
-    ) -> PyResult<Self> {
-        let config = NgramConfig {
-            mode: NgramMode::parse(mode).map_err(to_py)?,
-            min_n: count(min_n, "min_n")?,
-            max_n: count(max_n, "max_n")?,
-            num_pred: count(num_pred, "num_pred")?,
-            max_matches: count(max_matches, "max_matches")?,
-            decay,
-            max_requests: count(max_requests, "max_requests")?,
-            max_context: count(max_context, "max_context")?,
-        };
-        Ok(PyNgramDrafter {
-            inner: NgramDrafter::new(config).map_err(to_py)?,
-        })
-    }
-
+impl PyBaseDrafter {
     fn start(
         &self,
         py: Python<'_>,
@@ -117,10 +95,8 @@ impl PyNgramDrafter {
         let emitted = token_vec(accepted_ids, "accepted_ids")?;
         let topk = topk_arg(topk_ids)?;
         let topk_ref = topk.as_ref().map(|(v, k)| (v.as_slice(), *k));
-        maybe_detach(py, emitted.len(), || {
-            self.inner.accept(&id, &emitted, topk_ref)
-        })
-        .map_err(to_py)
+        let work = emitted.len() + topk.as_ref().map_or(0, |(v, _)| v.len());
+        maybe_detach(py, work, || self.inner.accept(&id, &emitted, topk_ref)).map_err(to_py)
     }
 
     fn stop(&self, request_id: &Bound<'_, PyAny>) -> PyResult<()> {
@@ -151,17 +127,54 @@ impl PyNgramDrafter {
         py: Python<'py>,
         request_id: &Bound<'_, PyAny>,
     ) -> PyResult<Bound<'py, PyDict>> {
-        stats_dict(
-            py,
-            &self
-                .inner
-                .request_stats(&to_request_id(request_id)?)
-                .map_err(to_py)?,
-        )
+        let stats = self
+            .inner
+            .request_stats(&to_request_id(request_id)?)
+            .map_err(to_py)?;
+        stats_dict(py, &stats)
     }
 
     fn memory_bytes(&self) -> usize {
         self.inner.memory_bytes()
+    }
+}
+
+/// N-gram / prompt-lookup drafter (see `fastdec.NgramDrafter`).
+#[pyclass(name = "NgramDrafter", module = "fastdec._core", extends = PyBaseDrafter, frozen)]
+pub struct PyNgramDrafter {
+    inner: Arc<NgramDrafter>,
+}
+
+#[pymethods]
+impl PyNgramDrafter {
+    #[new]
+    #[pyo3(signature = (mode = "pld", *, min_n = 1, max_n = 3, num_pred = 10, max_matches = 16, decay = 0.9, max_requests = 1024, max_context = 1_048_576))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        mode: &str,
+        min_n: i128,
+        max_n: i128,
+        num_pred: i128,
+        max_matches: i128,
+        decay: f32,
+        max_requests: i128,
+        max_context: i128,
+    ) -> PyResult<PyClassInitializer<Self>> {
+        let config = NgramConfig {
+            mode: NgramMode::parse(mode).map_err(to_py)?,
+            min_n: count(min_n, "min_n")?,
+            max_n: count(max_n, "max_n")?,
+            num_pred: count(num_pred, "num_pred")?,
+            max_matches: count(max_matches, "max_matches")?,
+            decay,
+            max_requests: count(max_requests, "max_requests")?,
+            max_context: count(max_context, "max_context")?,
+        };
+        let inner = Arc::new(NgramDrafter::new(config).map_err(to_py)?);
+        Ok(PyClassInitializer::from(PyBaseDrafter {
+            inner: inner.clone(),
+        })
+        .add_subclass(PyNgramDrafter { inner }))
     }
 
     #[getter]
@@ -186,6 +199,69 @@ impl PyNgramDrafter {
             c.min_n,
             c.max_n,
             c.num_pred
+        )
+    }
+}
+
+/// Token Recycling drafter (see `fastdec.RecycleDrafter`).
+#[pyclass(name = "RecycleDrafter", module = "fastdec._core", extends = PyBaseDrafter, frozen)]
+pub struct PyRecycleDrafter {
+    inner: Arc<RecycleDrafter>,
+}
+
+#[pymethods]
+impl PyRecycleDrafter {
+    #[new]
+    #[pyo3(signature = (vocab_size, *, k = 8, template = None, max_requests = 1024))]
+    fn new(
+        vocab_size: i128,
+        k: i128,
+        template: Option<PyRef<'_, PyTreeTemplate>>,
+        max_requests: i128,
+    ) -> PyResult<PyClassInitializer<Self>> {
+        let template = template.map_or_else(TreeTemplate::token_recycling, |t| t.inner().clone());
+        let inner = Arc::new(
+            RecycleDrafter::new(
+                count(vocab_size, "vocab_size")?,
+                count(k, "k")?,
+                template,
+                count(max_requests, "max_requests")?,
+            )
+            .map_err(to_py)?,
+        );
+        Ok(PyClassInitializer::from(PyBaseDrafter {
+            inner: inner.clone(),
+        })
+        .add_subclass(PyRecycleDrafter { inner }))
+    }
+
+    /// Row `token` of the table as int32, -1 where no candidate is known yet.
+    fn row<'py>(&self, py: Python<'py>, token: i128) -> PyResult<Bound<'py, numpy::PyArray1<i32>>> {
+        let token = crate::convert::token_arg(token, "token")?;
+        let row = self.inner.row(token).map_err(to_py)?;
+        Ok(numpy::PyArray1::from_iter(
+            py,
+            row.into_iter()
+                .map(|t| if t == u32::MAX { -1 } else { t as i32 }),
+        ))
+    }
+
+    #[getter]
+    fn vocab_size(&self) -> usize {
+        self.inner.vocab_size()
+    }
+
+    #[getter]
+    fn k(&self) -> usize {
+        self.inner.k()
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "RecycleDrafter(vocab_size={}, k={}, template_nodes={})",
+            self.inner.vocab_size(),
+            self.inner.k(),
+            self.inner.template().num_nodes()
         )
     }
 }

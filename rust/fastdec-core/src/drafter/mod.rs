@@ -6,9 +6,11 @@
 //! appended (accepted drafts, then the bonus token); finally `stop(id)`.
 
 mod ngram;
+mod recycle;
 mod requests;
 
 pub use ngram::{NgramConfig, NgramDrafter, NgramMode};
+pub use recycle::RecycleDrafter;
 pub use requests::{RequestId, Requests};
 
 use crate::{Result, TokenId, TokenTree};

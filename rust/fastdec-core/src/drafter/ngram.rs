@@ -153,7 +153,11 @@ impl NgramIndex {
         let entry = std::mem::size_of::<(u64, Occ)>() + 1;
         self.tokens.capacity() * 4
             + self.older.iter().map(|o| o.capacity() * 4).sum::<usize>()
-            + self.maps.iter().map(|m| m.capacity() * entry).sum::<usize>()
+            + self
+                .maps
+                .iter()
+                .map(|m| m.capacity() * entry)
+                .sum::<usize>()
     }
 
     fn max_n(&self) -> usize {

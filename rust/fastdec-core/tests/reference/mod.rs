@@ -290,11 +290,11 @@ pub fn best_first_keep(
     while kept < budget {
         let mut best: Option<usize> = None;
         for i in 1..n {
-            let allowed = max_depth.map_or(true, |d| depth[i] as usize <= d);
+            let allowed = max_depth.is_none_or(|d| depth[i] as usize <= d);
             if !keep[i]
                 && keep[parents[i] as usize]
                 && allowed
-                && best.map_or(true, |b| ranks_above((scores[i], i), (scores[b], b)))
+                && best.is_none_or(|b| ranks_above((scores[i], i), (scores[b], b)))
             {
                 best = Some(i);
             }
@@ -373,7 +373,7 @@ pub fn best_first_expand(
         let chosen = loop {
             let mut best: Option<usize> = None;
             for (k, c) in cands.iter().enumerate() {
-                if !c.3 && best.map_or(true, |b| ranks_above((c.2, k), (cands[b].2, b))) {
+                if !c.3 && best.is_none_or(|b| ranks_above((c.2, k), (cands[b].2, b))) {
                     best = Some(k);
                 }
             }
@@ -471,7 +471,7 @@ impl Search<'_> {
         if count == self.limit || idx == self.reach.len() {
             return;
         }
-        if self.parent[idx].map_or(true, |p| self.chosen[p]) {
+        if self.parent[idx].is_none_or(|p| self.chosen[p]) {
             self.chosen[idx] = true;
             self.go(idx + 1, count + 1, value + self.reach[idx]);
             self.chosen[idx] = false;
