@@ -12,6 +12,20 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 
+def pld_lenient_reference(ids: list[int], min_n: int, max_n: int, k: int) -> list[int]:
+    """The earliest earlier occurrence of the last n tokens (n = max_n..min_n), then up to k
+    tokens after it."""
+    length = len(ids)
+    for n in range(max_n, min_n - 1, -1):
+        if n > length:
+            continue
+        gram = ids[-n:]
+        for idx in range(length - n):  # windows ending before the last token
+            if ids[idx : idx + n] == gram:
+                return ids[idx + n : idx + n + k]
+    return []
+
+
 def pld_reference(ids: list[int], min_n: int, max_n: int, k: int) -> list[int]:
     """Spec-Bench's find_candidate_pred_tokens, transcribed: the earliest window of the last n
     tokens whose k-token continuation fits and does not start inside the suffix."""
@@ -66,6 +80,8 @@ def propose_reference(ids: list[int], mode: str, cfg: dict[str, int], budget: in
             return tree
     draft: list[int] = []
     if k > 0 and mode == "pld":
+        draft = pld_lenient_reference(ids, cfg["min_n"], cfg["max_n"], k)
+    elif k > 0 and mode == "pld_strict":
         draft = pld_reference(ids, cfg["min_n"], cfg["max_n"], k)
     elif k > 0 and mode == "recent":
         draft = recent_reference(ids, cfg["min_n"], cfg["max_n"], k)
@@ -92,7 +108,7 @@ def assert_same(tree: fastdec.TokenTree, want: ref.Tree) -> None:
 
 @settings(max_examples=150)
 @given(
-    mode=st.sampled_from(["pld", "recent", "tree"]),
+    mode=st.sampled_from(["pld", "pld_strict", "recent", "tree"]),
     cfg=configs,
     vocab=st.integers(2, 8),
     ids=st.data(),
@@ -115,11 +131,25 @@ def test_propose_matches_reference(
 
 
 def test_pld_example() -> None:
-    d = fastdec.NgramDrafter("pld", num_pred=3)
+    d = fastdec.NgramDrafter("pld_strict", num_pred=3)
     # "a b c d a b" -> the earliest "a b" (at 0) is followed by "c d a"
     assert d.propose_for([1, 2, 3, 4, 1, 2], 10).tokens.tolist() == [2, 3, 4, 1]
-    # a continuation shorter than num_pred does not count for PLD, but does for "recent"
-    assert fastdec.NgramDrafter("pld", num_pred=4).propose_for([1, 2, 3, 1, 2], 10).tokens.tolist() == [2]
+    # a continuation shorter than num_pred does not count for pld_strict, but does for "pld"
+    strict = fastdec.NgramDrafter("pld_strict", num_pred=4)
+    assert strict.propose_for([1, 2, 3, 1, 2], 10).tokens.tolist() == [2]
+    assert fastdec.NgramDrafter("pld", num_pred=4).propose_for([1, 2, 3, 1, 2], 10).tokens.tolist() == [
+        2,
+        3,
+        1,
+        2,
+    ]
+    assert fastdec.NgramDrafter("pld").propose_for([1, 2, 3, 4, 1, 2, 3], 10).tokens.tolist() == [
+        3,
+        4,
+        1,
+        2,
+        3,
+    ]
     r = fastdec.NgramDrafter("recent", num_pred=3)
     assert r.propose_for([1, 2, 3, 1, 2], 10).tokens.tolist() == [2, 3, 1, 2]
 

@@ -30,6 +30,7 @@ from __future__ import annotations
 from fastdec._core import (
     MAX_NODES,
     BaseDrafter,
+    DraftBatch,
     NgramDrafter,
     RecycleDrafter,
     TokenTree,
@@ -43,6 +44,7 @@ from fastdec.drafters import Drafter
 __all__ = [
     "MAX_NODES",
     "BaseDrafter",
+    "DraftBatch",
     "Drafter",
     "NgramDrafter",
     "RecycleDrafter",

@@ -11,6 +11,7 @@ __version__: str
 __all__ = [
     "MAX_NODES",
     "BaseDrafter",
+    "DraftBatch",
     "NgramDrafter",
     "RecycleDrafter",
     "TokenTree",
@@ -229,15 +230,34 @@ class BaseDrafter:
     def request_stats(self, request_id: int | str) -> dict[str, float]: ...
     def memory_bytes(self) -> int:
         """Heap bytes held by the drafter's tables and request states."""
+    def propose_batch(self, request_ids: Sequence[int | str], budgets: _Ints) -> DraftBatch:
+        """Proposals for many requests in parallel (rayon, GIL released)."""
+
+@final
+class DraftBatch:
+    """Drafts for a batch in one flat ragged layout: tree ``b`` is
+    ``tokens[cu_num_nodes[b]:cu_num_nodes[b + 1]]`` (parents local to each tree), and
+    ``batch[b]`` is its :class:`TokenTree`. Arrays are read-only views."""
+
+    @property
+    def tokens(self) -> _IntArray: ...
+    @property
+    def parents(self) -> _IntArray: ...
+    @property
+    def cu_num_nodes(self) -> _IntArray: ...
+    def __len__(self) -> int: ...
+    def __getitem__(self, key: int, /) -> TokenTree: ...
 
 @final
 class NgramDrafter(BaseDrafter):
     """Prompt-lookup / n-gram drafter over an incremental per-request index.
 
     Args:
-        mode: ``"pld"`` reproduces prompt lookup decoding exactly (for n = max_n..min_n, the
-            earliest occurrence of the last n tokens followed by a full ``num_pred`` tokens; a
-            chain); ``"recent"`` takes the most recent occurrence of the longest matching suffix;
+        mode: ``"pld"`` is prompt lookup decoding (for n = max_n..min_n, the earliest earlier
+            occurrence of the last n tokens; a chain of the up to ``num_pred`` tokens after it:
+            Spec-Bench's published PLD figure); ``"pld_strict"`` is Spec-Bench's ``pld.py`` to
+            the letter (an occurrence counts only if a full ``num_pred`` tokens follow it);
+            ``"recent"`` takes the most recent occurrence of the longest matching suffix;
             ``"tree"`` merges the continuations of the ``max_matches`` most recent occurrences
             (occurrence i weighs ``decay**i``) into a tree pruned best-first to the budget.
         min_n, max_n: suffix lengths matched (1 <= min_n <= max_n <= 16).

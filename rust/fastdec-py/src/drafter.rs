@@ -137,6 +137,94 @@ impl PyBaseDrafter {
     fn memory_bytes(&self) -> usize {
         self.inner.memory_bytes()
     }
+
+    /// Proposals for many requests in parallel, without the GIL.
+    fn propose_batch(
+        &self,
+        py: Python<'_>,
+        request_ids: &Bound<'_, PyAny>,
+        budgets: &Bound<'_, PyAny>,
+    ) -> PyResult<PyDraftBatch> {
+        let ids = request_ids
+            .try_iter()?
+            .map(|obj| to_request_id(&obj?))
+            .collect::<PyResult<Vec<_>>>()?;
+        let budgets = crate::convert::i32_vec(budgets, "budgets")?
+            .into_iter()
+            .map(|b| count(i128::from(b), "budget"))
+            .collect::<PyResult<Vec<_>>>()?;
+        let trees = py
+            .detach(|| self.inner.propose_batch(&ids, &budgets))
+            .map_err(to_py)?;
+        Ok(PyDraftBatch::new(trees))
+    }
+}
+
+/// Drafts for a batch of requests in one flat ragged layout: tree `b` is
+/// `tokens[cu_num_nodes[b]:cu_num_nodes[b + 1]]` (parents local to each tree), and `batch[b]`
+/// is its `TokenTree`.
+#[pyclass(name = "DraftBatch", module = "fastdec._core", frozen)]
+pub struct PyDraftBatch {
+    trees: Vec<fastdec_core::TokenTree>,
+    tokens: Vec<i32>,
+    parents: Vec<i32>,
+    cu_num_nodes: Vec<i32>,
+}
+
+impl PyDraftBatch {
+    fn new(trees: Vec<fastdec_core::TokenTree>) -> Self {
+        let total: usize = trees.iter().map(fastdec_core::TokenTree::num_nodes).sum();
+        let (mut tokens, mut parents) = (Vec::with_capacity(total), Vec::with_capacity(total));
+        let mut cu_num_nodes = Vec::with_capacity(trees.len() + 1);
+        cu_num_nodes.push(0);
+        for t in &trees {
+            tokens.extend(t.tokens().iter().map(|&x| x as i32));
+            parents.extend_from_slice(t.parents());
+            cu_num_nodes.push(tokens.len() as i32);
+        }
+        PyDraftBatch {
+            trees,
+            tokens,
+            parents,
+            cu_num_nodes,
+        }
+    }
+}
+
+#[pymethods]
+impl PyDraftBatch {
+    #[getter]
+    fn tokens<'py>(slf: &Bound<'py, Self>) -> Bound<'py, numpy::PyArray1<i32>> {
+        crate::convert::view1(slf.as_any(), &slf.get().tokens)
+    }
+    #[getter]
+    fn parents<'py>(slf: &Bound<'py, Self>) -> Bound<'py, numpy::PyArray1<i32>> {
+        crate::convert::view1(slf.as_any(), &slf.get().parents)
+    }
+    #[getter]
+    fn cu_num_nodes<'py>(slf: &Bound<'py, Self>) -> Bound<'py, numpy::PyArray1<i32>> {
+        crate::convert::view1(slf.as_any(), &slf.get().cu_num_nodes)
+    }
+    fn __len__(&self) -> usize {
+        self.trees.len()
+    }
+    fn __getitem__(&self, index: isize) -> PyResult<PyTokenTree> {
+        let n = self.trees.len() as isize;
+        let i = if index < 0 { index + n } else { index };
+        if !(0..n).contains(&i) {
+            return Err(pyo3::exceptions::PyIndexError::new_err(format!(
+                "batch index {index} out of range for {n} trees"
+            )));
+        }
+        Ok(self.trees[i as usize].clone().into())
+    }
+    fn __repr__(&self) -> String {
+        format!(
+            "DraftBatch(num_trees={}, num_nodes={})",
+            self.trees.len(),
+            self.tokens.len()
+        )
+    }
 }
 
 /// N-gram / prompt-lookup drafter (see `fastdec.NgramDrafter`).
@@ -186,6 +274,7 @@ impl PyNgramDrafter {
     fn mode(&self) -> &'static str {
         match self.inner.config().mode {
             NgramMode::Pld => "pld",
+            NgramMode::PldStrict => "pld_strict",
             NgramMode::Recent => "recent",
             NgramMode::Tree => "tree",
         }

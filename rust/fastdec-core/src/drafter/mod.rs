@@ -13,7 +13,9 @@ pub use ngram::{NgramConfig, NgramDrafter, NgramMode};
 pub use recycle::RecycleDrafter;
 pub use requests::{RequestId, Requests};
 
-use crate::{Result, TokenId, TokenTree};
+use rayon::prelude::*;
+
+use crate::{Error, Result, TokenId, TokenTree};
 
 /// Counters kept per drafter and per request.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -75,6 +77,33 @@ pub trait Drafter: Send + Sync {
         emitted: &[TokenId],
         topk: Option<(&[TokenId], usize)>,
     ) -> Result<()>;
+
+    /// Proposals for many requests at once, in parallel on rayon's pool (requests have their own
+    /// locks). `budgets` has one entry per request.
+    ///
+    /// # Errors
+    /// A length mismatch, or the first failing request's error.
+    fn propose_batch(&self, ids: &[RequestId], budgets: &[usize]) -> Result<Vec<TokenTree>> {
+        if ids.len() != budgets.len() {
+            return Err(Error::LengthMismatch {
+                what: "budgets",
+                expected: ids.len(),
+                got: budgets.len(),
+            });
+        }
+        // Below a few requests the pool's hand-off costs more than the work.
+        if ids.len() < 8 {
+            return ids
+                .iter()
+                .zip(budgets)
+                .map(|(id, &b)| self.propose(id, b))
+                .collect();
+        }
+        ids.par_iter()
+            .zip(budgets.par_iter())
+            .map(|(id, &b)| self.propose(id, b))
+            .collect()
+    }
 
     /// Forgets a request (its shared contributions, if any, stay).
     ///

@@ -17,9 +17,14 @@ const NONE: u32 = u32::MAX;
 /// How the n-gram drafter turns matches into a draft.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NgramMode {
-    /// Prompt lookup decoding exactly: for n = max_n..=min_n, the earliest occurrence of the
-    /// context's last n tokens that is followed by a full `num_pred` tokens; a chain.
+    /// Prompt lookup decoding: for n = max_n..=min_n, the earliest earlier occurrence of the
+    /// context's last n tokens; a chain of the (up to) `num_pred` tokens after it. This is the
+    /// rule behind Spec-Bench's published PLD figure (MAT 1.75 on Vicuna-7B).
     Pld,
+    /// Spec-Bench's `pld.py` to the letter: as [`NgramMode::Pld`], but an occurrence counts only
+    /// if a full `num_pred` tokens follow it and the continuation does not start inside the
+    /// suffix (so only the first occurrence can qualify).
+    PldStrict,
     /// The most recent earlier occurrence of the longest matching suffix; a chain of up to
     /// `num_pred` tokens (shorter if the context ends).
     Recent,
@@ -29,16 +34,21 @@ pub enum NgramMode {
 }
 
 impl NgramMode {
-    /// Parses `pld`, `recent` or `tree`.
+    /// Parses `pld`, `pld_strict`, `recent` or `tree`.
     ///
     /// # Errors
     /// [`Error::InvalidArgument`].
     pub fn parse(name: &str) -> Result<Self> {
         match name {
             "pld" => Ok(NgramMode::Pld),
+            "pld_strict" => Ok(NgramMode::PldStrict),
             "recent" => Ok(NgramMode::Recent),
             "tree" => Ok(NgramMode::Tree),
-            _ => Err(Error::arg("mode", name, "one of 'pld', 'recent', 'tree'")),
+            _ => Err(Error::arg(
+                "mode",
+                name,
+                "one of 'pld', 'pld_strict', 'recent', 'tree'",
+            )),
         }
     }
 }
@@ -240,8 +250,16 @@ impl NgramIndex {
                 };
                 match cfg.mode {
                     NgramMode::Pld => {
-                        // Spec-Bench's pld.py: the earliest window with a full k-token continuation
-                        // that does not start inside the suffix. Later occurrences have shorter
+                        // The first occurrence, unless it is the suffix itself.
+                        let start = occ.first as usize + 1;
+                        if start < len {
+                            draft = &self.tokens[start..(start + k).min(len)];
+                            break;
+                        }
+                    }
+                    NgramMode::PldStrict => {
+                        // pld.py: the earliest window with a full k-token continuation that does
+                        // not start inside the suffix. Later occurrences have shorter
                         // continuations, so only the first can qualify.
                         let start = occ.first as usize + 1;
                         if start + k <= len && start + n < len {
