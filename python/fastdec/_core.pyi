@@ -16,6 +16,7 @@ __all__ = [
     "RecycleDrafter",
     "TokenTree",
     "TreeTemplate",
+    "TrieDrafter",
     "__version__",
     "_time_tree_step",
     "optimal_template",
@@ -232,6 +233,33 @@ class BaseDrafter:
         """Heap bytes held by the drafter's tables and request states."""
     def propose_batch(self, request_ids: Sequence[int | str], budgets: _Ints) -> DraftBatch:
         """Proposals for many requests in parallel (rayon, GIL released)."""
+
+@final
+class TrieDrafter(BaseDrafter):
+    """Trie retrieval (Lookahead/PIA, with SuffixDecoding's local/global split).
+
+    Every window of up to ``depth`` tokens is counted in a per-request trie (prompt and output)
+    and, once a request stops, its output in one shared trie (cross-request sharing). A draft
+    matches the longest context suffix (up to ``max_match`` tokens) with continuations and
+    expands them best-first by empirical path probability; the local and shared candidate trees
+    are fused with weights ``1 - output_weight`` and ``output_weight`` and pruned to the budget.
+    Tries above their node cap halve their counts and drop nodes below 1; a request keeps at most
+    ``max_context`` tokens of history (the oldest half is dropped beyond).
+    """
+
+    def __new__(
+        cls,
+        *,
+        depth: int = 16,
+        max_match: int = 8,
+        output_weight: float = 0.5,
+        max_local_nodes: int = 1048576,
+        max_global_nodes: int = 4194304,
+        max_requests: int = 1024,
+        max_context: int = 1048576,
+    ) -> TrieDrafter: ...
+    @property
+    def global_nodes(self) -> int: ...
 
 @final
 class DraftBatch:

@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use fastdec_core::drafter::{
     DraftStats, Drafter, NgramConfig, NgramDrafter, NgramMode, RecycleDrafter, RequestId,
+    TrieConfig, TrieDrafter,
 };
 use fastdec_core::TreeTemplate;
 use numpy::{PyArray2, PyArrayMethods, PyUntypedArrayMethods};
@@ -352,5 +353,47 @@ impl PyRecycleDrafter {
             self.inner.k(),
             self.inner.template().num_nodes()
         )
+    }
+}
+
+/// Trie retrieval drafter (see `fastdec.TrieDrafter`).
+#[pyclass(name = "TrieDrafter", module = "fastdec._core", extends = PyBaseDrafter, frozen)]
+pub struct PyTrieDrafter {
+    inner: Arc<TrieDrafter>,
+}
+
+#[pymethods]
+impl PyTrieDrafter {
+    #[new]
+    #[pyo3(signature = (*, depth = 16, max_match = 8, output_weight = 0.5, max_local_nodes = 1_048_576, max_global_nodes = 4_194_304, max_requests = 1024, max_context = 1_048_576))]
+    fn new(
+        depth: i128,
+        max_match: i128,
+        output_weight: f32,
+        max_local_nodes: i128,
+        max_global_nodes: i128,
+        max_requests: i128,
+        max_context: i128,
+    ) -> PyResult<PyClassInitializer<Self>> {
+        let config = TrieConfig {
+            depth: count(depth, "depth")?,
+            max_match: count(max_match, "max_match")?,
+            output_weight,
+            max_local_nodes: count(max_local_nodes, "max_local_nodes")?,
+            max_global_nodes: count(max_global_nodes, "max_global_nodes")?,
+            max_requests: count(max_requests, "max_requests")?,
+            max_context: count(max_context, "max_context")?,
+        };
+        let inner = Arc::new(TrieDrafter::new(config).map_err(to_py)?);
+        Ok(PyClassInitializer::from(PyBaseDrafter {
+            inner: inner.clone(),
+        })
+        .add_subclass(PyTrieDrafter { inner }))
+    }
+
+    /// Nodes in the shared trie of finished requests' outputs.
+    #[getter]
+    fn global_nodes(&self) -> usize {
+        self.inner.global_nodes()
     }
 }

@@ -22,7 +22,9 @@ mod _core {
     #[pymodule_export]
     use super::bench::_time_tree_step;
     #[pymodule_export]
-    use super::drafter::{PyBaseDrafter, PyDraftBatch, PyNgramDrafter, PyRecycleDrafter};
+    use super::drafter::{
+        PyBaseDrafter, PyDraftBatch, PyNgramDrafter, PyRecycleDrafter, PyTrieDrafter,
+    };
     #[pymodule_export]
     use super::tree::{optimal_template, verify_greedy_batch, PyTokenTree, PyTreeTemplate};
 

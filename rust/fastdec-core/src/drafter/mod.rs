@@ -8,10 +8,12 @@
 mod ngram;
 mod recycle;
 mod requests;
+mod trie;
 
 pub use ngram::{NgramConfig, NgramDrafter, NgramMode};
 pub use recycle::RecycleDrafter;
 pub use requests::{RequestId, Requests};
+pub use trie::{TrieConfig, TrieDrafter};
 
 use rayon::prelude::*;
 

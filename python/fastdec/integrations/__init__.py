@@ -1,0 +1,76 @@
+"""Server adapters: fastdec drafters behind the draft interfaces of vLLM, SGLang and transformers.
+
+===========================  =============================================================
+``FastdecProposer``          vLLM V1 ``custom_class`` proposer: linear drafts per batch row
+                             (:mod:`fastdec.integrations.vllm`)
+``SGLangNgramCache``         SGLang NGRAM-worker trees from per-request contexts, padded to
+``SGLangRequestDrafter``     ``draft_token_num`` with ancestor masks, positions and retrieve
+``build_sglang_drafts``      indices; stateless / by request id (:mod:`.sglang`)
+``make_candidate_generator`` transformers assisted-generation ``CandidateGenerator``
+``assisted_by``              and a context manager that makes ``model.generate`` use it
+``draft_candidates``         (:mod:`.transformers`; the draft logic needs only numpy)
+===========================  =============================================================
+
+Importing this package (or any of its modules) imports neither torch, transformers, vLLM nor
+SGLang: names load their module on first access, and the transformers adapter imports torch
+and transformers only when a generator is built.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from fastdec.integrations.sglang import (
+        SGLangDrafts,
+        SGLangNgramCache,
+        SGLangRequestDrafter,
+        build_sglang_drafts,
+    )
+    from fastdec.integrations.transformers import (
+        assisted_by,
+        candidate_input_ids,
+        draft_candidates,
+        make_candidate_generator,
+    )
+    from fastdec.integrations.vllm import FastdecProposer
+
+#: public name -> the submodule defining it
+_LAZY: dict[str, str] = {
+    "FastdecProposer": "vllm",
+    "SGLangDrafts": "sglang",
+    "SGLangNgramCache": "sglang",
+    "SGLangRequestDrafter": "sglang",
+    "build_sglang_drafts": "sglang",
+    "assisted_by": "transformers",
+    "candidate_input_ids": "transformers",
+    "draft_candidates": "transformers",
+    "make_candidate_generator": "transformers",
+}
+
+__all__ = [
+    "FastdecProposer",
+    "SGLangDrafts",
+    "SGLangNgramCache",
+    "SGLangRequestDrafter",
+    "assisted_by",
+    "build_sglang_drafts",
+    "candidate_input_ids",
+    "draft_candidates",
+    "make_candidate_generator",
+]
+
+
+def __getattr__(name: str) -> Any:
+    """Loads the submodule that defines ``name`` on first access (PEP 562)."""
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])

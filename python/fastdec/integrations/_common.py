@@ -1,0 +1,74 @@
+"""What the server adapters share: the drafter protocols they need and the tree-to-chain step.
+
+Servers without tree verification (vLLM's ``custom_class`` proposer, HF assisted generation)
+take one *linear* draft per request. A fastdec drafter proposes a tree whose root is the last
+token of the context; :func:`chain_tokens` keeps the root-to-deepest-leaf path of
+:meth:`fastdec.TokenTree.chain_view` (lowest node id on ties), root excluded, at most
+``max_tokens`` tokens. A chain drafter (``NgramDrafter("pld")``) loses nothing this way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+import numpy.typing as npt
+
+from fastdec._core import MAX_NODES, DraftBatch, TokenTree
+
+RequestId = int | str
+
+
+@runtime_checkable
+class ContextDrafter(Protocol):
+    """A drafter with the stateless form ``propose_for`` (every fastdec drafter has it)."""
+
+    def propose_for(self, context_ids: npt.ArrayLike, budget: int) -> TokenTree: ...
+
+
+@runtime_checkable
+class BatchDrafter(Protocol):
+    """A stateful drafter keyed by request id, with a batched propose (:class:`fastdec.BaseDrafter`)."""
+
+    def start(self, request_id: RequestId, prompt_ids: npt.ArrayLike) -> None: ...
+
+    def accept(
+        self,
+        request_id: RequestId,
+        accepted_ids: npt.ArrayLike,
+        topk_ids: npt.NDArray[np.int32] | None = None,
+    ) -> None: ...
+
+    def stop(self, request_id: RequestId) -> None: ...
+
+    def propose_batch(self, request_ids: Sequence[RequestId], budgets: npt.ArrayLike) -> DraftBatch: ...
+
+
+def node_budget(num_draft_tokens: int) -> int:
+    """Nodes to ask a drafter for (root included) to get up to ``num_draft_tokens`` drafts.
+
+    >>> node_budget(5)
+    6
+    """
+    return max(1, min(num_draft_tokens + 1, MAX_NODES))
+
+
+def chain_tokens(tree: TokenTree, max_tokens: int) -> npt.NDArray[np.int32]:
+    """The tree's linear draft: the tokens on :meth:`~fastdec.TokenTree.chain_view`, root excluded.
+
+    Args:
+        tree: a draft tree whose root is the last context token.
+        max_tokens: the most draft tokens to keep (>= 0).
+
+    Returns:
+        ``[min(max_depth, max_tokens)] int32`` draft tokens, the root's child first.
+
+    >>> tree = TokenTree([7, 1, 2, 3], [-1, 0, 0, 2])
+    >>> chain_tokens(tree, 5).tolist(), chain_tokens(tree, 1).tolist()
+    ([2, 3], [2])
+    """
+    if max_tokens <= 0 or tree.num_nodes == 1:
+        return np.empty(0, dtype=np.int32)
+    nodes = tree.chain_view()[1 : max_tokens + 1]
+    return tree.tokens[nodes]

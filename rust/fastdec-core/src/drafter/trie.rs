@@ -1,0 +1,487 @@
+//! Trie retrieval (Lookahead / PIA, Zhao et al. 2024, arXiv 2312.12728; with SuffixDecoding's
+//! split into a per-request tree and a shared tree of past outputs, arXiv 2411.04975).
+//!
+//! A trie holds every window of up to `depth` tokens with occurrence counts. To draft, the
+//! longest suffix of the context (up to `max_match` tokens) is matched from the root and its
+//! continuations are expanded best-first by empirical path probability (the product of
+//! `count(child) / sum of sibling counts`). Each request has a local trie over its prompt and
+//! output; outputs of finished requests go into one shared global trie. The two candidate
+//! trees are fused with weights `1 - w` and `w`, then pruned to the budget.
+
+use std::collections::{BinaryHeap, HashMap};
+use std::sync::{PoisonError, RwLock};
+use std::time::Instant;
+
+use super::{DraftStats, Drafter, RequestId, Requests};
+use crate::tree::{fuse, ScoreCombine, TrieBuilder};
+use crate::{Error, Result, TokenId, TokenTree, MAX_NODES, MAX_TOKEN_ID};
+
+const NIL: u32 = u32::MAX;
+
+#[derive(Debug, Clone, Copy)]
+struct Node {
+    token: TokenId,
+    count: f32,
+    first_child: u32,
+    next_sibling: u32,
+}
+
+/// A counted trie of token windows in an arena, with a node cap.
+#[derive(Debug, Clone)]
+pub(crate) struct CountTrie {
+    nodes: Vec<Node>,
+    child: HashMap<u64, u32>,
+    max_nodes: usize,
+}
+
+fn key(parent: u32, token: TokenId) -> u64 {
+    (u64::from(parent) << 32) | u64::from(token)
+}
+
+impl CountTrie {
+    fn new(max_nodes: usize) -> Self {
+        CountTrie {
+            nodes: vec![Node {
+                token: 0,
+                count: 0.0,
+                first_child: NIL,
+                next_sibling: NIL,
+            }],
+            child: HashMap::new(),
+            max_nodes,
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    fn memory_bytes(&self) -> usize {
+        self.nodes.capacity() * std::mem::size_of::<Node>()
+            + self.child.capacity() * (std::mem::size_of::<(u64, u32)>() + 1)
+    }
+
+    fn find(&self, parent: u32, token: TokenId) -> Option<u32> {
+        self.child.get(&key(parent, token)).copied()
+    }
+
+    /// The child `token` of `parent`, created if needed, with its count raised by 1.
+    fn bump(&mut self, parent: u32, token: TokenId) -> u32 {
+        let id = if let Some(&c) = self.child.get(&key(parent, token)) {
+            c
+        } else {
+            let c = self.nodes.len() as u32;
+            let p = &mut self.nodes[parent as usize];
+            let next = p.first_child;
+            p.first_child = c;
+            self.nodes.push(Node {
+                token,
+                count: 0.0,
+                first_child: NIL,
+                next_sibling: next,
+            });
+            self.child.insert(key(parent, token), c);
+            c
+        };
+        self.nodes[id as usize].count += 1.0;
+        id
+    }
+
+    /// Inserts every window `tokens[s..s + depth]` (clipped at the end).
+    fn insert_windows(&mut self, tokens: &[TokenId], depth: usize) {
+        for s in 0..tokens.len() {
+            let mut node = 0;
+            for &t in &tokens[s..(s + depth).min(tokens.len())] {
+                node = self.bump(node, t);
+            }
+        }
+        self.enforce_cap();
+    }
+
+    /// When above the cap: halve every count and drop nodes below 1 (with their subtrees),
+    /// repeatedly, until at most half the cap remains (Lookahead's squeeze). Returns whether
+    /// node ids changed.
+    fn enforce_cap(&mut self) -> bool {
+        if self.nodes.len() <= self.max_nodes {
+            return false;
+        }
+        while self.nodes.len() > self.max_nodes / 2 {
+            let mut fresh = CountTrie::new(self.max_nodes);
+            // Depth-first copy of the surviving nodes (a child's count never exceeds its parent's).
+            let mut stack = vec![(0u32, 0u32)];
+            while let Some((old, new)) = stack.pop() {
+                let mut c = self.nodes[old as usize].first_child;
+                while c != NIL {
+                    let n = self.nodes[c as usize];
+                    let halved = (n.count / 2.0).floor();
+                    if halved >= 1.0 {
+                        let id = fresh.bump(new, n.token);
+                        fresh.nodes[id as usize].count = halved;
+                        stack.push((c, id));
+                    }
+                    c = n.next_sibling;
+                }
+            }
+            *self = fresh;
+        }
+        true
+    }
+
+    /// The node reached by `path` from the root.
+    fn walk(&self, path: &[TokenId]) -> Option<u32> {
+        path.iter().try_fold(0u32, |node, &t| self.find(node, t))
+    }
+
+    /// Best-first continuations below `node` as a tree rooted at `root` with path-probability
+    /// scores times `weight`, at most `budget` nodes and `max_depth` levels.
+    fn continuations(
+        &self,
+        node: u32,
+        root: TokenId,
+        budget: usize,
+        max_depth: usize,
+        weight: f32,
+    ) -> TokenTree {
+        #[derive(PartialEq)]
+        struct Cand(f32, u32, u32, usize); // score, trie node, parent in output, depth
+        impl Eq for Cand {}
+        impl PartialOrd for Cand {
+            fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
+                Some(self.cmp(o))
+            }
+        }
+        impl Ord for Cand {
+            fn cmp(&self, o: &Self) -> std::cmp::Ordering {
+                self.0.total_cmp(&o.0).then_with(|| o.1.cmp(&self.1))
+            }
+        }
+        let mut out = TrieBuilder::new(root, weight, ScoreCombine::Max);
+        let mut heap = BinaryHeap::new();
+        let push_children = |heap: &mut BinaryHeap<Cand>,
+                             trie_node: u32,
+                             out_node: u32,
+                             score: f32,
+                             depth: usize| {
+            if depth >= max_depth {
+                return;
+            }
+            let mut total = 0.0;
+            let mut c = self.nodes[trie_node as usize].first_child;
+            while c != NIL {
+                total += self.nodes[c as usize].count;
+                c = self.nodes[c as usize].next_sibling;
+            }
+            let mut c = self.nodes[trie_node as usize].first_child;
+            while c != NIL {
+                let n = &self.nodes[c as usize];
+                heap.push(Cand(score * n.count / total, c, out_node, depth + 1));
+                c = n.next_sibling;
+            }
+        };
+        push_children(&mut heap, node, 0, weight, 0);
+        while out.len() < budget {
+            let Some(Cand(score, trie_node, parent, depth)) = heap.pop() else {
+                break;
+            };
+            let id = out
+                .child(parent, self.nodes[trie_node as usize].token, score)
+                .expect("budget <= MAX_NODES");
+            push_children(&mut heap, trie_node, id, score, depth);
+        }
+        out.finish()
+    }
+
+    /// Candidate tree for the longest suffix of `context` (at most `max_match` tokens) that has
+    /// continuations.
+    fn retrieve(
+        &self,
+        context: &[TokenId],
+        max_match: usize,
+        budget: usize,
+        depth: usize,
+        weight: f32,
+    ) -> Option<TokenTree> {
+        let root = *context.last()?;
+        for q in (1..=max_match.min(context.len()).min(depth - 1)).rev() {
+            if let Some(node) = self.walk(&context[context.len() - q..]) {
+                if self.nodes[node as usize].first_child != NIL {
+                    return Some(self.continuations(node, root, budget, depth - q, weight));
+                }
+            }
+        }
+        None
+    }
+}
+
+/// One request: its tokens, its local trie and the open windows (trie nodes of its last
+/// `depth - 1` suffixes) for O(depth) streaming inserts.
+#[derive(Debug, Clone)]
+pub(crate) struct TrieRequest {
+    tokens: Vec<TokenId>,
+    local: CountTrie,
+    active: Vec<u32>,
+    output_start: usize,
+}
+
+impl TrieRequest {
+    fn push(&mut self, t: TokenId, depth: usize, max_context: usize) {
+        if self.tokens.len() >= max_context {
+            // Memory cap: keep the newest half of the history (the trie keeps its counts).
+            let drop = self.tokens.len() - max_context / 2;
+            self.tokens.drain(..drop);
+            self.output_start = self.output_start.saturating_sub(drop);
+        }
+        self.tokens.push(t);
+        // `active` holds the open windows deepest first; each grows by `t`, a new one opens at
+        // the root, and the one that reaches `depth` closes.
+        let mut next = Vec::with_capacity(depth);
+        for &a in self.active.iter().chain(std::iter::once(&0)) {
+            next.push(self.local.bump(a, t));
+        }
+        if next.len() >= depth {
+            next.remove(0);
+        }
+        self.active = next;
+        if self.local.enforce_cap() {
+            // Ids changed: re-open the windows from the last tokens.
+            let tail = self.tokens.len().saturating_sub(depth - 1);
+            self.active = (tail..self.tokens.len())
+                .filter_map(|s| self.local.walk(&self.tokens[s..]))
+                .collect();
+        }
+    }
+}
+
+/// Configuration of a [`TrieDrafter`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrieConfig {
+    /// Longest window stored (match plus continuation).
+    pub depth: usize,
+    /// Longest context suffix matched.
+    pub max_match: usize,
+    /// Weight of the shared output trie against the request's own (`w` in `(1-w)*local + w*global`).
+    pub output_weight: f32,
+    /// Node cap of each local trie.
+    pub max_local_nodes: usize,
+    /// Node cap of the shared trie.
+    pub max_global_nodes: usize,
+    /// Active requests kept (least recently used evicted beyond).
+    pub max_requests: usize,
+    /// Tokens of history kept per request; beyond it the oldest half is dropped.
+    pub max_context: usize,
+}
+
+impl Default for TrieConfig {
+    fn default() -> Self {
+        TrieConfig {
+            depth: 16,
+            max_match: 8,
+            output_weight: 0.5,
+            max_local_nodes: 1 << 20,
+            max_global_nodes: 1 << 22,
+            max_requests: 1024,
+            max_context: 1 << 20,
+        }
+    }
+}
+
+/// Trie retrieval with per-request and shared output tries.
+pub struct TrieDrafter {
+    config: TrieConfig,
+    global: RwLock<CountTrie>,
+    requests: Requests<TrieRequest>,
+}
+
+impl TrieDrafter {
+    /// A drafter with `config`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for an invalid configuration.
+    pub fn new(config: TrieConfig) -> Result<Self> {
+        if config.depth < 2 || config.depth > 64 || config.max_match == 0 {
+            return Err(Error::arg(
+                "depth/max_match",
+                format!("{}/{}", config.depth, config.max_match),
+                "need 2 <= depth <= 64 and max_match >= 1",
+            ));
+        }
+        if !(0.0..=1.0).contains(&config.output_weight) {
+            return Err(Error::arg(
+                "output_weight",
+                config.output_weight,
+                "must be in [0, 1]",
+            ));
+        }
+        if config.max_context < 2 * config.depth {
+            return Err(Error::arg(
+                "max_context",
+                config.max_context,
+                format!("must be >= 2 * depth = {}", 2 * config.depth),
+            ));
+        }
+        if config.max_local_nodes < 2 * config.depth
+            || config.max_global_nodes < 2 * config.depth
+            || config.max_requests == 0
+        {
+            return Err(Error::arg(
+                "max_local_nodes/max_global_nodes/max_requests",
+                format!(
+                    "{}/{}/{}",
+                    config.max_local_nodes, config.max_global_nodes, config.max_requests
+                ),
+                "node caps >= 2 * depth, max_requests >= 1",
+            ));
+        }
+        let global = RwLock::new(CountTrie::new(config.max_global_nodes));
+        let requests = Requests::new(config.max_requests);
+        Ok(TrieDrafter {
+            config,
+            global,
+            requests,
+        })
+    }
+
+    /// Nodes in the shared output trie.
+    pub fn global_nodes(&self) -> usize {
+        self.global
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
+    }
+
+    fn draft(
+        &self,
+        local: Option<&CountTrie>,
+        context: &[TokenId],
+        budget: usize,
+    ) -> Result<TokenTree> {
+        let Some(&root) = context.last() else {
+            return Err(Error::Empty { what: "context" });
+        };
+        if budget == 0 || budget > MAX_NODES {
+            return Err(Error::arg(
+                "budget",
+                budget,
+                format!("must be in [1, {MAX_NODES}]"),
+            ));
+        }
+        let c = &self.config;
+        let w = c.output_weight;
+        let mut parts = Vec::with_capacity(2);
+        if let Some(local) = local {
+            parts.extend(local.retrieve(context, c.max_match, budget, c.depth, 1.0 - w));
+        }
+        let global = self.global.read().unwrap_or_else(PoisonError::into_inner);
+        parts.extend(global.retrieve(context, c.max_match, budget, c.depth, w));
+        drop(global);
+        match parts.len() {
+            0 => TokenTree::chain(vec![root]),
+            1 => Ok(parts.pop().expect("one part")),
+            _ => fuse(
+                &parts.iter().collect::<Vec<_>>(),
+                ScoreCombine::Sum,
+                Some(budget),
+            ),
+        }
+    }
+}
+
+fn check_tokens(tokens: &[TokenId], what: &'static str) -> Result<()> {
+    match tokens.iter().position(|&t| t > MAX_TOKEN_ID) {
+        Some(index) => Err(Error::InvalidValue {
+            what,
+            index,
+            value: tokens[index].to_string(),
+            expected: "token ids must be in [0, 2147483647]",
+        }),
+        None => Ok(()),
+    }
+}
+
+impl Drafter for TrieDrafter {
+    fn start(&self, id: RequestId, prompt: &[TokenId]) -> Result<()> {
+        check_tokens(prompt, "prompt token")?;
+        let mut req = TrieRequest {
+            tokens: Vec::with_capacity(prompt.len()),
+            local: CountTrie::new(self.config.max_local_nodes),
+            active: Vec::new(),
+            output_start: prompt.len(),
+        };
+        for &t in prompt {
+            req.push(t, self.config.depth, self.config.max_context);
+        }
+        self.requests.insert(id, req);
+        Ok(())
+    }
+
+    fn propose(&self, id: &RequestId, budget: usize) -> Result<TokenTree> {
+        let t0 = Instant::now();
+        self.requests.with(id, |req, stats| {
+            let tree = self.draft(Some(&req.local), &req.tokens, budget)?;
+            stats.drafted += tree.num_nodes() as u64 - 1;
+            stats.propose_ns += t0.elapsed().as_nanos() as u64;
+            Ok(tree)
+        })
+    }
+
+    fn accept(
+        &self,
+        id: &RequestId,
+        emitted: &[TokenId],
+        _topk: Option<(&[TokenId], usize)>,
+    ) -> Result<()> {
+        let t0 = Instant::now();
+        check_tokens(emitted, "accepted token")?;
+        self.requests.with(id, |req, stats| {
+            for &t in emitted {
+                req.push(t, self.config.depth, self.config.max_context);
+            }
+            stats.steps += 1;
+            stats.emitted += emitted.len() as u64;
+            stats.accept_ns += t0.elapsed().as_nanos() as u64;
+            Ok(())
+        })
+    }
+
+    fn stop(&self, id: &RequestId) -> Result<()> {
+        // The request's output joins the shared trie (cross-request sharing), then it is dropped.
+        let output = self
+            .requests
+            .with(id, |req, _| Ok(req.tokens[req.output_start..].to_vec()))?;
+        self.requests.remove(id)?;
+        self.global
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert_windows(&output, self.config.depth);
+        Ok(())
+    }
+
+    fn propose_for(&self, context: &[TokenId], budget: usize) -> Result<TokenTree> {
+        check_tokens(context, "context token")?;
+        let mut local = CountTrie::new(
+            self.config
+                .max_local_nodes
+                .max(context.len() * self.config.depth),
+        );
+        local.insert_windows(context, self.config.depth);
+        self.draft(Some(&local), context, budget)
+    }
+
+    fn stats(&self) -> DraftStats {
+        self.requests.total_stats()
+    }
+
+    fn memory_bytes(&self) -> usize {
+        self.global
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .memory_bytes()
+            + self
+                .requests
+                .sum_states(|r| r.local.memory_bytes() + r.tokens.capacity() * 4)
+    }
+
+    fn request_stats(&self, id: &RequestId) -> Result<DraftStats> {
+        self.requests.with(id, |_, stats| Ok(*stats))
+    }
+}

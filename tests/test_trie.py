@@ -1,0 +1,216 @@
+"""fastdec.TrieDrafter against a Counter-based reference of its windows, retrieval and fusion."""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+
+import fastdec
+import numpy as np
+import pytest
+import reference as ref
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+f32 = np.float32
+
+
+class RefTrie:
+    """Counts of every path (window prefix) and the order in which paths were first created
+    (the drafter breaks score ties by that order)."""
+
+    def __init__(self) -> None:
+        self.count: dict[tuple[int, ...], int] = {}
+        self.order: dict[tuple[int, ...], int] = {}
+
+    def bump(self, path: tuple[int, ...]) -> None:
+        if path not in self.order:
+            self.order[path] = len(self.order)
+        self.count[path] = self.count.get(path, 0) + 1
+
+    def insert_windows(self, tokens: list[int], depth: int) -> None:
+        for s in range(len(tokens)):
+            for e in range(s + 1, min(s + depth, len(tokens)) + 1):
+                self.bump(tuple(tokens[s:e]))
+
+    def stream(self, tokens: list[int], depth: int) -> None:
+        """Token by token: open windows grow deepest first, then a new one opens."""
+        for i in range(len(tokens)):
+            for s in range(max(0, i - depth + 1), i + 1):
+                self.bump(tuple(tokens[s : i + 1]))
+
+    def children(self, path: tuple[int, ...]) -> list[tuple[int, ...]]:
+        return [p for p in self.count if len(p) == len(path) + 1 and p[:-1] == path]
+
+    def retrieve(
+        self, ctx: list[int], max_match: int, budget: int, depth: int, weight: float
+    ) -> ref.Tree | None:
+        for q in range(min(max_match, len(ctx), depth - 1), 0, -1):
+            path = tuple(ctx[-q:])
+            if path in self.count and self.children(path):
+                return self.continuations(path, ctx[-1], budget, depth - q, weight)
+        return None
+
+    def continuations(
+        self, start: tuple[int, ...], root: int, budget: int, max_depth: int, weight: float
+    ) -> ref.Tree:
+        tokens, parents, scores = [root], [-1], [f32(weight)]
+        heap: list[tuple[float, int, tuple[int, ...], int, int]] = []
+
+        def push(path: tuple[int, ...], out: int, score: np.float32, depth: int) -> None:
+            if depth >= max_depth:
+                return
+            kids = self.children(path)
+            # the drafter sums sibling counts newest-first (head insertion), in float32
+            total = f32(0)
+            for kid in sorted(kids, key=lambda p: -self.order[p]):
+                total = f32(total + f32(self.count[kid]))
+            for kid in kids:
+                s = f32(f32(score * f32(self.count[kid])) / total)
+                heapq.heappush(heap, (-ref.total_key(s), self.order[kid], kid, out, depth + 1, s))  # type: ignore[arg-type]
+
+        push(start, 0, f32(weight), 0)
+        while len(tokens) < budget and heap:
+            _, _, path, out, depth, s = heapq.heappop(heap)  # type: ignore[misc]
+            tokens.append(path[-1])
+            parents.append(out)
+            scores.append(s)
+            push(path, len(tokens) - 1, s, depth)
+        return ref.Tree(tokens, parents, scores)
+
+
+def assert_same(tree: fastdec.TokenTree, want: ref.Tree) -> None:
+    assert tree.tokens.tolist() == want.tokens
+    assert tree.parents.tolist() == want.parents
+    assert tree.scores is not None
+    np.testing.assert_array_equal(tree.scores, np.asarray(want.scores, dtype=np.float32))
+
+
+settings_ = settings(max_examples=80, deadline=None)
+
+
+@settings_
+@given(
+    seq=st.lists(st.integers(0, 5), min_size=1, max_size=80),
+    depth=st.integers(2, 8),
+    max_match=st.integers(1, 6),
+    budget=st.integers(1, 30),
+    w=st.sampled_from([0.0, 0.25, 0.5]),
+)
+def test_stateless_matches_reference(
+    seq: list[int], depth: int, max_match: int, budget: int, w: float
+) -> None:
+    d = fastdec.TrieDrafter(depth=depth, max_match=max_match, output_weight=w)
+    trie = RefTrie()
+    trie.insert_windows(seq, depth)
+    want = trie.retrieve(seq, max_match, budget, depth, 1.0 - w)
+    got = d.propose_for(seq, budget)
+    if want is None:
+        assert got.tokens.tolist() == [seq[-1]]
+    else:
+        assert_same(got, want)
+
+
+@settings_
+@given(
+    first=st.lists(st.integers(0, 4), min_size=2, max_size=40),
+    second=st.lists(st.integers(0, 4), min_size=2, max_size=40),
+    depth=st.integers(2, 6),
+    budget=st.integers(2, 24),
+)
+def test_streaming_and_cross_request_sharing(
+    first: list[int], second: list[int], depth: int, budget: int
+) -> None:
+    w = 0.5
+    d = fastdec.TrieDrafter(depth=depth, max_match=depth, output_weight=w)
+    # request 1: prompt = first half, output = second half; its output then joins the shared trie
+    cut = len(first) // 2
+    d.start(1, first[:cut])
+    d.accept(1, first[cut:])
+    d.stop(1)
+    shared = RefTrie()
+    shared.insert_windows(first[cut:], depth)
+    assert d.global_nodes == len(shared.count) + 1
+    # request 2 streams its tokens; its draft fuses its own trie with the shared one
+    d.start(2, second[:1])
+    for t in second[1:]:
+        d.accept(2, [t])
+    local = RefTrie()
+    local.stream(second, depth)
+    parts = [
+        t
+        for t in (
+            local.retrieve(second, depth, budget, depth, 1.0 - w),
+            shared.retrieve(second, depth, budget, depth, w),
+        )
+        if t is not None
+    ]
+    got = d.propose(2, budget)
+    if not parts:
+        assert got.tokens.tolist() == [second[-1]]
+    elif len(parts) == 1:
+        assert_same(got, parts[0])
+    else:
+        assert_same(got, ref.fuse(parts, budget, "sum"))
+
+
+def test_copies_a_repeated_passage() -> None:
+    passage = list(range(100, 140))
+    d = fastdec.TrieDrafter()
+    d.start("doc", [*passage, 7, 8, *passage[:5]])
+    tree = d.propose("doc", 32)
+    # the context ends with the passage's first 5 tokens: the draft continues the passage
+    assert tree.chain_view().size >= 10
+    assert tree.tokens[tree.chain_view()].tolist()[1:11] == passage[5:15]
+
+
+def test_memory_cap_halves_counts() -> None:
+    d = fastdec.TrieDrafter(depth=4, max_local_nodes=2000, max_context=8192)
+    d.start(0, [1])
+    rng = np.random.default_rng(0)
+    for _ in range(100):
+        d.accept(0, rng.integers(0, 1000, size=10_000).astype(np.int32))
+        assert d.memory_bytes() < 2000 * 64 + 256 * 1024
+    assert d.propose(0, 16).num_nodes >= 1
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"depth": 1},
+        {"depth": 65},
+        {"max_match": 0},
+        {"output_weight": 1.5},
+        {"max_local_nodes": 3},
+        {"max_requests": 0},
+        {"max_context": 4},
+        {"depth": -1},
+    ],
+)
+def test_bad_config(kwargs: dict[str, float]) -> None:
+    with pytest.raises(ValueError, match=r"\S"):
+        fastdec.TrieDrafter(**kwargs)  # type: ignore[arg-type]
+
+
+def test_bad_input() -> None:
+    d = fastdec.TrieDrafter()
+    with pytest.raises(KeyError):
+        d.propose("x", 4)
+    with pytest.raises(KeyError):
+        d.stop("x")
+    with pytest.raises(ValueError, match="token"):
+        d.start("x", [1, -1])
+    with pytest.raises(ValueError, match="budget"):
+        d.propose_for([1, 2], 0)
+
+
+def test_batch_matches_single_proposals() -> None:
+    d = fastdec.TrieDrafter()
+    rng = np.random.default_rng(2)
+    for i in range(32):
+        d.start(i, rng.integers(0, 8, size=200).astype(np.int32))
+    batch = d.propose_batch(list(range(32)), np.full(32, 24, dtype=np.int32))
+    assert len(batch) == 32
+    for i, tree in zip(range(32), itertools.chain(batch), strict=True):
+        assert tree == d.propose(i, 24)
+    assert batch.cu_num_nodes[-1] == batch.tokens.size
