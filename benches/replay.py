@@ -47,7 +47,14 @@ DRAFTERS: dict[str, Callable[[], Drafter]] = {
     "ngram-recent": lambda: fastdec.NgramDrafter("recent", max_n=4),
     "ngram-tree": lambda: fastdec.NgramDrafter("tree", max_n=4, num_pred=16, max_matches=32),
     "recycling": lambda: fastdec.RecycleDrafter(VOCAB_SIZE),
-    "trie": lambda: fastdec.TrieDrafter(),
+    "trie": lambda: fastdec.TrieDrafter(max_match=4),
+    "hybrid": lambda: fastdec.HybridDrafter(
+        [
+            fastdec.TrieDrafter(max_match=4),
+            fastdec.NgramDrafter("tree", max_n=4, num_pred=16, max_matches=32),
+        ],
+        weights=[1.0, 0.5],
+    ),
 }
 # A drafter -> the Python baseline of the same algorithm: when both run, their MATs must agree and
 # the per-step latency ratio is reported.

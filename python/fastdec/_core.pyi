@@ -12,6 +12,7 @@ __all__ = [
     "MAX_NODES",
     "BaseDrafter",
     "DraftBatch",
+    "HybridDrafter",
     "NgramDrafter",
     "RecycleDrafter",
     "TokenTree",
@@ -260,6 +261,25 @@ class TrieDrafter(BaseDrafter):
     ) -> TrieDrafter: ...
     @property
     def global_nodes(self) -> int: ...
+
+@final
+class HybridDrafter(BaseDrafter):
+    """Fuses the trees of several fastdec drafters under one budget.
+
+    Each part drafts with the full budget; its scores are divided by its root score (a tree
+    without scores counts 1 per node) and multiplied by its weight; equal paths add up
+    (:meth:`TokenTree.fuse`) and the fused tree is pruned best-first to the budget. The
+    lifecycle (start/accept/stop) is forwarded to every part. ``topk_ids`` is not forwarded:
+    the fused tree is not the tree a part proposed.
+    """
+
+    def __new__(
+        cls,
+        drafters: Sequence[BaseDrafter],
+        *,
+        weights: Sequence[float] | None = None,
+        max_requests: int = 1024,
+    ) -> HybridDrafter: ...
 
 @final
 class DraftBatch:

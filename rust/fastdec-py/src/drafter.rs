@@ -3,8 +3,8 @@
 use std::sync::Arc;
 
 use fastdec_core::drafter::{
-    DraftStats, Drafter, NgramConfig, NgramDrafter, NgramMode, RecycleDrafter, RequestId,
-    TrieConfig, TrieDrafter,
+    DraftStats, Drafter, HybridDrafter, NgramConfig, NgramDrafter, NgramMode, RecycleDrafter,
+    RequestId, TrieConfig, TrieDrafter,
 };
 use fastdec_core::TreeTemplate;
 use numpy::{PyArray2, PyArrayMethods, PyUntypedArrayMethods};
@@ -395,5 +395,38 @@ impl PyTrieDrafter {
     #[getter]
     fn global_nodes(&self) -> usize {
         self.inner.global_nodes()
+    }
+}
+
+/// Fusion of several fastdec drafters (see `fastdec.HybridDrafter`).
+#[pyclass(name = "HybridDrafter", module = "fastdec._core", extends = PyBaseDrafter, frozen)]
+pub struct PyHybridDrafter {}
+
+#[pymethods]
+impl PyHybridDrafter {
+    #[new]
+    #[pyo3(signature = (drafters, *, weights = None, max_requests = 1024))]
+    fn new(
+        drafters: Vec<PyRef<'_, PyBaseDrafter>>,
+        weights: Option<Vec<f32>>,
+        max_requests: i128,
+    ) -> PyResult<PyClassInitializer<Self>> {
+        let weights = weights.unwrap_or_else(|| vec![1.0; drafters.len()]);
+        if weights.len() != drafters.len() {
+            return Err(PyValueError::new_err(format!(
+                "weights has length {}, expected {} (one per drafter)",
+                weights.len(),
+                drafters.len()
+            )));
+        }
+        let parts = drafters
+            .iter()
+            .map(|d| Arc::clone(&d.inner))
+            .zip(weights)
+            .collect();
+        let inner: Arc<dyn Drafter> = Arc::new(
+            HybridDrafter::new(parts, count(max_requests, "max_requests")?).map_err(to_py)?,
+        );
+        Ok(PyClassInitializer::from(PyBaseDrafter { inner }).add_subclass(PyHybridDrafter {}))
     }
 }

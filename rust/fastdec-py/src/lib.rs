@@ -23,7 +23,8 @@ mod _core {
     use super::bench::_time_tree_step;
     #[pymodule_export]
     use super::drafter::{
-        PyBaseDrafter, PyDraftBatch, PyNgramDrafter, PyRecycleDrafter, PyTrieDrafter,
+        PyBaseDrafter, PyDraftBatch, PyHybridDrafter, PyNgramDrafter, PyRecycleDrafter,
+        PyTrieDrafter,
     };
     #[pymodule_export]
     use super::tree::{optimal_template, verify_greedy_batch, PyTokenTree, PyTreeTemplate};

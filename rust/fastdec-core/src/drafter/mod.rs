@@ -5,11 +5,13 @@
 //! root is the last token of the sequence) and `accept(id, emitted)` with the tokens the step
 //! appended (accepted drafts, then the bonus token); finally `stop(id)`.
 
+mod hybrid;
 mod ngram;
 mod recycle;
 mod requests;
 mod trie;
 
+pub use hybrid::HybridDrafter;
 pub use ngram::{NgramConfig, NgramDrafter, NgramMode};
 pub use recycle::RecycleDrafter;
 pub use requests::{RequestId, Requests};

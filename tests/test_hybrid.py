@@ -1,0 +1,77 @@
+"""fastdec.HybridDrafter: weighted fusion of its parts' trees, lifecycle forwarding."""
+
+from __future__ import annotations
+
+import fastdec
+import numpy as np
+import pytest
+import reference as ref
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+f32 = np.float32
+
+
+def normalized(tree: fastdec.TokenTree, weight: float) -> ref.Tree:
+    s = tree.scores
+    if s is not None and s[0] > 0:
+        scores = [f32(f32(x / s[0]) * f32(weight)) for x in s]
+    else:
+        scores = [f32(weight)] * tree.num_nodes
+    return ref.Tree(tree.tokens.tolist(), tree.parents.tolist(), scores)
+
+
+def parts() -> list[fastdec.BaseDrafter]:
+    return [fastdec.NgramDrafter("tree", max_n=3, num_pred=6), fastdec.NgramDrafter("pld", num_pred=6)]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    seq=st.lists(st.integers(0, 4), min_size=1, max_size=60),
+    budget=st.integers(1, 20),
+    weights=st.lists(st.floats(0.125, 3.0, width=32), min_size=2, max_size=2),
+)
+def test_fusion_matches_reference(seq: list[int], budget: int, weights: list[float]) -> None:
+    hybrid = fastdec.HybridDrafter(parts(), weights=weights)
+    trees = [normalized(d.propose_for(seq, budget), w) for d, w in zip(parts(), weights, strict=True)]
+    want = ref.fuse(trees, budget, "sum")
+    got = hybrid.propose_for(seq, budget)
+    assert got.tokens.tolist() == want.tokens
+    assert got.parents.tolist() == want.parents
+    np.testing.assert_array_equal(got.scores, np.asarray(want.scores, dtype=np.float32))
+    # the stateful path drafts the same
+    hybrid.start("r", seq)
+    assert hybrid.propose("r", budget) == got
+
+
+def test_lifecycle_is_forwarded() -> None:
+    a, b = fastdec.NgramDrafter("pld"), fastdec.TrieDrafter()
+    hybrid = fastdec.HybridDrafter([a, b])
+    hybrid.start(1, [1, 2, 3, 1, 2])
+    hybrid.propose(1, 8)
+    hybrid.accept(1, [3, 9])
+    assert a.request_stats(1)["emitted"] == 2
+    assert b.request_stats(1)["emitted"] == 2
+    assert hybrid.request_stats(1)["steps"] == 1
+    hybrid.stop(1)
+    with pytest.raises(KeyError):
+        a.propose(1, 4)
+    with pytest.raises(KeyError):
+        hybrid.propose(1, 4)
+    assert b.global_nodes > 1  # the trie part kept the finished output
+    assert hybrid.memory_bytes() == a.memory_bytes() + b.memory_bytes()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "exc"),
+    [
+        ({"drafters": []}, ValueError),
+        ({"drafters": parts(), "weights": [1.0]}, ValueError),
+        ({"drafters": parts(), "weights": [1.0, 0.0]}, ValueError),
+        ({"drafters": parts(), "weights": [1.0, float("nan")]}, ValueError),
+        ({"drafters": [object()]}, TypeError),
+    ],
+)
+def test_bad_arguments(kwargs: dict[str, object], exc: type[Exception]) -> None:
+    with pytest.raises(exc):
+        fastdec.HybridDrafter(**kwargs)  # type: ignore[arg-type]
