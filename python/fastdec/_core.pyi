@@ -1,5 +1,6 @@
 """Type stubs of the native module ``fastdec._core`` (checked by ``mypy.stubtest``)."""
 
+import os
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, final
 
@@ -232,6 +233,14 @@ class BaseDrafter:
     def request_stats(self, request_id: int | str) -> dict[str, float]: ...
     def memory_bytes(self) -> int:
         """Heap bytes held by the drafter's tables and request states."""
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Writes the state shared across requests (Token Recycling's table, the trie's shared
+        outputs; nothing for n-grams) to ``path``: magic, format version, kind, payload and
+        checksum. Per-request state is not saved."""
+    def load(self, path: str | os.PathLike[str]) -> None:
+        """Replaces the shared state with the one saved at ``path``; a foreign, truncated,
+        corrupted or differently configured file raises ``ValueError``, an unreadable one
+        ``OSError``."""
     def propose_batch(self, request_ids: Sequence[int | str], budgets: _Ints) -> DraftBatch:
         """Proposals for many requests in parallel (rayon, GIL released)."""
 

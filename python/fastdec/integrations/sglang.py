@@ -19,8 +19,10 @@ all of it at once (:class:`SGLangDrafts`), for ``bs`` requests and ``n`` nodes e
 
 The last four are exactly what ``reconstruct_indices_from_tree_mask`` computes from
 ``tree_mask`` and ``seq_lens`` (tested against a port of the kernel), so a worker may copy them
-instead of launching it. ``seq_lens[b]`` is the request's cached tokens, the root excluded
-(SGLang's ``batch.seq_lens``; ``len(origin_input_ids) + len(output_ids) - 1``).
+instead of launching it. ``seq_lens[b]`` is the request's cached tokens, the root excluded:
+what the worker passes the kernel as ``batch.seq_lens``, and the ``len(origin_input_ids) +
+len(output_ids) - 1`` all-True prefix columns it puts before each ``[n, n]`` block when it
+builds its FULL_MASK form (``tree_mask`` here is the per-request ``[n, n]`` part it starts from).
 
 Padding differs from SGLang's ``fillResult``, which makes every padding slot a child of the
 root with token 0 (so a target predicting token 0 "accepts" it, and sibling tokens repeat):
@@ -92,14 +94,14 @@ def build_sglang_drafts(
         trees: ``bs`` trees, each with its request's last token as root.
         draft_token_num: ``n``, the nodes per request (root included).
         seq_lens: ``[bs] int`` cached tokens per request (the root excluded).
-        pad_id: the token of padding slots.
+        pad_id: the token of padding slots (a valid id, >= 0).
 
     Returns:
         The batch's :class:`SGLangDrafts`.
 
     Raises:
-        ValueError: a tree has more than ``draft_token_num`` nodes, or ``seq_lens`` is not
-            ``[bs]``.
+        ValueError: a tree has more than ``draft_token_num`` nodes, ``seq_lens`` is not
+            ``[bs]`` or ``pad_id`` is negative.
 
     >>> tree = TokenTree([9, 4, 5], [-1, 0, 0])
     >>> drafts = build_sglang_drafts([tree], 4, [10])
@@ -150,7 +152,7 @@ class SGLangNgramCache:
         drafter: any object with ``propose_for(context_ids, budget) -> TokenTree``.
         draft_token_num: ``n``, nodes per request (root included), SGLang's
             ``--speculative-num-draft-tokens``.
-        pad_id: the token of padding slots.
+        pad_id: the token of padding slots (>= 0).
 
     >>> import fastdec
     >>> cache = SGLangNgramCache(fastdec.NgramDrafter("pld", num_pred=2), draft_token_num=4)
@@ -211,7 +213,7 @@ class SGLangRequestDrafter:
     Args:
         drafter: a :class:`fastdec.BaseDrafter` (``start``/``accept``/``stop``/``propose_batch``).
         draft_token_num: ``n``, nodes per request (root included).
-        pad_id: the token of padding slots.
+        pad_id: the token of padding slots (>= 0).
 
     >>> import fastdec
     >>> adapter = SGLangRequestDrafter(fastdec.NgramDrafter("pld", num_pred=2), draft_token_num=3)

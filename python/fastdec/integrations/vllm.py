@@ -1,8 +1,13 @@
 """vLLM V1 adapter: a ``custom_class`` proposer that drafts with any fastdec drafter.
 
-vLLM (``method="custom_class"``, ``model="fastdec.integrations.vllm.FastdecProposer"``, or a
-subclass of yours by its dotted path) constructs the class with its ``VllmConfig`` and calls
-``propose`` once per step with the inputs of its built-in ``NgramProposer``:
+vLLM constructs the class named by its dotted path with its ``VllmConfig`` and calls ``propose``
+once per step with the inputs of its built-in ``NgramProposer``::
+
+    --speculative-config '{"method": "custom_class", "num_speculative_tokens": 5,
+                           "model": "fastdec.integrations.vllm.FastdecProposer"}'
+
+(or the dotted path of a subclass of yours that overrides :meth:`FastdecProposer.make_drafter`).
+The arguments of ``propose``:
 
 * ``sampled_token_ids: list[list[int]]`` -- per batch row, the tokens the last step emitted;
   empty for a request that emitted nothing (a partial prefill): it gets no draft.

@@ -139,6 +139,22 @@ impl PyBaseDrafter {
         self.inner.memory_bytes()
     }
 
+    /// Writes the shared state (versioned, checksummed) to `path`.
+    fn save(&self, py: Python<'_>, path: std::path::PathBuf) -> PyResult<()> {
+        let bytes = py.detach(|| self.inner.save());
+        std::fs::write(&path, bytes)
+            .map_err(|e| pyo3::exceptions::PyOSError::new_err(format!("{}: {e}", path.display())))
+    }
+
+    /// Replaces the shared state with the one saved at `path`.
+    fn load(&self, py: Python<'_>, path: std::path::PathBuf) -> PyResult<()> {
+        let bytes = std::fs::read(&path).map_err(|e| {
+            pyo3::exceptions::PyOSError::new_err(format!("{}: {e}", path.display()))
+        })?;
+        py.detach(|| self.inner.load(&bytes))
+            .map_err(|e| PyValueError::new_err(format!("{}: {e}", path.display())))
+    }
+
     /// Proposals for many requests in parallel, without the GIL.
     fn propose_batch(
         &self,

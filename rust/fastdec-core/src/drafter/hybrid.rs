@@ -131,6 +131,48 @@ impl Drafter for HybridDrafter {
         self.requests.total_stats()
     }
 
+    fn kind(&self) -> &'static str {
+        "hybrid"
+    }
+
+    /// The number of parts (u32), then each part's framed state (length u64, bytes).
+    fn save_state(&self) -> Vec<u8> {
+        let mut out = (self.parts.len() as u32).to_le_bytes().to_vec();
+        for (d, _) in &self.parts {
+            let part = d.save();
+            out.extend_from_slice(&(part.len() as u64).to_le_bytes());
+            out.extend_from_slice(&part);
+        }
+        out
+    }
+
+    fn load_state(&self, payload: &[u8]) -> Result<()> {
+        let mut r = super::persist::Reader(payload);
+        let n = r.u32()? as usize;
+        if n != self.parts.len() {
+            return Err(Error::arg(
+                "state file",
+                format!("{n} parts"),
+                format!("this hybrid has {} parts", self.parts.len()),
+            ));
+        }
+        let mut frames = Vec::with_capacity(n);
+        for _ in 0..n {
+            let len = usize::try_from(r.u64()?)
+                .map_err(|_| Error::arg("state file", "part length", "overflows"))?;
+            frames.push(r.take(len)?);
+        }
+        r.done()?;
+        // Check every part's framing before changing any part.
+        for ((d, _), bytes) in self.parts.iter().zip(&frames) {
+            super::persist::unframe(d.kind(), bytes)?;
+        }
+        for ((d, _), bytes) in self.parts.iter().zip(frames) {
+            d.load(bytes)?;
+        }
+        Ok(())
+    }
+
     fn memory_bytes(&self) -> usize {
         self.parts.iter().map(|(d, _)| d.memory_bytes()).sum()
     }

@@ -7,6 +7,7 @@
 
 mod hybrid;
 mod ngram;
+pub mod persist;
 mod recycle;
 mod requests;
 mod trie;
@@ -127,6 +128,32 @@ pub trait Drafter: Send + Sync {
 
     /// Heap bytes held by the drafter's tables and request states (an estimate from capacities).
     fn memory_bytes(&self) -> usize;
+
+    /// The drafter's kind in state files (`"ngram"`, `"recycle"`, `"trie"`, `"hybrid"`).
+    fn kind(&self) -> &'static str;
+
+    /// The state shared across requests (tables, shared tries) as a payload; per-request
+    /// state is not saved.
+    fn save_state(&self) -> Vec<u8>;
+
+    /// Replaces the shared state with a payload from [`Drafter::save_state`].
+    ///
+    /// # Errors
+    /// A malformed payload or one made by a differently configured drafter.
+    fn load_state(&self, payload: &[u8]) -> Result<()>;
+
+    /// The shared state as a framed, versioned, checksummed file (see [`persist`]).
+    fn save(&self) -> Vec<u8> {
+        persist::frame(self.kind(), &self.save_state())
+    }
+
+    /// Loads a file made by [`Drafter::save`].
+    ///
+    /// # Errors
+    /// A foreign, truncated, corrupted or mismatched file.
+    fn load(&self, bytes: &[u8]) -> Result<()> {
+        self.load_state(persist::unframe(self.kind(), bytes)?)
+    }
 
     /// Counters of one active request.
     ///

@@ -431,6 +431,19 @@ impl Drafter for NgramDrafter {
         self.requests.sum_states(NgramIndex::memory_bytes)
     }
 
+    fn kind(&self) -> &'static str {
+        "ngram"
+    }
+
+    /// N-gram indexes are per request: there is no shared state.
+    fn save_state(&self) -> Vec<u8> {
+        Vec::new()
+    }
+
+    fn load_state(&self, payload: &[u8]) -> Result<()> {
+        super::persist::Reader(payload).done()
+    }
+
     fn request_stats(&self, id: &RequestId) -> Result<DraftStats> {
         self.requests.with(id, |_, stats| Ok(*stats))
     }

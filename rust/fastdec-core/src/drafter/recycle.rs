@@ -289,6 +289,53 @@ impl Drafter for RecycleDrafter {
         self.requests.total_stats()
     }
 
+    fn kind(&self) -> &'static str {
+        "recycle"
+    }
+
+    /// `vocab_size` (u64), `k` (u64), then the table row-major as u32 (`u32::MAX` = empty).
+    fn save_state(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(16 + self.table.len() * 4);
+        out.extend_from_slice(&(self.vocab_size as u64).to_le_bytes());
+        out.extend_from_slice(&(self.k as u64).to_le_bytes());
+        for slot in &self.table {
+            out.extend_from_slice(&slot.load(Ordering::Relaxed).to_le_bytes());
+        }
+        out
+    }
+
+    fn load_state(&self, payload: &[u8]) -> Result<()> {
+        let mut r = super::persist::Reader(payload);
+        let (vocab, k) = (r.u64()?, r.u64()?);
+        if vocab != self.vocab_size as u64 || k != self.k as u64 {
+            return Err(Error::arg(
+                "state file",
+                format!("vocab_size={vocab}, k={k}"),
+                format!(
+                    "this drafter has vocab_size={}, k={}",
+                    self.vocab_size, self.k
+                ),
+            ));
+        }
+        let mut values = Vec::with_capacity(self.table.len());
+        for _ in 0..self.table.len() {
+            let v = r.u32()?;
+            if v != EMPTY && v as usize >= self.vocab_size {
+                return Err(Error::arg(
+                    "state file",
+                    v,
+                    "a table entry is outside the vocabulary",
+                ));
+            }
+            values.push(v);
+        }
+        r.done()?;
+        for (slot, v) in self.table.iter().zip(values) {
+            slot.store(v, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
     fn memory_bytes(&self) -> usize {
         self.table.len() * 4
             + self

@@ -127,6 +127,52 @@ impl CountTrie {
         true
     }
 
+    /// Nodes in id order as (parent, token, count); ids and sibling order are rebuilt exactly
+    /// by re-adding them in this order.
+    fn save(&self, out: &mut Vec<u8>) {
+        let mut parent = vec![0u32; self.nodes.len()];
+        for (p, n) in self.nodes.iter().enumerate() {
+            let mut c = n.first_child;
+            while c != NIL {
+                parent[c as usize] = p as u32;
+                c = self.nodes[c as usize].next_sibling;
+            }
+        }
+        out.extend_from_slice(&(self.nodes.len() as u64 - 1).to_le_bytes());
+        for (i, n) in self.nodes.iter().enumerate().skip(1) {
+            out.extend_from_slice(&parent[i].to_le_bytes());
+            out.extend_from_slice(&n.token.to_le_bytes());
+            out.extend_from_slice(&n.count.to_le_bytes());
+        }
+    }
+
+    fn load(r: &mut super::persist::Reader<'_>, max_nodes: usize) -> Result<Self> {
+        let n = usize::try_from(r.u64()?)
+            .map_err(|_| Error::arg("state file", "node count", "overflows"))?;
+        let mut trie = CountTrie::new(max_nodes);
+        for i in 1..=n {
+            let (parent, token, count) = (r.u32()?, r.u32()?, r.f32()?);
+            if parent as usize >= i || token > MAX_TOKEN_ID || !(count.is_finite() && count > 0.0) {
+                return Err(Error::arg(
+                    "state file",
+                    format!("node {i}"),
+                    "malformed trie node",
+                ));
+            }
+            if trie.find(parent, token).is_some() {
+                return Err(Error::arg(
+                    "state file",
+                    format!("node {i}"),
+                    "duplicate trie child",
+                ));
+            }
+            let id = trie.bump(parent, token);
+            trie.nodes[id as usize].count = count;
+        }
+        trie.enforce_cap();
+        Ok(trie)
+    }
+
     /// The node reached by `path` from the root.
     fn walk(&self, path: &[TokenId]) -> Option<u32> {
         path.iter().try_fold(0u32, |node, &t| self.find(node, t))
@@ -469,6 +515,37 @@ impl Drafter for TrieDrafter {
 
     fn stats(&self) -> DraftStats {
         self.requests.total_stats()
+    }
+
+    fn kind(&self) -> &'static str {
+        "trie"
+    }
+
+    /// `depth` (u32), then the shared trie (node count u64; per node parent u32, token u32,
+    /// count f32). Per-request tries are not saved.
+    fn save_state(&self) -> Vec<u8> {
+        let mut out = (self.config.depth as u32).to_le_bytes().to_vec();
+        self.global
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .save(&mut out);
+        out
+    }
+
+    fn load_state(&self, payload: &[u8]) -> Result<()> {
+        let mut r = super::persist::Reader(payload);
+        let depth = r.u32()? as usize;
+        if depth != self.config.depth {
+            return Err(Error::arg(
+                "state file",
+                format!("depth={depth}"),
+                format!("this drafter has depth={}", self.config.depth),
+            ));
+        }
+        let trie = CountTrie::load(&mut r, self.config.max_global_nodes)?;
+        r.done()?;
+        *self.global.write().unwrap_or_else(PoisonError::into_inner) = trie;
+        Ok(())
     }
 
     fn memory_bytes(&self) -> usize {
