@@ -47,10 +47,11 @@ DRAFTERS: dict[str, Callable[[], Drafter]] = {
     "ngram-recent": lambda: fastdec.NgramDrafter("recent", max_n=4),
     "ngram-tree": lambda: fastdec.NgramDrafter("tree", max_n=4, num_pred=16, max_matches=32),
     "recycling": lambda: fastdec.RecycleDrafter(VOCAB_SIZE),
-    "trie": lambda: fastdec.TrieDrafter(max_match=4),
+    "trie": lambda: fastdec.TrieDrafter(),
+    "trie-longest": lambda: fastdec.TrieDrafter(match_decay=0.0, smoothing=0.0),
     "hybrid": lambda: fastdec.HybridDrafter(
         [
-            fastdec.TrieDrafter(max_match=4),
+            fastdec.TrieDrafter(),
             fastdec.NgramDrafter("tree", max_n=4, num_pred=16, max_matches=32),
         ],
         weights=[1.0, 0.5],

@@ -253,6 +253,9 @@ class TrieDrafter(BaseDrafter):
     matches the longest context suffix (up to ``max_match`` tokens) with continuations and
     expands them best-first by empirical path probability; the local and shared candidate trees
     are fused with weights ``1 - output_weight`` and ``output_weight`` and pruned to the budget.
+    Shorter matching suffixes contribute too, each with ``match_decay`` times the weight of the
+    next longer one (0: the longest only), and probabilities are smoothed as
+    ``count / (sibling total + smoothing)``.
     Tries above their node cap halve their counts and drop nodes below 1; a request keeps at most
     ``max_context`` tokens of history (the oldest half is dropped beyond).
     """
@@ -261,12 +264,14 @@ class TrieDrafter(BaseDrafter):
         cls,
         *,
         depth: int = 16,
-        max_match: int = 8,
+        max_match: int = 4,
         output_weight: float = 0.5,
         max_local_nodes: int = 1048576,
         max_global_nodes: int = 4194304,
         max_requests: int = 1024,
         max_context: int = 1048576,
+        match_decay: float = 0.8,
+        smoothing: float = 0.5,
     ) -> TrieDrafter: ...
     @property
     def global_nodes(self) -> int: ...

@@ -381,7 +381,8 @@ pub struct PyTrieDrafter {
 #[pymethods]
 impl PyTrieDrafter {
     #[new]
-    #[pyo3(signature = (*, depth = 16, max_match = 8, output_weight = 0.5, max_local_nodes = 1_048_576, max_global_nodes = 4_194_304, max_requests = 1024, max_context = 1_048_576))]
+    #[pyo3(signature = (*, depth = 16, max_match = 4, output_weight = 0.5, max_local_nodes = 1_048_576, max_global_nodes = 4_194_304, max_requests = 1024, max_context = 1_048_576, match_decay = 0.8, smoothing = 0.5))]
+    #[allow(clippy::too_many_arguments)]
     fn new(
         depth: i128,
         max_match: i128,
@@ -390,8 +391,12 @@ impl PyTrieDrafter {
         max_global_nodes: i128,
         max_requests: i128,
         max_context: i128,
+        match_decay: f32,
+        smoothing: f32,
     ) -> PyResult<PyClassInitializer<Self>> {
         let config = TrieConfig {
+            match_decay,
+            smoothing,
             depth: count(depth, "depth")?,
             max_match: count(max_match, "max_match")?,
             output_weight,
