@@ -52,7 +52,7 @@ class RefTrie:
             if path in self.count and self.children(path):
                 out.append(self.continuations(path, ctx[-1], budget, depth - q, w, f32(cfg["smoothing"])))
                 w = f32(w * f32(cfg["match_decay"]))
-                if w <= 0:
+                if w <= 0 or len(out) == int(cfg["match_parts"]):
                     break
         return out
 
@@ -105,6 +105,7 @@ configs = st.fixed_dictionaries(
         "match_decay": st.sampled_from([0.0, 0.5, 0.8]),
         "smoothing": st.sampled_from([0.0, 0.5, 1.0]),
         "output_weight": st.sampled_from([0.0, 0.25, 0.5]),
+        "match_parts": st.integers(1, 5),
     }
 )
 
@@ -179,6 +180,9 @@ def test_memory_cap_halves_counts() -> None:
         {"max_local_nodes": 3},
         {"max_requests": 0},
         {"max_context": 4},
+        {"match_parts": 0},
+        {"smoothing": -1.0},
+        {"match_decay": 1.5},
         {"depth": -1},
     ],
 )

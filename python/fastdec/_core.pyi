@@ -254,8 +254,8 @@ class TrieDrafter(BaseDrafter):
     expands them best-first by empirical path probability; the local and shared candidate trees
     are fused with weights ``1 - output_weight`` and ``output_weight`` and pruned to the budget.
     Shorter matching suffixes contribute too, each with ``match_decay`` times the weight of the
-    next longer one (0: the longest only), and probabilities are smoothed as
-    ``count / (sibling total + smoothing)``.
+    next longer one (0: the longest only; at most ``match_parts`` lengths), and probabilities are
+    smoothed as ``count / (sibling total + smoothing)``.
     Tries above their node cap halve their counts and drop nodes below 1; a request keeps at most
     ``max_context`` tokens of history (the oldest half is dropped beyond).
     """
@@ -272,6 +272,7 @@ class TrieDrafter(BaseDrafter):
         max_context: int = 1048576,
         match_decay: float = 0.8,
         smoothing: float = 0.5,
+        match_parts: int = 4,
     ) -> TrieDrafter: ...
     @property
     def global_nodes(self) -> int: ...

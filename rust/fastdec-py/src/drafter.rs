@@ -381,7 +381,7 @@ pub struct PyTrieDrafter {
 #[pymethods]
 impl PyTrieDrafter {
     #[new]
-    #[pyo3(signature = (*, depth = 16, max_match = 4, output_weight = 0.5, max_local_nodes = 1_048_576, max_global_nodes = 4_194_304, max_requests = 1024, max_context = 1_048_576, match_decay = 0.8, smoothing = 0.5))]
+    #[pyo3(signature = (*, depth = 16, max_match = 4, output_weight = 0.5, max_local_nodes = 1_048_576, max_global_nodes = 4_194_304, max_requests = 1024, max_context = 1_048_576, match_decay = 0.8, smoothing = 0.5, match_parts = 4))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         depth: i128,
@@ -393,8 +393,10 @@ impl PyTrieDrafter {
         max_context: i128,
         match_decay: f32,
         smoothing: f32,
+        match_parts: i128,
     ) -> PyResult<PyClassInitializer<Self>> {
         let config = TrieConfig {
+            match_parts: count(match_parts, "match_parts")?,
             match_decay,
             smoothing,
             depth: count(depth, "depth")?,

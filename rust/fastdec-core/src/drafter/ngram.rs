@@ -5,7 +5,7 @@
 //! occurrence (by end position) and chains older occurrences, so that appending a token and
 //! proposing cost O(max_n) hash operations (plus the draft), whatever the context length.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap as HashMap;
 use std::time::Instant;
 
 use super::{DraftStats, Drafter, RequestId, Requests};
@@ -153,7 +153,7 @@ impl NgramIndex {
         NgramIndex {
             tokens: Vec::new(),
             min_n,
-            maps: vec![HashMap::new(); k],
+            maps: vec![HashMap::default(); k],
             older: vec![Vec::new(); k],
         }
     }

@@ -1,6 +1,6 @@
 //! The per-request state table shared by drafters: thread-safe, bounded, LRU eviction.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap as HashMap;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
@@ -51,7 +51,7 @@ impl<S> Requests<S> {
     /// An empty table holding at most `capacity` requests.
     pub fn new(capacity: usize) -> Self {
         Requests {
-            slots: RwLock::new(HashMap::new()),
+            slots: RwLock::new(HashMap::default()),
             capacity: capacity.max(1),
             clock: AtomicU64::new(0),
             finished: Mutex::new(DraftStats::default()),

@@ -14,7 +14,9 @@
 //! one, and counts are smoothed (`count / (sum of sibling counts + smoothing)`), so that a
 //! continuation seen once is not treated as certain.
 
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::BinaryHeap;
+
+use rustc_hash::FxHashMap as HashMap;
 use std::sync::{PoisonError, RwLock};
 use std::time::Instant;
 
@@ -56,7 +58,7 @@ impl CountTrie {
                 first_child: NIL,
                 next_sibling: NIL,
             }],
-            child: HashMap::new(),
+            child: HashMap::default(),
             max_nodes,
         }
     }
@@ -263,6 +265,7 @@ impl CountTrie {
         depth: usize,
         weight: f32,
         match_decay: f32,
+        mut parts: usize,
         out: &mut Vec<TokenTree>,
     ) {
         let Some(&root) = context.last() else { return };
@@ -272,7 +275,8 @@ impl CountTrie {
                 if self.nodes[node as usize].first_child != NIL {
                     out.push(self.continuations(node, root, budget, depth - q, w));
                     w *= match_decay;
-                    if w <= 0.0 {
+                    parts -= 1;
+                    if w <= 0.0 || parts == 0 {
                         return;
                     }
                 }
@@ -342,6 +346,8 @@ pub struct TrieConfig {
     pub match_decay: f32,
     /// Pseudo-count added to each sibling total when turning counts into probabilities.
     pub smoothing: f32,
+    /// Most matching suffix lengths fused per trie (longest first).
+    pub match_parts: usize,
 }
 
 impl Default for TrieConfig {
@@ -356,6 +362,7 @@ impl Default for TrieConfig {
             max_context: 1 << 20,
             match_decay: 0.8,
             smoothing: 0.5,
+            match_parts: 4,
         }
     }
 }
@@ -379,6 +386,9 @@ impl TrieDrafter {
                 format!("{}/{}", config.depth, config.max_match),
                 "need 2 <= depth <= 64 and max_match >= 1",
             ));
+        }
+        if config.match_parts == 0 {
+            return Err(Error::arg("match_parts", 0, "must be >= 1"));
         }
         if !(config.smoothing.is_finite() && config.smoothing >= 0.0) {
             return Err(Error::arg(
@@ -465,6 +475,7 @@ impl TrieDrafter {
                 c.depth,
                 1.0 - w,
                 c.match_decay,
+                c.match_parts,
                 &mut parts,
             );
         }
@@ -476,6 +487,7 @@ impl TrieDrafter {
             c.depth,
             w,
             c.match_decay,
+            c.match_parts,
             &mut parts,
         );
         drop(global);

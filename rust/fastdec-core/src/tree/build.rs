@@ -3,7 +3,9 @@
 //! arXiv `2410.11744`).
 
 use std::cmp::Ordering;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::BinaryHeap;
+
+use rustc_hash::FxHashMap as HashMap;
 use std::sync::Arc;
 
 use super::shape::TreeShape;
@@ -96,7 +98,7 @@ impl TrieBuilder {
             tokens: vec![root],
             parents: vec![-1],
             scores: vec![root_score],
-            child_of: HashMap::new(),
+            child_of: HashMap::default(),
             combine,
         }
     }
