@@ -87,8 +87,7 @@ impl Drafter for HybridDrafter {
                 .map(|(d, _)| d.propose(id, budget))
                 .collect::<Result<Vec<_>>>()?;
             let tree = self.combine(trees, budget)?;
-            stats.drafted += tree.num_nodes() as u64 - 1;
-            stats.propose_ns += t0.elapsed().as_nanos() as u64;
+            stats.record_propose(&tree, t0);
             Ok(tree)
         })
     }
@@ -106,9 +105,7 @@ impl Drafter for HybridDrafter {
         let _ = topk;
         self.each(|d| d.accept(id, emitted, None))?;
         self.requests.with(id, |(), stats| {
-            stats.steps += 1;
-            stats.emitted += emitted.len() as u64;
-            stats.accept_ns += t0.elapsed().as_nanos() as u64;
+            stats.record_accept(emitted.len(), t0);
             Ok(())
         })
     }

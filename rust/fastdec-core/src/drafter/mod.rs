@@ -47,6 +47,19 @@ impl DraftStats {
         }
     }
 
+    /// Counts one proposal of `tree` that started at `t0`.
+    pub(crate) fn record_propose(&mut self, tree: &TokenTree, t0: std::time::Instant) {
+        self.drafted += tree.num_nodes() as u64 - 1;
+        self.propose_ns += t0.elapsed().as_nanos() as u64;
+    }
+
+    /// Counts one step that emitted `emitted` tokens, accepted from `t0` on.
+    pub(crate) fn record_accept(&mut self, emitted: usize, t0: std::time::Instant) {
+        self.steps += 1;
+        self.emitted += emitted as u64;
+        self.accept_ns += t0.elapsed().as_nanos() as u64;
+    }
+
     pub(crate) fn add(&mut self, other: &DraftStats) {
         self.steps += other.steps;
         self.drafted += other.drafted;

@@ -9,8 +9,8 @@ use rustc_hash::FxHashMap as HashMap;
 use std::time::Instant;
 
 use super::{DraftStats, Drafter, RequestId, Requests};
-use crate::tree::{ScoreCombine, TrieBuilder};
-use crate::{Error, Result, TokenId, TokenTree, MAX_NODES, MAX_TOKEN_ID};
+use crate::tree::{check_token_ids, ScoreCombine, TrieBuilder};
+use crate::{Error, Result, TokenId, TokenTree, MAX_NODES};
 
 const NONE: u32 = u32::MAX;
 
@@ -364,21 +364,9 @@ impl NgramDrafter {
     }
 }
 
-fn check_tokens(tokens: &[TokenId], what: &'static str) -> Result<()> {
-    match tokens.iter().position(|&t| t > MAX_TOKEN_ID) {
-        Some(index) => Err(Error::InvalidValue {
-            what,
-            index,
-            value: tokens[index].to_string(),
-            expected: "token ids must be in [0, 2147483647]",
-        }),
-        None => Ok(()),
-    }
-}
-
 impl Drafter for NgramDrafter {
     fn start(&self, id: RequestId, prompt: &[TokenId]) -> Result<()> {
-        check_tokens(prompt, "prompt token")?;
+        check_token_ids(prompt, "prompt token")?;
         let mut index = NgramIndex::new(self.config.min_n, self.config.max_n);
         index.extend(prompt, self.config.max_context);
         self.requests.insert(id, index);
@@ -389,8 +377,7 @@ impl Drafter for NgramDrafter {
         let t0 = Instant::now();
         self.requests.with(id, |index, stats| {
             let tree = index.propose(&self.config, budget)?;
-            stats.drafted += tree.num_nodes() as u64 - 1;
-            stats.propose_ns += t0.elapsed().as_nanos() as u64;
+            stats.record_propose(&tree, t0);
             Ok(tree)
         })
     }
@@ -402,12 +389,10 @@ impl Drafter for NgramDrafter {
         _topk: Option<(&[TokenId], usize)>,
     ) -> Result<()> {
         let t0 = Instant::now();
-        check_tokens(emitted, "accepted token")?;
+        check_token_ids(emitted, "accepted token")?;
         self.requests.with(id, |index, stats| {
             index.extend(emitted, self.config.max_context);
-            stats.steps += 1;
-            stats.emitted += emitted.len() as u64;
-            stats.accept_ns += t0.elapsed().as_nanos() as u64;
+            stats.record_accept(emitted.len(), t0);
             Ok(())
         })
     }
@@ -417,7 +402,7 @@ impl Drafter for NgramDrafter {
     }
 
     fn propose_for(&self, context: &[TokenId], budget: usize) -> Result<TokenTree> {
-        check_tokens(context, "context token")?;
+        check_token_ids(context, "context token")?;
         let mut index = NgramIndex::new(self.config.min_n, self.config.max_n);
         index.extend(context, self.config.max_context.max(context.len()));
         index.propose(&self.config, budget)

@@ -200,8 +200,7 @@ impl Drafter for RecycleDrafter {
         self.requests.with(id, |state, stats| {
             let tree = self.draft(state.last, budget)?;
             state.proposed = Some(tree.clone());
-            stats.drafted += tree.num_nodes() as u64 - 1;
-            stats.propose_ns += t0.elapsed().as_nanos() as u64;
+            stats.record_propose(&tree, t0);
             Ok(tree)
         })
     }
@@ -266,9 +265,7 @@ impl Drafter for RecycleDrafter {
             }
             state.last = prev;
             state.proposed = None;
-            stats.steps += 1;
-            stats.emitted += emitted.len() as u64;
-            stats.accept_ns += t0.elapsed().as_nanos() as u64;
+            stats.record_accept(emitted.len(), t0);
             Ok(())
         })
     }

@@ -21,7 +21,7 @@ use std::sync::{PoisonError, RwLock};
 use std::time::Instant;
 
 use super::{DraftStats, Drafter, RequestId, Requests};
-use crate::tree::{fuse, ScoreCombine, TrieBuilder};
+use crate::tree::{check_token_ids, fuse, ScoreCombine, TrieBuilder};
 use crate::{Error, Result, TokenId, TokenTree, MAX_NODES, MAX_TOKEN_ID};
 
 const NIL: u32 = u32::MAX;
@@ -503,21 +503,9 @@ impl TrieDrafter {
     }
 }
 
-fn check_tokens(tokens: &[TokenId], what: &'static str) -> Result<()> {
-    match tokens.iter().position(|&t| t > MAX_TOKEN_ID) {
-        Some(index) => Err(Error::InvalidValue {
-            what,
-            index,
-            value: tokens[index].to_string(),
-            expected: "token ids must be in [0, 2147483647]",
-        }),
-        None => Ok(()),
-    }
-}
-
 impl Drafter for TrieDrafter {
     fn start(&self, id: RequestId, prompt: &[TokenId]) -> Result<()> {
-        check_tokens(prompt, "prompt token")?;
+        check_token_ids(prompt, "prompt token")?;
         let mut req = TrieRequest {
             tokens: Vec::with_capacity(prompt.len()),
             local: CountTrie::new(self.config.max_local_nodes, self.config.smoothing),
@@ -535,8 +523,7 @@ impl Drafter for TrieDrafter {
         let t0 = Instant::now();
         self.requests.with(id, |req, stats| {
             let tree = self.draft(Some(&req.local), &req.tokens, budget)?;
-            stats.drafted += tree.num_nodes() as u64 - 1;
-            stats.propose_ns += t0.elapsed().as_nanos() as u64;
+            stats.record_propose(&tree, t0);
             Ok(tree)
         })
     }
@@ -548,14 +535,12 @@ impl Drafter for TrieDrafter {
         _topk: Option<(&[TokenId], usize)>,
     ) -> Result<()> {
         let t0 = Instant::now();
-        check_tokens(emitted, "accepted token")?;
+        check_token_ids(emitted, "accepted token")?;
         self.requests.with(id, |req, stats| {
             for &t in emitted {
                 req.push(t, self.config.depth, self.config.max_context);
             }
-            stats.steps += 1;
-            stats.emitted += emitted.len() as u64;
-            stats.accept_ns += t0.elapsed().as_nanos() as u64;
+            stats.record_accept(emitted.len(), t0);
             Ok(())
         })
     }
@@ -574,7 +559,7 @@ impl Drafter for TrieDrafter {
     }
 
     fn propose_for(&self, context: &[TokenId], budget: usize) -> Result<TokenTree> {
-        check_tokens(context, "context token")?;
+        check_token_ids(context, "context token")?;
         let mut local = CountTrie::new(
             self.config
                 .max_local_nodes

@@ -16,5 +16,6 @@ pub use mask::{
 pub use sequoia::{optimal_template, AcceptanceTable, MAX_DP_WORK};
 pub use shape::{AncestorBits, Children, TreeShape};
 pub use template::TreeTemplate;
+pub(crate) use token_tree::check_token_ids;
 pub use token_tree::TokenTree;
 pub use verify::{verify_greedy_batch, GreedyVerification};

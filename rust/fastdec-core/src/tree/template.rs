@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use super::build::{ScoreCombine, TrieBuilder};
 use super::shape::TreeShape;
-use super::token_tree::{check_token_range, first_duplicate_sibling, TokenTree};
+use super::token_tree::{check_token_ids, first_duplicate_sibling, TokenTree};
 use crate::{Error, Result, TokenId, MAX_NODES};
 
 /// A tree shape whose nodes carry the rank of the candidate they take from their parent's list.
@@ -211,7 +211,7 @@ impl TreeTemplate {
             });
         }
         if first_duplicate_sibling(&self.shape, &tokens).is_none() {
-            check_token_range(&tokens)?;
+            check_token_ids(&tokens, "token")?;
             return Ok(TokenTree {
                 shape: Arc::clone(&self.shape),
                 tokens,

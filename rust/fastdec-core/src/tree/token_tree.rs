@@ -46,7 +46,7 @@ impl TokenTree {
                 max: crate::MAX_NODES,
             });
         }
-        check_token_range(&tokens)?;
+        check_token_ids(&tokens, "token")?;
         Ok(TokenTree {
             shape: Arc::new(TreeShape::chain(tokens.len())),
             tokens,
@@ -63,7 +63,7 @@ impl TokenTree {
                 got: tokens.len(),
             });
         }
-        check_token_range(&tokens)?;
+        check_token_ids(&tokens, "token")?;
         if let Some((parent, first, second)) = first_duplicate_sibling(&shape, &tokens) {
             return Err(Error::DuplicateSibling {
                 parent,
@@ -214,10 +214,11 @@ pub(crate) fn checked_prefix(prefix_len: usize, max_depth: usize) -> Result<i32>
     }
 }
 
-pub(crate) fn check_token_range(tokens: &[TokenId]) -> Result<()> {
+/// Rejects token ids above [`MAX_TOKEN_ID`], naming the first one and its index.
+pub(crate) fn check_token_ids(tokens: &[TokenId], what: &'static str) -> Result<()> {
     match tokens.iter().position(|&t| t > MAX_TOKEN_ID) {
         Some(index) => Err(Error::InvalidValue {
-            what: "token",
+            what,
             index,
             value: tokens[index].to_string(),
             expected: "token ids must be in [0, 2147483647]",
