@@ -21,7 +21,7 @@ use std::sync::{PoisonError, RwLock};
 use std::time::Instant;
 
 use super::{DraftStats, Drafter, RequestId, Requests};
-use crate::tree::{check_token_ids, fuse, ScoreCombine, TrieBuilder};
+use crate::tree::{check_token_ids, ScoreCombine, TrieBuilder};
 use crate::{Error, Result, TokenId, TokenTree, MAX_NODES, MAX_TOKEN_ID};
 
 const NIL: u32 = u32::MAX;
@@ -194,11 +194,11 @@ impl CountTrie {
     fn continuations(
         &self,
         node: u32,
-        root: TokenId,
         budget: usize,
         max_depth: usize,
         weight: f32,
-    ) -> TokenTree {
+        out: &mut TrieBuilder,
+    ) {
         #[derive(PartialEq)]
         struct Cand(f32, u32, u32, usize); // score, trie node, parent in output, depth
         impl Eq for Cand {}
@@ -212,14 +212,24 @@ impl CountTrie {
                 self.0.total_cmp(&o.0).then_with(|| o.1.cmp(&self.1))
             }
         }
-        let mut out = TrieBuilder::new(root, weight, ScoreCombine::Max);
+        // This part's nodes go straight into the shared builder `out` (summing with other
+        // parts, as tree fusion would); `len` counts the part's own nodes against its budget.
+        out.add_root_score(weight);
+        let mut len = 1usize;
         let mut heap = BinaryHeap::new();
+        // Only the best `budget - out.len()` children of a node can ever be taken (a sibling
+        // ranked r-th is taken only after the r - 1 better ones), so only those are pushed: this
+        // keeps high-fanout nodes (short matches in a large shared trie) cheap, with exactly the
+        // same result.
+        let mut kids: Vec<Cand> = Vec::new();
         let push_children = |heap: &mut BinaryHeap<Cand>,
+                             kids: &mut Vec<Cand>,
+                             room: usize,
                              trie_node: u32,
                              out_node: u32,
                              score: f32,
                              depth: usize| {
-            if depth >= max_depth {
+            if depth >= max_depth || room == 0 {
                 return;
             }
             let mut total = 0.0;
@@ -228,10 +238,11 @@ impl CountTrie {
                 total += self.nodes[c as usize].count;
                 c = self.nodes[c as usize].next_sibling;
             }
+            kids.clear();
             let mut c = self.nodes[trie_node as usize].first_child;
             while c != NIL {
                 let n = &self.nodes[c as usize];
-                heap.push(Cand(
+                kids.push(Cand(
                     score * n.count / (total + self.smoothing),
                     c,
                     out_node,
@@ -239,18 +250,32 @@ impl CountTrie {
                 ));
                 c = n.next_sibling;
             }
+            if kids.len() > room {
+                // Cand orders by score, then lower node id first: the best are the largest.
+                kids.select_nth_unstable_by(room, |a, b| b.cmp(a));
+                kids.truncate(room);
+            }
+            heap.extend(kids.drain(..));
         };
-        push_children(&mut heap, node, 0, weight, 0);
-        while out.len() < budget {
+        push_children(&mut heap, &mut kids, budget - len, node, 0, weight, 0);
+        while len < budget {
             let Some(Cand(score, trie_node, parent, depth)) = heap.pop() else {
                 break;
             };
             let id = out
                 .child(parent, self.nodes[trie_node as usize].token, score)
-                .expect("budget <= MAX_NODES");
-            push_children(&mut heap, trie_node, id, score, depth);
+                .expect("parts * budget <= MAX_NODES");
+            len += 1;
+            push_children(
+                &mut heap,
+                &mut kids,
+                budget - len,
+                trie_node,
+                id,
+                score,
+                depth,
+            );
         }
-        out.finish()
     }
 
     /// Candidate trees for the suffixes of `context` (at most `max_match` tokens) that have
@@ -265,23 +290,24 @@ impl CountTrie {
         depth: usize,
         weight: f32,
         match_decay: f32,
-        mut parts: usize,
-        out: &mut Vec<TokenTree>,
-    ) {
-        let Some(&root) = context.last() else { return };
+        max_parts: usize,
+        out: &mut TrieBuilder,
+    ) -> usize {
         let mut w = weight;
+        let mut added = 0;
         for q in (1..=max_match.min(context.len()).min(depth - 1)).rev() {
             if let Some(node) = self.walk(&context[context.len() - q..]) {
                 if self.nodes[node as usize].first_child != NIL {
-                    out.push(self.continuations(node, root, budget, depth - q, w));
+                    self.continuations(node, budget, depth - q, w, out);
+                    added += 1;
                     w *= match_decay;
-                    parts -= 1;
-                    if w <= 0.0 || parts == 0 {
-                        return;
+                    if w <= 0.0 || added == max_parts {
+                        break;
                     }
                 }
             }
         }
+        added
     }
 }
 
@@ -466,39 +492,44 @@ impl TrieDrafter {
         }
         let c = &self.config;
         let w = c.output_weight;
-        let mut parts = Vec::with_capacity(2);
+        // Every part (suffix length x trie) expands into one builder, summing scores on shared
+        // paths exactly as tree fusion does; each part's budget is capped so that the builder
+        // stays within MAX_NODES (only budgets above MAX_NODES / (2 * match_parts) are cut).
+        let part_budget = budget.min(MAX_NODES / (2 * c.match_parts)).max(1);
+        let mut builder = TrieBuilder::new(root, 0.0, ScoreCombine::Sum);
+        let mut parts = 0;
         if let Some(local) = local {
-            local.retrieve_all(
+            parts += local.retrieve_all(
                 context,
                 c.max_match,
-                budget,
+                part_budget,
                 c.depth,
                 1.0 - w,
                 c.match_decay,
                 c.match_parts,
-                &mut parts,
+                &mut builder,
             );
         }
         let global = self.global.read().unwrap_or_else(PoisonError::into_inner);
-        global.retrieve_all(
+        parts += global.retrieve_all(
             context,
             c.max_match,
-            budget,
+            part_budget,
             c.depth,
             w,
             c.match_decay,
             c.match_parts,
-            &mut parts,
+            &mut builder,
         );
         drop(global);
-        match parts.len() {
-            0 => TokenTree::chain(vec![root]),
-            1 => Ok(parts.pop().expect("one part")),
-            _ => fuse(
-                &parts.iter().collect::<Vec<_>>(),
-                ScoreCombine::Sum,
-                Some(budget),
-            ),
+        if parts == 0 {
+            return TokenTree::chain(vec![root]);
+        }
+        let tree = builder.finish();
+        if tree.num_nodes() > budget {
+            tree.best_first_subtree(budget, None)
+        } else {
+            Ok(tree)
         }
     }
 }

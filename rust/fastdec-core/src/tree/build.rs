@@ -103,10 +103,6 @@ impl TrieBuilder {
         }
     }
 
-    pub(crate) fn len(&self) -> usize {
-        self.tokens.len()
-    }
-
     pub(crate) fn add_root_score(&mut self, score: f32) {
         self.scores[0] = self.combine.apply(self.scores[0], score);
     }
