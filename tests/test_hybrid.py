@@ -75,3 +75,26 @@ def test_lifecycle_is_forwarded() -> None:
 def test_bad_arguments(kwargs: dict[str, object], exc: type[Exception]) -> None:
     with pytest.raises(exc):
         fastdec.HybridDrafter(**kwargs)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: fastdec.NgramDrafter("tree"),
+        lambda: fastdec.NgramDrafter("pld"),
+        lambda: fastdec.TrieDrafter(),
+        lambda: fastdec.RecycleDrafter(64),
+        lambda: fastdec.HybridDrafter([fastdec.TrieDrafter(), fastdec.NgramDrafter("recent")]),
+    ],
+)
+def test_propose_for_batch_matches_single_calls(make: object) -> None:
+    drafter = make()  # type: ignore[operator]
+    rng = np.random.default_rng(3)
+    contexts = [rng.integers(0, 64, size=int(rng.integers(1, 300))).astype(np.int32) for _ in range(40)]
+    budgets = rng.integers(1, 40, size=40).astype(np.int32)
+    batch = drafter.propose_for_batch(contexts, budgets)  # 40 >= 8: the parallel path
+    assert len(batch) == 40
+    for i, (ctx, b) in enumerate(zip(contexts, budgets, strict=True)):
+        assert batch[i] == drafter.propose_for(ctx, int(b))
+    with pytest.raises(ValueError, match="budgets"):
+        drafter.propose_for_batch(contexts, budgets[:3])

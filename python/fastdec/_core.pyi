@@ -241,6 +241,8 @@ class BaseDrafter:
         """Replaces the shared state with the one saved at ``path``; a foreign, truncated,
         corrupted or differently configured file raises ``ValueError``, an unreadable one
         ``OSError``."""
+    def propose_for_batch(self, contexts: Sequence[_Ints], budgets: _Ints) -> DraftBatch:
+        """Stateless proposals for many contexts in parallel (rayon, GIL released)."""
     def propose_batch(self, request_ids: Sequence[int | str], budgets: _Ints) -> DraftBatch:
         """Proposals for many requests in parallel (rayon, GIL released)."""
 

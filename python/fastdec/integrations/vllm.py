@@ -160,20 +160,25 @@ class FastdecProposer:
         counts = np.asarray(num_tokens_no_spec)
         rows = np.asarray(token_ids_cpu)
         k = self.num_speculative_tokens
-        drafts: list[list[int]] = []
+        drafts: list[list[int]] = [[] for _ in sampled_token_ids]
+        todo: list[tuple[int, npt.NDArray[Any], int]] = []  # (row, context, draft length)
         for i, sampled in enumerate(sampled_token_ids):
             num_tokens = int(counts[i])
             if not len(sampled) or num_tokens >= self.max_model_len:
-                drafts.append([])
                 continue
             context: npt.NDArray[Any] = rows[i, :num_tokens]
             if not self.sampled_in_rows:
                 context = np.concatenate([context, np.asarray(sampled, dtype=context.dtype)])
             num_draft = min(k, self.max_model_len - len(context))
-            if num_draft <= 0 or len(context) == 0:
-                drafts.append([])
-                continue
-            budget = self.tree_budget if self.tree_budget is not None else node_budget(num_draft)
-            tree = self.drafter.propose_for(context, budget)
-            drafts.append(chain_tokens(tree, num_draft).tolist())
+            if num_draft > 0 and len(context) > 0:
+                todo.append((i, context, num_draft))
+        budgets = [self.tree_budget if self.tree_budget is not None else node_budget(n) for _, _, n in todo]
+        batch = getattr(self.drafter, "propose_for_batch", None)
+        if batch is not None and todo:
+            # fastdec drafters draft all rows in parallel without the GIL
+            trees = batch([c for _, c, _ in todo], np.asarray(budgets, dtype=np.int32))
+        else:
+            trees = [self.drafter.propose_for(c, b) for (_, c, _), b in zip(todo, budgets, strict=True)]
+        for (i, _, num_draft), tree in zip(todo, trees, strict=True):
+            drafts[i] = chain_tokens(tree, num_draft).tolist()
         return drafts

@@ -155,6 +155,27 @@ impl PyBaseDrafter {
             .map_err(|e| PyValueError::new_err(format!("{}: {e}", path.display())))
     }
 
+    /// Stateless proposals for many contexts in parallel, without the GIL.
+    fn propose_for_batch(
+        &self,
+        py: Python<'_>,
+        contexts: &Bound<'_, PyAny>,
+        budgets: &Bound<'_, PyAny>,
+    ) -> PyResult<PyDraftBatch> {
+        let contexts = contexts
+            .try_iter()?
+            .map(|obj| token_vec(&obj?, "context_ids"))
+            .collect::<PyResult<Vec<_>>>()?;
+        let budgets = crate::convert::i32_vec(budgets, "budgets")?
+            .into_iter()
+            .map(|b| count(i128::from(b), "budget"))
+            .collect::<PyResult<Vec<_>>>()?;
+        let trees = py
+            .detach(|| self.inner.propose_for_batch(&contexts, &budgets))
+            .map_err(to_py)?;
+        Ok(PyDraftBatch::new(trees))
+    }
+
     /// Proposals for many requests in parallel, without the GIL.
     fn propose_batch(
         &self,

@@ -123,6 +123,36 @@ pub trait Drafter: Send + Sync {
             .collect()
     }
 
+    /// Stateless proposals for many contexts at once, in parallel on rayon's pool.
+    ///
+    /// # Errors
+    /// A length mismatch, or the first failing context's error.
+    fn propose_for_batch(
+        &self,
+        contexts: &[Vec<TokenId>],
+        budgets: &[usize],
+    ) -> Result<Vec<TokenTree>> {
+        if contexts.len() != budgets.len() {
+            return Err(Error::LengthMismatch {
+                what: "budgets",
+                expected: contexts.len(),
+                got: budgets.len(),
+            });
+        }
+        if contexts.len() < 8 {
+            return contexts
+                .iter()
+                .zip(budgets)
+                .map(|(c, &b)| self.propose_for(c, b))
+                .collect();
+        }
+        contexts
+            .par_iter()
+            .zip(budgets.par_iter())
+            .map(|(c, &b)| self.propose_for(c, b))
+            .collect()
+    }
+
     /// Forgets a request (its shared contributions, if any, stay).
     ///
     /// # Errors
