@@ -30,6 +30,8 @@ const NIL: u32 = u32::MAX;
 struct Node {
     token: TokenId,
     count: f32,
+    /// Sum of the children's counts (whole numbers, so the running sum is exact below 2^24).
+    child_total: f32,
     first_child: u32,
     next_sibling: u32,
 }
@@ -55,6 +57,7 @@ impl CountTrie {
             nodes: vec![Node {
                 token: 0,
                 count: 0.0,
+                child_total: 0.0,
                 first_child: NIL,
                 next_sibling: NIL,
             }],
@@ -88,6 +91,7 @@ impl CountTrie {
             self.nodes.push(Node {
                 token,
                 count: 0.0,
+                child_total: 0.0,
                 first_child: NIL,
                 next_sibling: next,
             });
@@ -95,7 +99,14 @@ impl CountTrie {
             c
         };
         self.nodes[id as usize].count += 1.0;
+        self.nodes[parent as usize].child_total += 1.0;
         id
+    }
+
+    /// Sets a node's count (after `bump` gave it 1), keeping its parent's total right.
+    fn set_count(&mut self, parent: u32, id: u32, count: f32) {
+        self.nodes[id as usize].count = count;
+        self.nodes[parent as usize].child_total += count - 1.0;
     }
 
     /// Inserts every window `tokens[s..s + depth]` (clipped at the end).
@@ -127,7 +138,7 @@ impl CountTrie {
                     let halved = (n.count / 2.0).floor();
                     if halved >= 1.0 {
                         let id = fresh.bump(new, n.token);
-                        fresh.nodes[id as usize].count = halved;
+                        fresh.set_count(new, id, halved);
                         stack.push((c, id));
                     }
                     c = n.next_sibling;
@@ -178,7 +189,7 @@ impl CountTrie {
                 ));
             }
             let id = trie.bump(parent, token);
-            trie.nodes[id as usize].count = count;
+            trie.set_count(parent, id, count);
         }
         trie.enforce_cap();
         Ok(trie)
@@ -232,12 +243,7 @@ impl CountTrie {
             if depth >= max_depth || room == 0 {
                 return;
             }
-            let mut total = 0.0;
-            let mut c = self.nodes[trie_node as usize].first_child;
-            while c != NIL {
-                total += self.nodes[c as usize].count;
-                c = self.nodes[c as usize].next_sibling;
-            }
+            let total = self.nodes[trie_node as usize].child_total;
             kids.clear();
             let mut c = self.nodes[trie_node as usize].first_child;
             while c != NIL {
