@@ -123,11 +123,11 @@ impl MaskDtype {
         })
     }
 
-    /// Bit pattern of `finfo(dtype).min` for the 16-bit types.
+    /// Bit pattern of `finfo(dtype).min` for the 16-bit types (bfloat16's for the others).
     pub fn min_bits16(self) -> u16 {
         match self {
-            MaskDtype::Float16 => 0xFBFF, // -65504
-            _ => 0xFF7F,                  // bfloat16 -3.3895e38
+            MaskDtype::Float16 => F16Bits::MIN.0,
+            _ => Bf16Bits::MIN.0,
         }
     }
 }
