@@ -26,6 +26,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import fastdec
 import replay_data
+from plotting import pyplot
 from python_pld import PythonPLD
 
 DRAFTERS: dict[str, Callable[[], Any]] = {
@@ -143,13 +144,8 @@ def main() -> None:
 
 
 def plot(results: dict[str, Any], path: Path, context: int) -> None:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("matplotlib not installed; skipping the plot")
+    plt = pyplot()
+    if plt is None:
         return
     names = list(results)
     fig, ax = plt.subplots(figsize=(8, 4.5))

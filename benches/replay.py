@@ -34,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import fastdec
 import replay_data
 from fastdec import Drafter
+from plotting import pyplot
 from python_pld import PythonPLD
 from replay_data import GROUPS, Request
 
@@ -283,13 +284,8 @@ def main() -> None:
 
 
 def plot(results: dict[str, dict[str, Any]], path: Path, budget: int) -> None:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("matplotlib not installed; skipping the plot (pip install 'fastdec[bench]')")
+    plt = pyplot()
+    if plt is None:
         return
     names = list(results)
     rows = [*next(iter(results.values()))["groups"], "overall"]

@@ -25,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import fastdec
 import numpy_tree
 from fastdec._core import _time_tree_step
+from plotting import pyplot
 
 VOCAB = 32000
 TOP_K = 8
@@ -189,13 +190,8 @@ def main() -> None:
 
 
 def plot(results: dict[str, Any], path: Path) -> None:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("matplotlib not installed; skipping the plot (pip install 'fastdec[bench]')")
+    plt = pyplot()
+    if plt is None:
         return
     names = list(results)
     x = np.arange(len(names))

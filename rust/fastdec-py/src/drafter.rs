@@ -55,6 +55,14 @@ fn topk_arg(topk: Option<&Bound<'_, PyAny>>) -> PyResult<Option<(Vec<u32>, usize
     )))
 }
 
+/// The initializer of a concrete drafter class over the shared base holding `inner`.
+fn extend_base<S>(inner: Arc<dyn Drafter>, sub: S) -> PyClassInitializer<S>
+where
+    S: pyo3::PyClass<BaseType = PyBaseDrafter>,
+{
+    PyClassInitializer::from(PyBaseDrafter { inner }).add_subclass(sub)
+}
+
 /// The lifecycle methods every drafter shares (see `fastdec.Drafter`); concrete drafters
 /// extend this class with their constructor and extras.
 #[pyclass(name = "BaseDrafter", module = "fastdec._core", subclass, frozen)]
@@ -297,10 +305,7 @@ impl PyNgramDrafter {
             max_context: count(max_context, "max_context")?,
         };
         let inner = Arc::new(NgramDrafter::new(config).map_err(to_py)?);
-        Ok(PyClassInitializer::from(PyBaseDrafter {
-            inner: inner.clone(),
-        })
-        .add_subclass(PyNgramDrafter { inner }))
+        Ok(extend_base(inner.clone(), PyNgramDrafter { inner }))
     }
 
     #[getter]
@@ -356,10 +361,7 @@ impl PyRecycleDrafter {
             )
             .map_err(to_py)?,
         );
-        Ok(PyClassInitializer::from(PyBaseDrafter {
-            inner: inner.clone(),
-        })
-        .add_subclass(PyRecycleDrafter { inner }))
+        Ok(extend_base(inner.clone(), PyRecycleDrafter { inner }))
     }
 
     /// Row `token` of the table as int32, -1 where no candidate is known yet.
@@ -429,10 +431,7 @@ impl PyTrieDrafter {
             max_context: count(max_context, "max_context")?,
         };
         let inner = Arc::new(TrieDrafter::new(config).map_err(to_py)?);
-        Ok(PyClassInitializer::from(PyBaseDrafter {
-            inner: inner.clone(),
-        })
-        .add_subclass(PyTrieDrafter { inner }))
+        Ok(extend_base(inner.clone(), PyTrieDrafter { inner }))
     }
 
     /// Nodes in the shared trie of finished requests' outputs.
@@ -471,6 +470,6 @@ impl PyHybridDrafter {
         let inner: Arc<dyn Drafter> = Arc::new(
             HybridDrafter::new(parts, count(max_requests, "max_requests")?).map_err(to_py)?,
         );
-        Ok(PyClassInitializer::from(PyBaseDrafter { inner }).add_subclass(PyHybridDrafter {}))
+        Ok(extend_base(inner, PyHybridDrafter {}))
     }
 }
