@@ -46,12 +46,15 @@ class RefTrie:
         """Continuation trees of every matching suffix, longest first; the k-th shorter one
         weighs match_decay**k times the longest (only the longest when match_decay is 0)."""
         out, w = [], f32(weight)
+        part_budget = f32(budget)  # each shorter match expands part_budget_decay times fewer nodes
         depth = int(cfg["depth"])
         for q in range(min(int(cfg["max_match"]), len(ctx), depth - 1), 0, -1):
             path = tuple(ctx[-q:])
             if path in self.count and self.children(path):
-                out.append(self.continuations(path, ctx[-1], budget, depth - q, w, f32(cfg["smoothing"])))
+                b = min(max(int(np.ceil(part_budget)), 1), budget)
+                out.append(self.continuations(path, ctx[-1], b, depth - q, w, f32(cfg["smoothing"])))
                 w = f32(w * f32(cfg["match_decay"]))
+                part_budget = f32(part_budget * f32(cfg["part_budget_decay"]))
                 if w <= 0 or len(out) == int(cfg["match_parts"]):
                     break
         return out
@@ -106,6 +109,7 @@ configs = st.fixed_dictionaries(
         "smoothing": st.sampled_from([0.0, 0.5, 1.0]),
         "output_weight": st.sampled_from([0.0, 0.25, 0.5]),
         "match_parts": st.integers(1, 5),
+        "part_budget_decay": st.sampled_from([1.0, 0.5, 0.35]),
     }
 )
 
@@ -118,6 +122,30 @@ def test_stateless_matches_reference(seq: list[int], cfg: dict[str, float], budg
     trie.insert_windows(seq, int(cfg["depth"]))
     want = draft(trie.retrieve(seq, cfg, budget, 1.0 - cfg["output_weight"]), seq[-1], budget)
     assert_same(d.propose_for(seq, budget), want)
+
+
+# Skewed draws over 40 tokens: nodes with more than 8 children keep a count-sorted child list
+# and are expanded lazily, which must give exactly the same trees.
+high_fanout = st.lists(st.one_of(st.integers(0, 3), st.integers(0, 40)), min_size=30, max_size=300)
+
+
+@settings(max_examples=40, deadline=None)
+@given(seq=high_fanout, cfg=configs, budget=st.integers(1, 40))
+def test_high_fanout_matches_reference(seq: list[int], cfg: dict[str, float], budget: int) -> None:
+    d = fastdec.TrieDrafter(**cfg)  # type: ignore[arg-type]
+    trie = RefTrie()
+    trie.insert_windows(seq, int(cfg["depth"]))
+    want = draft(trie.retrieve(seq, cfg, budget, 1.0 - cfg["output_weight"]), seq[-1], budget)
+    assert_same(d.propose_for(seq, budget), want)
+    # streamed: the same counts reached token by token
+    d.start(0, seq[:1])
+    d.accept(0, seq[1:])
+    local = RefTrie()
+    local.stream(seq, int(cfg["depth"]))
+    assert_same(
+        d.propose(0, budget),
+        draft(local.retrieve(seq, cfg, budget, 1.0 - cfg["output_weight"]), seq[-1], budget),
+    )
 
 
 @settings(max_examples=80, deadline=None)
@@ -181,6 +209,8 @@ def test_memory_cap_halves_counts() -> None:
         {"max_requests": 0},
         {"max_context": 4},
         {"match_parts": 0},
+        {"part_budget_decay": 0.0},
+        {"part_budget_decay": 1.5},
         {"smoothing": -1.0},
         {"match_decay": 1.5},
         {"depth": -1},

@@ -257,7 +257,9 @@ class TrieDrafter(BaseDrafter):
     are fused with weights ``1 - output_weight`` and ``output_weight`` and pruned to the budget.
     Shorter matching suffixes contribute too, each with ``match_decay`` times the weight of the
     next longer one (0: the longest only; at most ``match_parts`` lengths), and probabilities are
-    smoothed as ``count / (sibling total + smoothing)``.
+    smoothed as ``count / (sibling total + smoothing)``. Each shorter match expands at most
+    ``part_budget_decay`` times as many nodes as the next longer one (its nodes weigh less, so
+    fewer make the final cut).
     Tries above their node cap halve their counts and drop nodes below 1; a request keeps at most
     ``max_context`` tokens of history (the oldest half is dropped beyond).
     """
@@ -274,7 +276,8 @@ class TrieDrafter(BaseDrafter):
         max_context: int = 1048576,
         match_decay: float = 0.8,
         smoothing: float = 0.5,
-        match_parts: int = 4,
+        match_parts: int = 3,
+        part_budget_decay: float = 0.5,
     ) -> TrieDrafter: ...
     @property
     def global_nodes(self) -> int: ...

@@ -404,7 +404,7 @@ pub struct PyTrieDrafter {
 #[pymethods]
 impl PyTrieDrafter {
     #[new]
-    #[pyo3(signature = (*, depth = 16, max_match = 4, output_weight = 0.5, max_local_nodes = 1_048_576, max_global_nodes = 4_194_304, max_requests = 1024, max_context = 1_048_576, match_decay = 0.8, smoothing = 0.5, match_parts = 4))]
+    #[pyo3(signature = (*, depth = 16, max_match = 4, output_weight = 0.5, max_local_nodes = 1_048_576, max_global_nodes = 4_194_304, max_requests = 1024, max_context = 1_048_576, match_decay = 0.8, smoothing = 0.5, match_parts = 3, part_budget_decay = 0.5))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         depth: i128,
@@ -417,9 +417,11 @@ impl PyTrieDrafter {
         match_decay: f32,
         smoothing: f32,
         match_parts: i128,
+        part_budget_decay: f32,
     ) -> PyResult<PyClassInitializer<Self>> {
         let config = TrieConfig {
             match_parts: count(match_parts, "match_parts")?,
+            part_budget_decay,
             match_decay,
             smoothing,
             depth: count(depth, "depth")?,
