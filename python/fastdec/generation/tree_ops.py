@@ -1,0 +1,142 @@
+"""torch implementations of the per-step tree operations: batch padding, the 4D additive mask
+and position ids, greedy verification and KV-cache compaction.
+
+They are the reference and the device-agnostic fallback; the CUDA kernels replace them on GPU.
+Shapes: ``B`` rows, ``N`` tree nodes per row after padding (node 0 = the root, the last known
+token), ``P`` cache slots before the step, ``L[b] <= P`` valid cache slots of row ``b`` (slots
+``L[b]..P`` hold stale entries of a row that accepted fewer tokens than others; they are masked).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from fastdec import TokenTree
+
+
+@dataclass
+class TreeBatch:
+    """Padded trees of one step. Pad nodes have parent -1 and attend only to themselves."""
+
+    tokens: torch.Tensor  # [B, N] int64
+    parents: torch.Tensor  # [B, N] int64, -1 for roots and pads
+    depth: torch.Tensor  # [B, N] int64
+    num_nodes: list[int]  # real nodes per row
+
+
+def pad_trees(trees: Sequence[TokenTree], device: torch.device) -> TreeBatch:
+    """Stacks ragged trees into ``[B, max N]`` tensors (one host-to-device copy each)."""
+    sizes = [t.num_nodes for t in trees]
+    n = max(sizes)
+    tokens = np.zeros((len(trees), n), dtype=np.int64)
+    parents = np.full((len(trees), n), -1, dtype=np.int64)
+    depth = np.zeros((len(trees), n), dtype=np.int64)
+    for b, t in enumerate(trees):
+        tokens[b, : sizes[b]] = t.tokens
+        parents[b, : sizes[b]] = t.parents
+        depth[b, : sizes[b]] = t.depth
+    return TreeBatch(
+        tokens=torch.from_numpy(tokens).to(device),
+        parents=torch.from_numpy(parents).to(device),
+        depth=torch.from_numpy(depth).to(device),
+        num_nodes=sizes,
+    )
+
+
+def ancestor_matrix(parents: torch.Tensor, max_depth: int) -> torch.Tensor:
+    """``[B, N, N]`` bool: ``anc[b, i, j]`` iff node ``j`` is ``i`` or one of its ancestors."""
+    b, n = parents.shape
+    anc = torch.eye(n, dtype=torch.bool, device=parents.device).expand(b, n, n).clone()
+    cur = torch.arange(n, device=parents.device).expand(b, n)
+    cols = torch.arange(n, device=parents.device)
+    for _ in range(max_depth):
+        cur = torch.where(cur >= 0, parents.gather(1, cur.clamp(min=0)), cur)
+        anc |= (cur[..., None] == cols) & (cur[..., None] >= 0)
+    return anc
+
+
+def tree_mask(
+    batch: TreeBatch, valid: torch.Tensor, past: int, dtype: torch.dtype
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The additive attention mask ``[B, 1, N, P + N]`` (0 = attend, dtype min = masked) and the
+    position ids ``[B, N] = L[b] + depth``. ``valid`` is ``L`` as a ``[B]`` int64 tensor.
+
+    A float mask in the model's dtype is the one form that eager and sdpa attention both read
+    correctly (trees.md §3.1); every query row keeps at least its own column, so no row is fully
+    masked (fully masked rows give NaN in sdpa, which would then poison the cache).
+    """
+    b, n = batch.tokens.shape
+    device = batch.tokens.device
+    anc = ancestor_matrix(batch.parents, int(batch.depth.max()))
+    allowed = torch.zeros((b, n, past + n), dtype=torch.bool, device=device)
+    if past:
+        allowed[:, :, :past] = (torch.arange(past, device=device) < valid[:, None])[:, None, :]
+    allowed[:, :, past:] = anc
+    mask = torch.zeros((b, 1, n, past + n), dtype=dtype, device=device)
+    mask.masked_fill_(~allowed[:, None], torch.finfo(dtype).min)
+    return mask, valid[:, None] + batch.depth
+
+
+def verify_greedy(batch: TreeBatch, argmax: torch.Tensor) -> tuple[list[list[int]], list[int]]:
+    """Greedy verification of every row: the accepted path (node ids, root first) and the bonus
+    token. Node ``c`` is on the path iff every node from the root down to it carries the
+    target's argmax at its parent; siblings are distinct, so at most one node per depth passes.
+    """
+    tokens, parents = batch.tokens, batch.parents
+    n = tokens.shape[1]
+    real = (
+        torch.arange(n, device=tokens.device)[None, :]
+        < torch.tensor(batch.num_nodes, device=tokens.device)[:, None]
+    )
+    match = (tokens == argmax.gather(1, parents.clamp(min=0))) & (parents >= 0) & real
+    match[:, 0] = True
+    anc = ancestor_matrix(parents, int(batch.depth.max()))
+    ok = ~(anc & ~match[:, None, :]).any(-1) & real
+    depth = torch.where(ok, batch.depth, -1)
+    last = depth.argmax(1)
+    bonus = argmax.gather(1, last[:, None])[:, 0]
+    ok_host, bonus_host = ok.cpu().numpy(), bonus.cpu().tolist()
+    paths = [np.flatnonzero(row).tolist() for row in ok_host]
+    return paths, bonus_host
+
+
+def compact_kv(
+    layers: Sequence[tuple[torch.Tensor, torch.Tensor]],
+    past: int,
+    valid: Sequence[int],
+    paths: Sequence[Sequence[int]],
+) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], int]:
+    """Moves each row's accepted nodes' K/V (at slots ``past + node``) to slots
+    ``valid[b] .. valid[b] + len(path) - 1`` and drops the rest of the tree block.
+
+    ``layers`` holds ``(keys, values)`` of shape ``[B, H, past + N, D]`` per layer. Returns the new
+    tensors, ``[B, H, new_len, D]`` with ``new_len = max_b(valid[b] + len(path_b))``. The gather reads
+    every source before anything is written, so the in-place overlap of sources and destinations
+    (trees.md §1.11) cannot corrupt entries.
+    """
+    new_valid = [v + len(p) for v, p in zip(valid, paths, strict=True)]
+    new_len = max(new_valid)
+    device = layers[0][0].device
+    if len(valid) == 1:
+        # One row: only the accepted entries move; the prefix stays where it is.
+        src = torch.tensor([past + i for i in paths[0]], device=device)
+        v = valid[0]
+        out = []
+        for k, val in layers:
+            k[:, :, v : v + len(src)] = k.index_select(2, src)
+            val[:, :, v : v + len(src)] = val.index_select(2, src)
+            out.append((k[:, :, :new_len], val[:, :, :new_len]))
+        return out, new_len
+    index = np.tile(np.arange(new_len, dtype=np.int64), (len(valid), 1))
+    for b, (v, p) in enumerate(zip(valid, paths, strict=True)):
+        index[b, v : v + len(p)] = [past + i for i in p]
+    idx = torch.from_numpy(index).to(device)
+    out = []
+    for k, val in layers:
+        g = idx[:, None, :, None].expand(k.shape[0], k.shape[1], new_len, k.shape[3])
+        out.append((k.gather(2, g), val.gather(2, g)))
+    return out, new_len

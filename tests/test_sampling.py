@@ -1,0 +1,593 @@
+"""Stochastic verification (trees.md §2.3, §2.10) and HF-compatible warping.
+
+* ``warp_probs`` equals the softmax of transformers' own processors chain, bit for bit.
+* ``verify_stochastic`` / ``verify_stochastic_batch`` make the reference's decisions, coin by coin,
+  on hypothesis trees (coins on the exact cumulative boundaries included).
+* Losslessness by exact enumeration: Markov targets whose probabilities are multiples of ``1/G``
+  and coins swept over the midpoints of a grid that contains every decision boundary, so the law
+  of the first ``T`` emitted tokens is computed exactly (``Fraction``) and compared with
+  ``Π p(x_t | x_{t-1})``; a deliberately wrong verifier is shown to fail the same check.
+"""
+
+from __future__ import annotations
+
+import math
+import zlib
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass
+from fractions import Fraction
+from itertools import pairwise, product
+
+import numpy as np
+import numpy.typing as npt
+import pytest
+import torch
+from fastdec import sampling
+from hypothesis import given
+from hypothesis import strategies as st
+
+Verifier = Callable[..., tuple[list[int], int]]
+Law = dict[tuple[int, ...], Fraction]
+
+# ------------------------------------------------------------------------------------------------
+# warp_probs
+
+
+def hf_probs(
+    logits: torch.Tensor, temperature: float, top_k: int | None, top_p: float | None
+) -> torch.Tensor:
+    """Softmax of transformers' processors, built the way ``generate`` builds them for sampling."""
+    import transformers.generation.logits_process as lp
+
+    procs: list[object] = []
+    if temperature != 1.0:
+        procs.append(lp.TemperatureLogitsWarper(float(temperature)))
+    if top_k is not None and top_k != 0:
+        procs.append(lp.TopKLogitsWarper(top_k=top_k, min_tokens_to_keep=1))
+    if top_p is not None and top_p < 1.0:
+        procs.append(lp.TopPLogitsWarper(top_p=top_p, min_tokens_to_keep=1))
+    scores = logits.float().reshape(-1, logits.shape[-1])
+    ids = torch.zeros((scores.shape[0], 1), dtype=torch.long)
+    scores = lp.LogitsProcessorList(procs)(ids, scores)
+    return torch.softmax(scores, dim=-1).reshape(logits.shape)
+
+
+WARP_PARAMS = [
+    (1.0, None, None),
+    (0.7, None, None),
+    (1.3, 3, None),
+    (1.0, 1, None),
+    (0.7, 3, 0.8),
+    (0.5, None, 0.9),
+    (2.0, 50, 0.95),
+    (1.0, 0, 0.5),
+    (0.9, 10_000, 0.0),
+    (1.0, None, 1.0),
+]
+
+
+@pytest.mark.parametrize("shape", [(7,), (3, 11), (2, 4, 50), (1, 1000)])
+@pytest.mark.parametrize("kind", ["normal", "ties", "inf", "half"])
+@pytest.mark.parametrize(("temperature", "top_k", "top_p"), WARP_PARAMS)
+def test_warp_probs_matches_hf(
+    shape: tuple[int, ...], kind: str, temperature: float, top_k: int | None, top_p: float | None
+) -> None:
+    gen = torch.Generator().manual_seed(zlib.crc32(repr((shape, kind)).encode()))
+    if kind == "ties":  # few distinct values: ties at the k-th logit and in the top-p sort
+        logits = torch.randint(-2, 3, shape, generator=gen).float()
+    else:
+        logits = torch.randn(shape, generator=gen) * 3
+    if kind == "inf":  # already-masked tokens (a grammar, a banned token)
+        logits[..., ::3] = -math.inf
+    if kind == "half":
+        logits = logits.half()
+    got = sampling.warp_probs(logits, temperature, top_k, top_p)
+    assert got.dtype == torch.float32
+    assert got.shape == logits.shape
+    assert torch.equal(got, hf_probs(logits, temperature, top_k, top_p))
+    assert torch.allclose(got.sum(-1), torch.ones(shape[:-1]))
+
+
+def test_warp_probs_ties_kept_at_kth() -> None:
+    probs = sampling.warp_probs(torch.tensor([3.0, 1.0, 1.0, 1.0, 0.0]), 1.0, top_k=2)
+    assert (probs > 0).tolist() == [True, True, True, True, False]
+    # top_p = 0 keeps only the most likely token (min_tokens_to_keep=1)
+    assert sampling.warp_probs(torch.tensor([0.0, 2.0, 1.0]), 1.0, None, 0.0).tolist() == [0.0, 1.0, 0.0]
+
+
+def test_warp_probs_matches_generate() -> None:
+    """The processed scores ``generate(do_sample=True)`` samples from, on a tiny random model."""
+    import transformers as tr
+
+    torch.manual_seed(0)
+    config = tr.LlamaConfig(
+        vocab_size=48,
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+    )
+    model = tr.LlamaForCausalLM(config).eval()
+    for temperature, top_k, top_p in [(0.7, 3, 0.8), (1.5, 20, 0.9), (0.8, 0, 0.6)]:
+        out = model.generate(
+            torch.tensor([[1, 2, 3]]),
+            do_sample=True,
+            temperature=temperature,
+            top_k=top_k,
+            top_p=top_p,
+            max_new_tokens=4,
+            output_scores=True,
+            output_logits=True,
+            return_dict_in_generate=True,
+            pad_token_id=0,
+        )
+        for logits, scores in zip(out.logits, out.scores, strict=True):
+            got = sampling.warp_probs(logits, temperature, top_k, top_p)
+            assert torch.equal(got, torch.softmax(scores, dim=-1))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"temperature": 0.0}, "temperature=0.0"),
+        ({"temperature": -1.0}, "temperature=-1.0"),
+        ({"temperature": math.nan}, "temperature=nan"),
+        ({"temperature": math.inf}, "temperature=inf"),
+        ({"temperature": True}, "temperature=True"),
+        ({"top_k": -1}, "top_k=-1"),
+        ({"top_k": 2.0}, "top_k=2.0"),
+        ({"top_p": 1.5}, "top_p=1.5"),
+        ({"top_p": -0.1}, "top_p=-0.1"),
+        ({"top_p": math.nan}, "top_p=nan"),
+        ({"logits": torch.tensor(1.0)}, "logits"),
+        ({"logits": torch.tensor([1, 2])}, "logits"),
+    ],
+)
+def test_warp_probs_rejects(kwargs: dict[str, object], match: str) -> None:
+    args: dict[str, object] = {"logits": torch.zeros(4), "temperature": 1.0, "top_k": None, "top_p": None}
+    args.update(kwargs)
+    with pytest.raises(ValueError, match=match):
+        sampling.warp_probs(**args)  # type: ignore[arg-type]
+
+
+def test_draw_coins() -> None:
+    a = sampling.draw_coins(torch.Generator().manual_seed(7), (3, 5, 2))
+    b = sampling.draw_coins(torch.Generator().manual_seed(7), [3, 5, 2])
+    assert a.dtype == torch.float64
+    assert a.device.type == "cpu"
+    assert a.shape == (3, 5, 2)
+    assert torch.equal(a, b)
+    assert bool(((a >= 0) & (a < 1)).all())
+
+
+# ------------------------------------------------------------------------------------------------
+# fast == reference, decision by decision
+
+
+@dataclass
+class Case:
+    tokens: list[int]
+    parents: list[int]
+    probs: npt.NDArray[np.float32]  # [n, vocab]
+    coins: npt.NDArray[np.float64]  # [n, 2]
+
+
+def children(parents: list[int]) -> list[list[int]]:
+    kids: list[list[int]] = [[] for _ in parents]
+    for i in range(1, len(parents)):
+        kids[parents[i]].append(i)
+    return kids
+
+
+PROB_KINDS = ("dirichlet", "sparse", "onehot", "children_only", "deficient")
+COIN0_KINDS = ("uniform", "zero", "boundary", "below", "max")
+COIN1_KINDS = ("uniform", "zero", "boundary", "below", "max")
+MAX_BELOW_ONE = 1.0 - 2.0**-53
+
+
+@st.composite
+def cases(draw: st.DrawFn, max_nodes: int = 12) -> Case:
+    """A parents-first tree with distinct sibling tokens, target rows and coins near the edges."""
+    vocab = draw(st.integers(1, 7))
+    n = draw(st.integers(1, max_nodes))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    parents, tokens = [-1], [int(rng.integers(vocab))]
+    used: list[set[int]] = [set()]
+    for i in range(1, n):
+        open_nodes = [u for u in range(i) if len(used[u]) < vocab]
+        u = open_nodes[int(rng.integers(len(open_nodes)))] if draw(st.booleans()) else open_nodes[-1]
+        t = int(rng.choice(sorted(set(range(vocab)) - used[u])))
+        used[u].add(t)
+        used.append(set())
+        parents.append(u)
+        tokens.append(t)
+    kids = children(parents)
+
+    probs = np.zeros((n, vocab), dtype=np.float32)
+    for u in range(n):
+        kind = draw(st.sampled_from(PROB_KINDS), label=f"probs kind {u}")
+        child_toks = [tokens[c] for c in kids[u]]
+        if kind == "dirichlet":
+            row = rng.dirichlet(np.ones(vocab))
+        elif kind == "sparse":
+            row = rng.dirichlet(np.ones(vocab)) * (rng.random(vocab) < 0.5)
+            if row.sum() == 0:
+                row[int(rng.integers(vocab))] = 1.0
+        elif kind == "onehot":
+            row = np.eye(vocab)[int(rng.integers(vocab))]
+        else:  # the children hold all the mass (exactly, or 0.9 of it: the Z == 0 fallback)
+            row = np.zeros(vocab)
+            if child_toks:
+                row[child_toks] = rng.dirichlet(np.ones(len(child_toks)))
+            else:
+                row[int(rng.integers(vocab))] = 1.0
+        probs[u] = (row / row.sum() * (0.9 if kind == "deficient" else 1.0)).astype(np.float32)
+
+    coins = np.zeros((n, 2))
+    for u in range(n):
+        p64 = probs[u].astype(np.float64)
+        bounds = list(np.cumsum([p64[tokens[c]] for c in kids[u]]))
+        coins[u, 0] = edge_coin(draw, rng, COIN0_KINDS, bounds, f"coin0 {u}")
+        masked = p64.copy()
+        masked[[tokens[c] for c in kids[u]]] = 0.0
+        cum = np.cumsum(masked)
+        z = cum[-1]
+        coins[u, 1] = edge_coin(draw, rng, COIN1_KINDS, list(cum / z) if z > 0 else [], f"coin1 {u}")
+    return Case(tokens, parents, probs, coins)
+
+
+def edge_coin(
+    draw: st.DrawFn, rng: np.random.Generator, kinds: tuple[str, ...], bounds: list[float], label: str
+) -> float:
+    kind = draw(st.sampled_from(kinds), label=label)
+    inside = [b for b in bounds if 0.0 <= b < 1.0]
+    if kind in ("boundary", "below") and inside:
+        b = inside[int(rng.integers(len(inside)))]
+        return b if kind == "boundary" else max(0.0, float(np.nextafter(b, 0.0)))
+    if kind == "zero":
+        return 0.0
+    if kind == "max":
+        return MAX_BELOW_ONE
+    return float(rng.random())
+
+
+@given(cases(), st.sampled_from(["float32", "float64", "float16", "bfloat16"]))
+def test_fast_equals_reference(case: Case, dtype: str) -> None:
+    probs = torch.from_numpy(case.probs).to(getattr(torch, dtype))
+    coins = torch.from_numpy(case.coins)
+    tokens = np.array(case.tokens, dtype=np.int32)
+    parents = np.array(case.parents, dtype=np.int32)
+    try:
+        want = sampling.verify_stochastic_ref(case.tokens, case.parents, probs, coins)
+    except ValueError:  # a row that float16 flushed to zero: both reject it
+        with pytest.raises(ValueError, match="no mass"):
+            sampling.verify_stochastic(tokens, parents, probs, coins)
+        return
+    got = sampling.verify_stochastic(tokens, parents, probs, coins)
+    assert got == want
+    assert sampling.verify_stochastic(tokens, parents, probs, case.coins) == want
+    nodes, bonus = want
+    assert nodes[0] == 0
+    assert all(case.parents[b] == a for a, b in pairwise(nodes))
+    assert bonus not in {case.tokens[c] for c in children(case.parents)[nodes[-1]]}
+    assert float(probs[nodes[-1], bonus]) > 0
+
+
+@given(st.lists(cases(max_nodes=8), min_size=1, max_size=4), st.integers(0, 3), st.integers(0, 2**32 - 1))
+def test_batch_equals_reference(batch: list[Case], pad: int, seed: int) -> None:
+    vocab = max(c.probs.shape[1] for c in batch)
+    max_nodes = max(len(c.tokens) for c in batch) + pad
+    rng = np.random.default_rng(seed)
+    probs = torch.from_numpy(rng.random((len(batch), max_nodes, vocab)).astype(np.float32))  # padding
+    coins = torch.from_numpy(rng.random((len(batch), max_nodes, 2)))
+    trees = []
+    want = []
+    for b, c in enumerate(batch):
+        n, v = c.probs.shape
+        probs[b, :n] = 0.0
+        probs[b, :n, :v] = torch.from_numpy(c.probs)
+        coins[b, :n] = torch.from_numpy(c.coins)
+        trees.append((np.array(c.tokens), np.array(c.parents)))
+        want.append(sampling.verify_stochastic_ref(c.tokens, c.parents, probs[b, :n], c.coins))
+    assert sampling.verify_stochastic_batch(trees, probs, coins) == want
+
+
+def test_fallback_when_children_hold_all_mass() -> None:
+    # children (tokens 1, 2) hold all of row 0's mass, but only 0.75 < coin: no child passes the
+    # coin, Z == 0, so the last child with mass (node 2) is accepted and the walk goes on there.
+    tokens, parents = [0, 1, 2, 0], [-1, 0, 0, 2]
+    probs = torch.tensor([[0.0, 0.5, 0.25], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0], [0.0, 1.0, 0.0]])
+    coins = torch.tensor([[0.9, 0.1], [0.0, 0.0], [0.99, 0.5], [0.5, 0.5]], dtype=torch.float64)
+    assert sampling.verify_stochastic_ref(tokens, parents, probs, coins) == ([0, 2], 2)
+    assert sampling.verify_stochastic(np.array(tokens), np.array(parents), probs, coins) == ([0, 2], 2)
+    probs[0, 2] = 0.0  # node 2 has no mass: node 1 is the last child with some
+    assert sampling.verify_stochastic_ref(tokens, parents, probs, coins) == ([0, 1], 0)
+    assert sampling.verify_stochastic(np.array(tokens), np.array(parents), probs, coins) == ([0, 1], 0)
+    probs[0] = 0.0
+    for verify in (sampling.verify_stochastic_ref, sampling.verify_stochastic):
+        with pytest.raises(ValueError, match="no mass"):
+            verify(np.array(tokens), np.array(parents), probs, coins)
+
+
+@pytest.mark.cuda
+@given(cases())
+def test_fast_on_cuda(case: Case) -> None:
+    probs = torch.from_numpy(case.probs)
+    want = sampling.verify_stochastic_ref(case.tokens, case.parents, probs, case.coins)
+    got = sampling.verify_stochastic(np.array(case.tokens), np.array(case.parents), probs.cuda(), case.coins)
+    assert got == want
+
+
+# ------------------------------------------------------------------------------------------------
+# bad inputs
+
+
+def good() -> dict[str, object]:
+    return {
+        "tokens": np.array([0, 1, 2]),
+        "parents": np.array([-1, 0, 0]),
+        "probs": torch.full((3, 4), 0.25),
+        "coins": torch.full((3, 2), 0.5, dtype=torch.float64),
+    }
+
+
+BAD_INPUTS: dict[str, dict[str, object]] = {
+    "probs 1-D": {"probs": torch.full((4,), 0.25)},
+    "probs 3-D": {"probs": torch.full((1, 3, 4), 0.25)},
+    "probs rows": {"probs": torch.full((2, 4), 0.25)},
+    "probs empty vocab": {"probs": torch.zeros((3, 0))},
+    "coins shape": {"coins": torch.full((3, 3), 0.5)},
+    "coins rows": {"coins": torch.full((4, 2), 0.5)},
+    "coin one": {"coins": torch.tensor([[0.5, 0.5], [0.5, 0.5], [1.0, 0.5]])},
+    "coin negative": {"coins": torch.tensor([[-0.1, 0.5], [0.5, 0.5], [0.5, 0.5]])},
+    "coin nan": {"coins": torch.tensor([[0.5, math.nan], [0.5, 0.5], [0.5, 0.5]])},
+    "lengths": {"tokens": np.array([0, 1])},
+    "root parent": {"parents": np.array([0, 0, 0])},
+    "late parent": {"parents": np.array([-1, 1, 0])},
+    "dup sibling": {"tokens": np.array([0, 1, 1])},
+    "token range": {"tokens": np.array([0, 1, 4])},
+    "negative token": {"tokens": np.array([0, -1, 2])},
+    "float tokens": {"tokens": np.array([0.0, 1.0, 2.0])},
+    "negative prob": {"probs": torch.tensor([[0.5, 0.5, -0.25, 0.25]] * 3)},
+    "nan prob": {"probs": torch.tensor([[0.5, math.nan, 0.25, 0.25]] * 3)},
+}
+
+
+@pytest.mark.parametrize("bad", sorted(BAD_INPUTS))
+@pytest.mark.parametrize("verify", [sampling.verify_stochastic_ref, sampling.verify_stochastic])
+def test_bad_inputs(bad: str, verify: Verifier) -> None:
+    args = good()
+    assert verify(**args) == ([0], 3)  # coin0 0.5 < 0.25 + 0.25 fails; bonus from {0, 3} with coin 0.5
+    args.update(BAD_INPUTS[bad])
+    with pytest.raises(ValueError):  # noqa: PT011  (the messages vary by case)
+        verify(**args)
+
+
+def test_bad_batch_inputs() -> None:
+    trees = [(np.array([0, 1]), np.array([-1, 0]))] * 2
+    probs = torch.full((2, 3, 4), 0.25)
+    coins = torch.full((2, 3, 2), 0.5)
+    assert sampling.verify_stochastic_batch(trees, probs, coins) == [([0], 2), ([0], 2)]
+    with pytest.raises(ValueError, match="batch 2 but 1 trees"):
+        sampling.verify_stochastic_batch(trees[:1], probs, coins)
+    with pytest.raises(ValueError, match="shape"):
+        sampling.verify_stochastic_batch(trees, probs[0], coins)
+    with pytest.raises(ValueError, match="coins must have shape"):
+        sampling.verify_stochastic_batch(trees, probs, coins[:, :2])
+    with pytest.raises(ValueError, match="has 4 nodes"):
+        sampling.verify_stochastic_batch([(np.arange(4), np.arange(-1, 3))] * 2, probs, coins)
+    with pytest.raises(ValueError, match="floating"):
+        sampling.verify_stochastic_batch(trees, probs.numpy(), coins)  # type: ignore[arg-type]
+
+
+# ------------------------------------------------------------------------------------------------
+# losslessness by exact enumeration
+
+
+def draft_tree(root: int, q: npt.NDArray[np.float64]) -> tuple[list[int], list[int]]:
+    """A deterministic drafter: the 2 likeliest continuations by ``q``, two levels deep."""
+
+    def top2(t: int) -> list[int]:
+        return [int(x) for x in np.argsort(-q[t], kind="stable")[:2]]
+
+    tokens, parents = [root], [-1]
+    for a in top2(root):
+        tokens.append(a)
+        parents.append(0)
+        node = len(tokens) - 1
+        for b in top2(a):
+            tokens.append(b)
+            parents.append(node)
+    return tokens, parents
+
+
+def step_law(
+    verify: Verifier,
+    tokens: list[int],
+    parents: list[int],
+    probs: torch.Tensor,
+    table: list[list[Fraction]],
+    g: int,
+) -> Law:
+    """The exact law of the tokens one verification step emits (accepted drafts, then the bonus).
+
+    Treats ``verify`` as a black box whose decision at node ``u`` reads only ``coins[u]``: coin 0
+    when ``u`` has children, coin 1 at the stop node. Each coin a decision reads is swept over the
+    midpoints of a grid of equal cells that contains all of its boundaries (multiples of ``1/g``
+    for acceptance; for the bonus, ``k/m`` with ``m/g`` the mass left without the children, and
+    ``k/g`` for the wrong variants), so the law is exact; unread coins are left at 0.5.
+    """
+    kids = children(parents)
+    law: Law = defaultdict(Fraction)
+
+    def rec(assigned: dict[tuple[int, int], float], weight: Fraction) -> None:
+        coins = np.full((len(tokens), 2), 0.5)
+        for (u, j), value in assigned.items():
+            coins[u, j] = value
+        nodes, bonus = verify(tokens, parents, probs, coins)
+        # the first coin the walk reads that is still free: branch on it
+        need = next(((u, 0) for u in nodes if kids[u] and (u, 0) not in assigned), None)
+        if need is None and (nodes[-1], 1) not in assigned:
+            need = (nodes[-1], 1)
+        if need is None:
+            law[(*(tokens[u] for u in nodes[1:]), bonus)] += weight
+            return
+        u, j = need
+        cells = g
+        if j == 1:
+            left = 1 - sum(table[tokens[u]][tokens[c]] for c in kids[u])
+            cells = math.lcm(g, int(left * g)) if left > 0 else g
+        for k in range(cells):
+            rec({**assigned, need: (k + 0.5) / cells}, weight / cells)
+
+    rec({}, Fraction(1))
+    return dict(law)
+
+
+def generation_law(
+    verify: Verifier,
+    table: list[list[Fraction]],
+    probs_table: torch.Tensor,
+    q: npt.NDArray[np.float64],
+    start: int,
+    num_tokens: int,
+    g: int,
+) -> Law:
+    """The exact law of the first ``num_tokens`` tokens of speculative generation from ``start``."""
+    steps: dict[int, Law] = {}
+    law: Law = defaultdict(Fraction)
+
+    def rec(prefix: tuple[int, ...], weight: Fraction) -> None:
+        if len(prefix) >= num_tokens:
+            law[prefix[:num_tokens]] += weight
+            return
+        root = prefix[-1] if prefix else start
+        if root not in steps:
+            tokens, parents = draft_tree(root, q)
+            steps[root] = step_law(verify, tokens, parents, probs_table[tokens], table, g)
+        for emitted, w in steps[root].items():
+            rec(prefix + emitted, weight * w)
+
+    rec((), Fraction(1))
+    return {k: v for k, v in law.items() if v}
+
+
+def target_law(table: list[list[Fraction]], start: int, num_tokens: int) -> Law:
+    vocab = len(table)
+    law: Law = {}
+    for seq in product(range(vocab), repeat=num_tokens):
+        w = Fraction(1)
+        for prev, x in zip((start, *seq), seq, strict=False):
+            w *= table[prev][x]
+        if w:
+            law[seq] = w
+    return law
+
+
+def random_table(rng: np.random.Generator, vocab: int, g: int) -> list[list[Fraction]]:
+    """Rows of multiples of ``1/g`` summing to exactly 1, some with zeros."""
+    rows = []
+    for _ in range(vocab):
+        counts = rng.multinomial(g, rng.dirichlet(np.full(vocab, 0.7)))
+        rows.append([Fraction(int(c), g) for c in counts])
+    return rows
+
+
+def as_probs(table: list[list[Fraction]]) -> torch.Tensor:
+    return torch.tensor([[float(x) for x in row] for row in table], dtype=torch.float32)
+
+
+def tv(a: Law, b: Law) -> float:
+    return float(sum(abs(a.get(k, Fraction(0)) - b.get(k, Fraction(0))) for k in a.keys() | b.keys()) / 2)
+
+
+def verify_bonus_with_children(
+    tokens: list[int], parents: list[int], probs: torch.Tensor, coins: npt.ArrayLike
+) -> tuple[list[int], int]:
+    """WRONG: the accepted path of the reference, but the bonus drawn from the full ``p_u``."""
+    nodes, _ = sampling.verify_stochastic_ref(tokens, parents, probs, coins)
+    row = probs[nodes[-1]].double().numpy()
+    cum = np.cumsum(row)
+    coin = float(np.asarray(coins)[nodes[-1], 1])
+    return nodes, int(min(np.searchsorted(cum, coin * cum[-1], side="right"), np.flatnonzero(row)[-1]))
+
+
+def verify_not_renormalised(
+    tokens: list[int], parents: list[int], probs: torch.Tensor, coins: npt.ArrayLike
+) -> tuple[list[int], int]:
+    """WRONG: the children are excluded but the coin is not rescaled (the rest goes to the last token)."""
+    nodes, _ = sampling.verify_stochastic_ref(tokens, parents, probs, coins)
+    u = nodes[-1]
+    row = probs[u].double().numpy().copy()
+    row[[tokens[c] for c in children(parents)[u]]] = 0.0
+    coin = float(np.asarray(coins)[u, 1])
+    return nodes, int(min(np.searchsorted(np.cumsum(row), coin, side="right"), np.flatnonzero(row)[-1]))
+
+
+@pytest.mark.parametrize(("seed", "vocab", "g"), [(0, 4, 8), (1, 5, 10), (2, 5, 8), (3, 4, 10)])
+def test_lossless_exact(seed: int, vocab: int, g: int) -> None:
+    rng = np.random.default_rng(seed)
+    table = random_table(rng, vocab, g)
+    q = rng.random((vocab, vocab))  # the drafter's own (different) table
+    start, num_tokens = int(rng.integers(vocab)), 3
+    want = target_law(table, start, num_tokens)
+    got = generation_law(sampling.verify_stochastic_ref, table, as_probs(table), q, start, num_tokens, g)
+    assert got == want  # exact, as Fractions
+    assert sum(got.values()) == 1
+    if seed == 0:  # the fast path, through the same harness
+        got_fast = generation_law(sampling.verify_stochastic, table, as_probs(table), q, start, num_tokens, g)
+        assert got_fast == want
+    # the harness is sensitive: both wrong variants give another law (on the cheaper g = 8 tables)
+    for wrong in (verify_bonus_with_children, verify_not_renormalised) if g == 8 else ():
+        bad = generation_law(wrong, table, as_probs(table), q, start, num_tokens, g)
+        assert sum(bad.values()) == 1
+        assert tv(bad, want) > 0.01, wrong.__name__
+
+
+def warped_table(rng: np.random.Generator, vocab: int, g: int) -> tuple[list[list[Fraction]], torch.Tensor]:
+    """Logits whose warp (temperature 0.7, top-k 3, top-p 0.8) is an exact table of ``k/g`` rows.
+
+    Each row keeps 3 or 2 tokens (each of mass > 0.21) and, with 2, a third, small one that
+    top-k keeps and top-p then removes; the other tokens fall to top-k. Logits are ``0.7 * log w``
+    so that temperature 0.7 turns them back into ``log w``.
+    """
+    assert vocab >= 4
+    table, logits = [], []
+    for _ in range(vocab):
+        order = [int(t) for t in rng.permutation(vocab)]
+        size = int(rng.integers(2, 4))
+        least = math.floor(0.21 * g) + 1  # every kept token has mass > 0.21 > 1 - top_p
+        counts = np.full(size, least) + rng.multinomial(g - least * size, np.ones(size) / size)
+        weights = np.full(vocab, 0.01)  # dropped by top-k
+        if size == 2:
+            weights[order[2]] = 0.05  # in the top 3, then dropped by top-p (0.05 / 1.05 < 0.2)
+        row = [Fraction(0)] * vocab
+        for t, c in zip(order[:size], counts, strict=True):
+            weights[t] = c / g
+            row[t] = Fraction(int(c), g)
+        table.append(row)
+        logits.append(0.7 * np.log(weights))
+    return table, torch.tensor(np.array(logits), dtype=torch.float32)
+
+
+@pytest.mark.parametrize(("seed", "g"), [(10, 10), (11, 8)])
+def test_lossless_exact_warped(seed: int, g: int) -> None:
+    rng = np.random.default_rng(seed)
+    vocab, num_tokens = 5, 3
+    table, logits = warped_table(rng, vocab, g)
+    probs = sampling.warp_probs(logits, 0.7, 3, 0.8)
+    assert torch.allclose(probs, as_probs(table), atol=1e-6, rtol=0)  # the warped table is `table`
+    assert ((probs > 0).sum(-1) < 4).all()  # top-k and top-p both cut
+    q = rng.random((vocab, vocab))
+    start = int(rng.integers(vocab))
+    got = generation_law(sampling.verify_stochastic_ref, table, probs, q, start, num_tokens, g)
+    assert got == target_law(table, start, num_tokens)
+    # Without the warp the law is far off (approximately computed: this grid does not resolve
+    # the unwarped boundaries), so the check above does test the warp.
+    unwarped = torch.softmax(logits, dim=-1)
+    assert (
+        tv(generation_law(sampling.verify_stochastic_ref, table, unwarped, q, start, num_tokens, g), got)
+        > 0.01
+    )
