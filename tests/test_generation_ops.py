@@ -91,3 +91,18 @@ def test_compact_kv_moves_accepted_entries(rows: int) -> None:
         for j, node in enumerate(paths[b]):
             torch.testing.assert_close(k[b, :, valid[b] + j], before[b, :, past + node])
             torch.testing.assert_close(v[b, :, valid[b] + j], before[b, :, past + node] * 10)
+
+
+def test_small_row_linears_match_and_restore() -> None:
+    from fastdec.generation.cpu_linear import small_row_linears
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(24, 40), torch.nn.Linear(40, 8, bias=False))
+    for rows in (1, 2, 5, 64, 65):
+        x = torch.randn(1, rows, 24)
+        want = model(x)
+        with small_row_linears(model):
+            assert all("forward" in m.__dict__ for m in model)
+            got = model(x)
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    assert not any("forward" in m.__dict__ for m in model)  # restored

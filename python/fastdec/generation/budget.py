@@ -27,7 +27,7 @@ class _Arm:
 class AutoBudget:
     """Chooses a budget per step from ``candidates`` and learns from ``record``."""
 
-    candidates: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64)
+    candidates: tuple[int, ...] = (1, 2, 3, 4, 6, 8, 16, 32, 64)
     warmup_rounds: int = 2
     probe_every: int = 8
     decay: float = 0.9

@@ -13,6 +13,7 @@ import itertools
 import time
 import weakref
 from collections.abc import Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,6 +25,7 @@ from fastdec import BaseDrafter, TokenTree
 
 from . import cache as kv
 from .budget import AutoBudget
+from .cpu_linear import small_row_linears
 from .tree_ops import compact_kv, pad_trees, tree_mask, verify_greedy
 
 DRAFTER_NAMES = ("recycling", "trie", "ngram", "pld", "hybrid")
@@ -201,6 +203,8 @@ def generate(
         model(input_ids=pre.to(device), past_key_values=cache, use_cache=True, logits_to_keep=1)
     out.prefill_seconds = time.perf_counter() - t0
 
+    linears = ExitStack()
+    linears.enter_context(small_row_linears(model))
     try:
         while not all(done):
             step_start = time.perf_counter()
@@ -214,7 +218,12 @@ def generate(
             t_draft = time.perf_counter()
             batch = pad_trees(trees, device)
             valid_t = torch.tensor(valid, device=device)
+            mask: torch.Tensor | None
             mask, positions = tree_mask(batch, valid_t, past, dtype)
+            if rows == 1 and batch.tokens.shape[1] == 1 and valid[0] == past:
+                # One token over a dense cache: the causal default is the same mask, and sdpa
+                # runs faster without an explicit one.
+                mask = None
             logits = model(
                 input_ids=batch.tokens,
                 attention_mask=mask,
@@ -274,6 +283,7 @@ def generate(
             if auto is not None:
                 auto.record(size, emitted_total / max(active, 1), step_end - step_start)
     finally:
+        linears.close()
         if draft is not None:
             for rid in rids:
                 draft.stop(rid)
