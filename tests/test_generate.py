@@ -58,6 +58,22 @@ def test_stories_greedy_identical(stories: Any, drafter: str | None) -> None:
         assert out.mean_accepted > 1.0
 
 
+@pytest.mark.parametrize("drafter", ["trie", "recycling", None])
+def test_static_cache_greedy_identical(stories: Any, drafter: str | None) -> None:
+    story = hf_greedy(stories, [1], 60, None)
+    prompts = [*stories_prompts(), [1, *story, 1]]
+    refs = [hf_greedy(stories, p, 50, None) for p in prompts]
+    for budget in (8, "auto"):
+        out = fastdec.generate(
+            stories, prompts, drafter=drafter, max_new_tokens=50, budget=budget, cache="static"
+        )
+        assert out.sequences == refs
+    out = fastdec.generate(
+        stories, prompts[-1:], drafter=drafter, max_new_tokens=50, budget=16, cache="static"
+    )
+    assert out.sequences == refs[-1:]
+
+
 @pytest.mark.parametrize("drafter", ["trie", "pld", "recycling"])
 def test_eos_and_max_new_tokens_cut_a_path(stories: Any, drafter: str) -> None:
     from fastdec.generation.loop import _make_drafter

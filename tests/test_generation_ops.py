@@ -106,3 +106,20 @@ def test_small_row_linears_match_and_restore() -> None:
             got = model(x)
         torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
     assert not any("forward" in m.__dict__ for m in model)  # restored
+
+
+def test_in_place_compaction_matches_the_gathering_one() -> None:
+    from fastdec.generation.tree_ops import compact_kv_in_place
+
+    rng = np.random.default_rng(3)
+    past, n = 6, 5
+    valid = [6, 4, 0]
+    paths = [[0, 1, 2], [0, 3], [0, 1, 4]]
+    keys = torch.from_numpy(rng.standard_normal((3, 2, 20, 3)))  # a preallocated buffer
+    want, new_len = compact_kv(
+        [(keys[:, :, : past + n].clone(), keys[:, :, : past + n].clone())], past, valid, paths
+    )
+    buf = keys.clone()
+    assert compact_kv_in_place([(buf, buf.clone())], past, valid, paths) == new_len
+    for b, (v, p) in enumerate(zip(valid, paths, strict=True)):
+        torch.testing.assert_close(buf[b, :, : v + len(p)], want[0][0][b, :, : v + len(p)])

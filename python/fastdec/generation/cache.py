@@ -12,10 +12,26 @@ from typing import Any
 import torch
 
 
-def new_cache(model: Any) -> Any:
-    from transformers import DynamicCache
+def new_cache(model: Any, static_len: int | None = None) -> Any:
+    """A ``DynamicCache``, or a ``StaticCache`` preallocated for ``static_len`` slots per row."""
+    if static_len is None:
+        from transformers import DynamicCache
 
-    return DynamicCache(config=model.config)
+        return DynamicCache(config=model.config)
+    from transformers import StaticCache
+
+    return StaticCache(config=model.config, max_cache_len=static_len)
+
+
+def is_static(cache: Any) -> bool:
+    return any(hasattr(layer, "cumulative_length") for layer in getattr(cache, "layers", []))
+
+
+def set_length(cache: Any, length: int) -> None:
+    """Rewinds a static cache to ``length`` filled slots in place (StaticLayer has no ``crop``;
+    the tensor counter keeps its address for CUDA graphs, trees.md §3.3)."""
+    for layer in cache.layers:
+        layer.cumulative_length.fill_(length)
 
 
 def kv_tensors(cache: Any) -> list[tuple[torch.Tensor, torch.Tensor]]:

@@ -26,13 +26,15 @@ from fastdec import BaseDrafter, TokenTree
 from . import cache as kv
 from .budget import AutoBudget
 from .cpu_linear import small_row_linears
-from .tree_ops import compact_kv, pad_trees, tree_mask, verify_greedy
+from .tree_ops import compact_kv, compact_kv_in_place, pad_trees, tree_mask, verify_greedy
 
 DRAFTER_NAMES = ("recycling", "trie", "ngram", "pld", "hybrid")
 _request_ids = itertools.count()
 # Drafters made from a name are kept per model, so that their shared state (Token Recycling's
 # table, the trie of past outputs) carries over from one call to the next (a hot start).
 _default_drafters: weakref.WeakKeyDictionary[Any, dict[str, BaseDrafter]] = weakref.WeakKeyDictionary()
+# budget="auto" controllers per model and drafter: what one call measured, the next one uses.
+_auto_budgets: weakref.WeakKeyDictionary[Any, dict[int, AutoBudget]] = weakref.WeakKeyDictionary()
 
 
 @dataclass
@@ -134,6 +136,7 @@ def generate(
     budget: str | int = "auto",
     constraint: Any = None,
     streamer: Any = None,
+    cache: str = "dynamic",
 ) -> GenerateOutput:
     """Generates up to ``max_new_tokens`` tokens per prompt with speculative decoding.
 
@@ -144,12 +147,17 @@ def generate(
     ``"pld"``, ``"hybrid"`` (kept per model, so later calls start warm), a fastdec drafter, or
     ``None`` (no drafts: plain decoding through the same loop). ``budget``: most tree nodes per
     step (root included), or ``"auto"`` to measure and pick the fastest size on this hardware.
-    ``streamer``: a transformers streamer (``put``/``end``), batch size 1 only.
+    ``streamer``: a transformers streamer (``put``/``end``), batch size 1 only. ``cache``:
+    ``"dynamic"`` (a ``DynamicCache``, grown per step) or ``"static"`` (a ``StaticCache``
+    preallocated for prompt + ``max_new_tokens`` + the largest tree, compacted in place: fixed
+    addresses, no per-step reallocation; attention then spans the whole buffer).
     """
     if constraint is not None:
         raise NotImplementedError("constraint= is not supported yet (the AWRS issue adds it)")
     if max_new_tokens < 1:
         raise ValueError(f"invalid max_new_tokens={max_new_tokens}: must be >= 1")
+    if cache not in ("dynamic", "static"):
+        raise ValueError(f"invalid cache={cache!r}: expected 'dynamic' or 'static'")
     if temperature < 0:
         raise ValueError(f"invalid temperature={temperature}: must be >= 0")
     prompts = _prompts(input_ids)
@@ -162,7 +170,9 @@ def generate(
         if bad:
             raise ValueError(f"prompt token {bad[0]} is outside the vocabulary [0, {vocab_size})")
     draft = _resolve_drafter(model, drafter, vocab_size)
-    auto = AutoBudget() if budget == "auto" else None
+    auto = None
+    if budget == "auto":
+        auto = _auto_budgets.setdefault(model, {}).setdefault(id(draft), AutoBudget())
     if auto is None and (
         not isinstance(budget, int) or isinstance(budget, bool) or not 1 <= budget <= fastdec.MAX_NODES
     ):
@@ -193,14 +203,20 @@ def generate(
     # Prefill everything but each prompt's last token (the first tree's root). Prompts are
     # right-padded; the causal mask alone keeps real tokens from seeing pads.
     t0 = time.perf_counter()
-    cache = kv.new_cache(model)
+    static_len = None
+    if cache == "static":
+        largest = max(auto.candidates) if auto is not None else int(budget)
+        # A row that stops mid-path may hold up to one tree of extra entries, and the next tree
+        # of the other rows goes after it.
+        static_len = max(len(p) for p in prompts) + max_new_tokens + 2 * largest
+    kv_cache = kv.new_cache(model, static_len)
     valid = [len(p) - 1 for p in prompts]
     past = max(valid)
     if past:
         pre = torch.zeros((rows, past), dtype=torch.long)
         for b, p in enumerate(prompts):
             pre[b, : len(p) - 1] = torch.tensor(p[:-1])
-        model(input_ids=pre.to(device), past_key_values=cache, use_cache=True, logits_to_keep=1)
+        model(input_ids=pre.to(device), past_key_values=kv_cache, use_cache=True, logits_to_keep=1)
     out.prefill_seconds = time.perf_counter() - t0
 
     linears = ExitStack()
@@ -219,8 +235,8 @@ def generate(
             batch = pad_trees(trees, device)
             valid_t = torch.tensor(valid, device=device)
             mask: torch.Tensor | None
-            mask, positions = tree_mask(batch, valid_t, past, dtype)
-            if rows == 1 and batch.tokens.shape[1] == 1 and valid[0] == past:
+            mask, positions = tree_mask(batch, valid_t, past, dtype, kv_len=static_len)
+            if static_len is None and rows == 1 and batch.tokens.shape[1] == 1 and valid[0] == past:
                 # One token over a dense cache: the causal default is the same mask, and sdpa
                 # runs faster without an explicit one.
                 mask = None
@@ -228,7 +244,7 @@ def generate(
                 input_ids=batch.tokens,
                 attention_mask=mask,
                 position_ids=positions,
-                past_key_values=cache,
+                past_key_values=kv_cache,
                 use_cache=True,
             ).logits
             t_fwd = time.perf_counter()
@@ -245,8 +261,12 @@ def generate(
                     )
                     paths.append(nodes)
                     bonus.append(tok)
-            new_kv, past = compact_kv(kv.kv_tensors(cache), past, valid, paths)
-            kv.set_kv_tensors(cache, new_kv)
+            if static_len is None:
+                new_kv, past = compact_kv(kv.kv_tensors(kv_cache), past, valid, paths)
+                kv.set_kv_tensors(kv_cache, new_kv)
+            else:
+                past = compact_kv_in_place(kv.kv_tensors(kv_cache), past, valid, paths)
+                kv.set_length(kv_cache, past)
             top = logits.topk(topk, dim=-1).indices.to(torch.int32).cpu().numpy() if want_topk else None
 
             emitted_total, active = 0, rows - sum(done)

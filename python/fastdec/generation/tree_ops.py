@@ -60,10 +60,11 @@ def ancestor_matrix(parents: torch.Tensor, max_depth: int) -> torch.Tensor:
 
 
 def tree_mask(
-    batch: TreeBatch, valid: torch.Tensor, past: int, dtype: torch.dtype
+    batch: TreeBatch, valid: torch.Tensor, past: int, dtype: torch.dtype, kv_len: int | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The additive attention mask ``[B, 1, N, P + N]`` (0 = attend, dtype min = masked) and the
-    position ids ``[B, N] = L[b] + depth``. ``valid`` is ``L`` as a ``[B]`` int64 tensor.
+    position ids ``[B, N] = L[b] + depth``. ``valid`` is ``L`` as a ``[B]`` int64 tensor. A static
+    cache hands attention all its ``kv_len`` slots: the columns past the tree block are masked.
 
     A float mask in the model's dtype is the one form that eager and sdpa attention both read
     correctly (trees.md §3.1); every query row keeps at least its own column, so no row is fully
@@ -72,11 +73,12 @@ def tree_mask(
     b, n = batch.tokens.shape
     device = batch.tokens.device
     anc = ancestor_matrix(batch.parents, int(batch.depth.max()))
-    allowed = torch.zeros((b, n, past + n), dtype=torch.bool, device=device)
+    cols = max(kv_len or 0, past + n)
+    allowed = torch.zeros((b, n, cols), dtype=torch.bool, device=device)
     if past:
         allowed[:, :, :past] = (torch.arange(past, device=device) < valid[:, None])[:, None, :]
-    allowed[:, :, past:] = anc
-    mask = torch.zeros((b, 1, n, past + n), dtype=dtype, device=device)
+    allowed[:, :, past : past + n] = anc
+    mask = torch.zeros((b, 1, n, cols), dtype=dtype, device=device)
     mask.masked_fill_(~allowed[:, None], torch.finfo(dtype).min)
     return mask, valid[:, None] + batch.depth
 
@@ -102,6 +104,28 @@ def verify_greedy(batch: TreeBatch, argmax: torch.Tensor) -> tuple[list[list[int
     ok_host, bonus_host = ok.cpu().numpy(), bonus.cpu().tolist()
     paths = [np.flatnonzero(row).tolist() for row in ok_host]
     return paths, bonus_host
+
+
+def compact_kv_in_place(
+    layers: Sequence[tuple[torch.Tensor, torch.Tensor]],
+    past: int,
+    valid: Sequence[int],
+    paths: Sequence[Sequence[int]],
+) -> int:
+    """:func:`compact_kv` inside preallocated buffers (a static cache): each row's accepted
+    entries move to ``valid[b]..`` in place; returns the new filled length. Advanced indexing
+    copies the sources before the write, so overlapping moves are safe."""
+    device = layers[0][0].device
+    moves = [
+        (b, v, torch.tensor([past + i for i in p], device=device))
+        for b, (v, p) in enumerate(zip(valid, paths, strict=True))
+        if list(p) != list(range(v - past, v - past + len(p)))  # already in place
+    ]
+    for k, val in layers:
+        for b, v, src in moves:
+            k[b, :, v : v + len(src)] = k[b, :, src]
+            val[b, :, v : v + len(src)] = val[b, :, src]
+    return max(v + len(p) for v, p in zip(valid, paths, strict=True))
 
 
 def compact_kv(
