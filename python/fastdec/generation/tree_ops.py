@@ -90,6 +90,8 @@ def verify_greedy(batch: TreeBatch, argmax: torch.Tensor) -> tuple[list[list[int
     """
     tokens, parents = batch.tokens, batch.parents
     n = tokens.shape[1]
+    if n == 1:  # roots only (plain decoding): nothing to walk
+        return [[0] for _ in batch.num_nodes], argmax[:, 0].tolist()
     real = (
         torch.arange(n, device=tokens.device)[None, :]
         < torch.tensor(batch.num_nodes, device=tokens.device)[:, None]
@@ -145,6 +147,12 @@ def compact_kv(
     new_valid = [v + len(p) for v, p in zip(valid, paths, strict=True)]
     new_len = max(new_valid)
     device = layers[0][0].device
+    if len(valid) == 1 and valid[0] == past and list(paths[0]) == list(range(len(paths[0]))):
+        # The accepted path is the block's first nodes in order (always so for plain decoding or
+        # a chain): the entries are already in place, only the rest of the block goes.
+        if layers[0][0].shape[2] == new_len:
+            return list(layers), new_len
+        return [(k[:, :, :new_len], v[:, :, :new_len]) for k, v in layers], new_len
     if len(valid) == 1:
         # One row: only the accepted entries move; the prefix stays where it is.
         src = torch.tensor([past + i for i in paths[0]], device=device)
