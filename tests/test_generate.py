@@ -130,19 +130,24 @@ def test_kv_compaction_matches_a_fresh_forward(stories: Any) -> None:
     pre = torch.zeros((len(prompts), past), dtype=torch.long)
     for b, p in enumerate(prompts):
         pre[b, : len(p) - 1] = torch.tensor(p[:-1])
+
+    def tree_forward(trees: list[fastdec.TokenTree]) -> tuple[Any, torch.Tensor]:
+        batch = pad_trees(trees, torch.device("cpu"))
+        mask, pos = tree_mask(batch, torch.tensor(valid), past, torch.float32)
+        out = model(
+            input_ids=batch.tokens,
+            attention_mask=mask,
+            position_ids=pos,
+            past_key_values=cache,
+            use_cache=True,
+        )
+        return batch, out.logits
+
     with torch.inference_mode():
         model(input_ids=pre, past_key_values=cache, use_cache=True)
         for _ in range(12):
             trees = [drafter.propose(b, 24) for b in range(len(prompts))]
-            batch = pad_trees(trees, torch.device("cpu"))
-            mask, pos = tree_mask(batch, torch.tensor(valid), past, torch.float32)
-            logits = model(
-                input_ids=batch.tokens,
-                attention_mask=mask,
-                position_ids=pos,
-                past_key_values=cache,
-                use_cache=True,
-            ).logits
+            batch, logits = tree_forward(trees)
             paths, bonus = verify_greedy(batch, logits.argmax(-1))
             new_kv, past = compact_kv(kv.kv_tensors(cache), past, valid, paths)
             kv.set_kv_tensors(cache, new_kv)
@@ -152,17 +157,8 @@ def test_kv_compaction_matches_a_fresh_forward(stories: Any) -> None:
                 seqs[b].extend(emitted)
                 drafter.accept(b, emitted)
             # probe: the new roots through the compacted cache vs fresh forwards
-            roots = [fastdec.TokenTree.chain([s[-1]]) for s in seqs]
-            probe = pad_trees(roots, torch.device("cpu"))
-            pmask, ppos = tree_mask(probe, torch.tensor(valid), past, torch.float32)
             snapshot = [(k.clone(), v.clone()) for k, v in kv.kv_tensors(cache)]
-            got = model(
-                input_ids=probe.tokens,
-                attention_mask=pmask,
-                position_ids=ppos,
-                past_key_values=cache,
-                use_cache=True,
-            ).logits[:, 0]
+            got = tree_forward([fastdec.TokenTree.chain([s[-1]]) for s in seqs])[1][:, 0]
             kv.set_kv_tensors(cache, snapshot)  # undo the probe's append
             for b, s in enumerate(seqs):
                 fresh = model(input_ids=torch.tensor([s])).logits[0, -1]
