@@ -13,6 +13,11 @@ from types import ModuleType
 EXTRAS: dict[str, str] = {
     "torch": "torch",
     "transformers": "torch",
+    "gguf": "torch",
+    "accelerate": "torch",
+    "tqdm": "torch",
+    "platformdirs": "torch",
+    "scipy": "test",
     "cupy": "cuda",
     "matplotlib": "bench",
 }
