@@ -262,3 +262,25 @@ def test_sampling_is_lossless(
     assert chi_square_pvalue(counts, law, n) > 1e-4
     wrong = exact_two_token_law(stories, prompt, temperature * 1.25, top_k, top_p)
     assert chi_square_pvalue(counts, wrong, n) < 1e-6
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"budget": 0}, ValueError, "budget"),
+        ({"budget": "big"}, ValueError, "budget"),
+        ({"temperature": -1.0}, ValueError, "temperature"),
+        ({"max_new_tokens": 0}, ValueError, "max_new_tokens"),
+        ({"drafter": "nope"}, ValueError, "drafter"),
+        ({"cache": "paged"}, ValueError, "cache"),
+        ({"input_ids": [[1, 5000]]}, ValueError, "5000"),
+        ({"input_ids": [[]]}, ValueError, "prompt"),
+        ({"input_ids": [[1], [1, 2]], "streamer": object()}, ValueError, "streamer"),
+        ({"constraint": object()}, NotImplementedError, "constraint"),
+        ({"temperature": 1.0, "top_p": 1.5}, ValueError, "top_p"),
+    ],
+)
+def test_bad_arguments(stories: Any, kwargs: dict[str, Any], error: type[Exception], match: str) -> None:
+    args: dict[str, Any] = {"input_ids": [[1, 2, 3]], "max_new_tokens": 4, **kwargs}
+    with pytest.raises(error, match=match):
+        fastdec.generate(stories, args.pop("input_ids"), **args)
