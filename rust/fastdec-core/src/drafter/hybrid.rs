@@ -80,15 +80,13 @@ impl Drafter for HybridDrafter {
 
     fn propose(&self, id: &RequestId, budget: usize) -> Result<TokenTree> {
         let t0 = Instant::now();
-        self.requests.with(id, |(), stats| {
+        self.requests.propose_timed(id, t0, |()| {
             let trees = self
                 .parts
                 .iter()
                 .map(|(d, _)| d.propose(id, budget))
                 .collect::<Result<Vec<_>>>()?;
-            let tree = self.combine(trees, budget)?;
-            stats.record_propose(&tree, t0);
-            Ok(tree)
+            self.combine(trees, budget)
         })
     }
 
@@ -104,10 +102,8 @@ impl Drafter for HybridDrafter {
         // tree differs, so top-k is not forwarded (documented limitation).
         let _ = topk;
         self.each(|d| d.accept(id, emitted, None))?;
-        self.requests.with(id, |(), stats| {
-            stats.record_accept(emitted.len(), t0);
-            Ok(())
-        })
+        self.requests
+            .accept_timed(id, t0, emitted.len(), |()| Ok(()))
     }
 
     fn stop(&self, id: &RequestId) -> Result<()> {

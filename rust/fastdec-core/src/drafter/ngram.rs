@@ -375,11 +375,8 @@ impl Drafter for NgramDrafter {
 
     fn propose(&self, id: &RequestId, budget: usize) -> Result<TokenTree> {
         let t0 = Instant::now();
-        self.requests.with(id, |index, stats| {
-            let tree = index.propose(&self.config, budget)?;
-            stats.record_propose(&tree, t0);
-            Ok(tree)
-        })
+        self.requests
+            .propose_timed(id, t0, |index| index.propose(&self.config, budget))
     }
 
     fn accept(
@@ -390,9 +387,8 @@ impl Drafter for NgramDrafter {
     ) -> Result<()> {
         let t0 = Instant::now();
         check_token_ids(emitted, "accepted token")?;
-        self.requests.with(id, |index, stats| {
+        self.requests.accept_timed(id, t0, emitted.len(), |index| {
             index.extend(emitted, self.config.max_context);
-            stats.record_accept(emitted.len(), t0);
             Ok(())
         })
     }

@@ -197,10 +197,9 @@ impl Drafter for RecycleDrafter {
 
     fn propose(&self, id: &RequestId, budget: usize) -> Result<TokenTree> {
         let t0 = Instant::now();
-        self.requests.with(id, |state, stats| {
+        self.requests.propose_timed(id, t0, |state| {
             let tree = self.draft(state.last, budget)?;
             state.proposed = Some(tree.clone());
-            stats.record_propose(&tree, t0);
             Ok(tree)
         })
     }
@@ -228,7 +227,7 @@ impl Drafter for RecycleDrafter {
                 ));
             }
         }
-        self.requests.with(id, |state, stats| {
+        self.requests.accept_timed(id, t0, emitted.len(), |state| {
             if let (Some((rows, k)), Some(tree)) = (topk, state.proposed.as_ref()) {
                 if rows.len() != tree.num_nodes() * k {
                     return Err(Error::LengthMismatch {
@@ -265,7 +264,6 @@ impl Drafter for RecycleDrafter {
             }
             state.last = prev;
             state.proposed = None;
-            stats.record_accept(emitted.len(), t0);
             Ok(())
         })
     }

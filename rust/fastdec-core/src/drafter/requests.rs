@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 
 use super::DraftStats;
-use crate::{Error, Result};
+use crate::{Error, Result, TokenTree};
 
 /// A request id as servers spell it: an integer or a string.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -120,6 +120,43 @@ impl<S> Requests<S> {
         let mut guard = lock(&slot.state);
         let (state, stats) = &mut *guard;
         f(state, stats)
+    }
+
+    /// [`Requests::with`] for a proposal: `f` drafts from the state, and the tree and the time
+    /// since `t0` (taken before any validation or lock wait) are counted.
+    ///
+    /// # Errors
+    /// [`Error::UnknownRequest`], or what `f` returns.
+    pub fn propose_timed(
+        &self,
+        id: &RequestId,
+        t0: std::time::Instant,
+        f: impl FnOnce(&mut S) -> Result<TokenTree>,
+    ) -> Result<TokenTree> {
+        self.with(id, |state, stats| {
+            let tree = f(state)?;
+            stats.record_propose(&tree, t0);
+            Ok(tree)
+        })
+    }
+
+    /// [`Requests::with`] for an accept of `emitted` tokens: `f` updates the state, then the
+    /// tokens and the time since `t0` are counted.
+    ///
+    /// # Errors
+    /// [`Error::UnknownRequest`], or what `f` returns.
+    pub fn accept_timed(
+        &self,
+        id: &RequestId,
+        t0: std::time::Instant,
+        emitted: usize,
+        f: impl FnOnce(&mut S) -> Result<()>,
+    ) -> Result<()> {
+        self.with(id, |state, stats| {
+            f(state)?;
+            stats.record_accept(emitted, t0);
+            Ok(())
+        })
     }
 
     /// Removes a request, folding its counters into the totals.

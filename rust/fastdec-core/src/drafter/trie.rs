@@ -717,10 +717,8 @@ impl Drafter for TrieDrafter {
 
     fn propose(&self, id: &RequestId, budget: usize) -> Result<TokenTree> {
         let t0 = Instant::now();
-        self.requests.with(id, |req, stats| {
-            let tree = self.draft(Some(&req.local), &req.tokens, budget)?;
-            stats.record_propose(&tree, t0);
-            Ok(tree)
+        self.requests.propose_timed(id, t0, |req| {
+            self.draft(Some(&req.local), &req.tokens, budget)
         })
     }
 
@@ -732,11 +730,10 @@ impl Drafter for TrieDrafter {
     ) -> Result<()> {
         let t0 = Instant::now();
         check_token_ids(emitted, "accepted token")?;
-        self.requests.with(id, |req, stats| {
+        self.requests.accept_timed(id, t0, emitted.len(), |req| {
             for &t in emitted {
                 req.push(t, self.config.depth, self.config.max_context);
             }
-            stats.record_accept(emitted.len(), t0);
             Ok(())
         })
     }
