@@ -26,7 +26,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import fastdec
 import replay_data
-from plotting import pyplot
+from plotting import pyplot, save
 from python_pld import PythonPLD
 
 DRAFTERS: dict[str, Callable[[], Any]] = {
@@ -159,9 +159,7 @@ def plot(results: dict[str, Any], path: Path, context: int) -> None:
     ax.set_ylabel("propose + accept per step, us (log)")
     ax.set_title(f"Drafter latency at a {context}-token context")
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    print(f"wrote {path}")
+    save(fig, path)
 
 
 if __name__ == "__main__":

@@ -39,7 +39,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import fastdec
 from fastdec.generation.loop import _make_drafter
-from plotting import pyplot
+from plotting import pyplot, save
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_MODEL_DIR = ROOT.parent / "shared" / "models" / "smollm2-135m-instruct"
@@ -420,9 +420,7 @@ def plot(results: dict[str, Any], path: Path, meta: dict[str, Any]) -> None:
         f"{meta['max_new_tokens']} new tokens, {meta['threads']} threads",
         fontsize=10,
     )
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    print(f"wrote {path}")
+    save(fig, path)
 
 
 if __name__ == "__main__":

@@ -16,3 +16,10 @@ def pyplot() -> Any | None:
         print("matplotlib not installed; skipping the plot (pip install 'fastdec[bench]')")
         return None
     return plt
+
+
+def save(fig: Any, path: Any) -> None:
+    """Lays out ``fig``, writes it as a PNG at ``path`` and says so."""
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    print(f"wrote {path}")

@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import fastdec
 import replay_data
 from fastdec import Drafter
-from plotting import pyplot
+from plotting import pyplot, save
 from python_pld import PythonPLD
 from replay_data import GROUPS, Request
 
@@ -304,9 +304,7 @@ def plot(results: dict[str, dict[str, Any]], path: Path, budget: int) -> None:
     ax.set_ylabel("mean accepted tokens per step (MAT)")
     ax.set_title(f"Replay of Vicuna-7B's greedy Spec-Bench answers, budget {budget}")
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    print(f"wrote {path}")
+    save(fig, path)
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import fastdec
 import numpy_tree
 from fastdec._core import _time_tree_step
-from plotting import pyplot
+from plotting import pyplot, save
 
 VOCAB = 32000
 TOP_K = 8
@@ -218,9 +218,7 @@ def plot(results: dict[str, Any], path: Path) -> None:
     ax.set_ylabel("microseconds per step (log)")
     ax.set_title("Per-step tree work, 81-node Token Recycling template")
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    print(f"wrote {path}")
+    save(fig, path)
 
 
 if __name__ == "__main__":
