@@ -10,7 +10,7 @@ token), ``P`` cache slots before the step, ``L[b] <= P`` valid cache slots of ro
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -26,6 +26,14 @@ class TreeBatch:
     parents: torch.Tensor  # [B, N] int64, -1 for roots and pads
     depth: torch.Tensor  # [B, N] int64
     num_nodes: list[int]  # real nodes per row
+    _ancestors: torch.Tensor | None = field(default=None, repr=False)
+
+    def ancestors(self) -> torch.Tensor:
+        """:func:`ancestor_matrix` of the batch, computed once (the mask and the verification
+        both need it)."""
+        if self._ancestors is None:
+            self._ancestors = ancestor_matrix(self.parents, int(self.depth.max()))
+        return self._ancestors
 
 
 def pad_trees(trees: Sequence[TokenTree], device: torch.device) -> TreeBatch:
@@ -72,7 +80,7 @@ def tree_mask(
     """
     b, n = batch.tokens.shape
     device = batch.tokens.device
-    anc = ancestor_matrix(batch.parents, int(batch.depth.max()))
+    anc = batch.ancestors()
     cols = max(kv_len or 0, past + n)
     allowed = torch.zeros((b, n, cols), dtype=torch.bool, device=device)
     if past:
@@ -98,7 +106,7 @@ def verify_greedy(batch: TreeBatch, argmax: torch.Tensor) -> tuple[list[list[int
     )
     match = (tokens == argmax.gather(1, parents.clamp(min=0))) & (parents >= 0) & real
     match[:, 0] = True
-    anc = ancestor_matrix(parents, int(batch.depth.max()))
+    anc = batch.ancestors()
     ok = ~(anc & ~match[:, None, :]).any(-1) & real
     depth = torch.where(ok, batch.depth, -1)
     last = depth.argmax(1)
