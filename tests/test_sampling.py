@@ -24,7 +24,7 @@ import numpy.typing as npt
 import pytest
 import torch
 from fastdec import sampling
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 Verifier = Callable[..., tuple[list[int], int]]
@@ -188,9 +188,11 @@ MAX_BELOW_ONE = 1.0 - 2.0**-53
 
 
 @st.composite
-def cases(draw: st.DrawFn, max_nodes: int = 12) -> Case:
-    """A parents-first tree with distinct sibling tokens, target rows and coins near the edges."""
-    vocab = draw(st.integers(1, 7))
+def cases(draw: st.DrawFn, max_nodes: int = 12, big_vocab: bool = False) -> Case:
+    """A parents-first tree with distinct sibling tokens, target rows and coins near the edges.
+    ``big_vocab``: vocabularies of a few CDF chunks, so the chunked summation order matters."""
+    chunk = sampling.CDF_CHUNK
+    vocab = draw(st.integers(chunk - 3, 3 * chunk + 5) if big_vocab else st.integers(1, 7))
     n = draw(st.integers(1, max_nodes))
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
     parents, tokens = [-1], [int(rng.integers(vocab))]
@@ -232,7 +234,7 @@ def cases(draw: st.DrawFn, max_nodes: int = 12) -> Case:
         coins[u, 0] = edge_coin(draw, rng, COIN0_KINDS, bounds, f"coin0 {u}")
         masked = p64.copy()
         masked[[tokens[c] for c in kids[u]]] = 0.0
-        cum = np.cumsum(masked)
+        cum = sampling._chunked_cdf(masked)
         z = cum[-1]
         coins[u, 1] = edge_coin(draw, rng, COIN1_KINDS, list(cum / z) if z > 0 else [], f"coin1 {u}")
     return Case(tokens, parents, probs, coins)
@@ -273,6 +275,25 @@ def test_fast_equals_reference(case: Case, dtype: str) -> None:
     assert all(case.parents[b] == a for a, b in pairwise(nodes))
     assert bonus not in {case.tokens[c] for c in children(case.parents)[nodes[-1]]}
     assert float(probs[nodes[-1], bonus]) > 0
+
+
+@settings(max_examples=40, deadline=None)
+@given(cases(big_vocab=True), st.sampled_from(["float32", "bfloat16"]))
+def test_fast_equals_reference_over_chunks(case: Case, dtype: str) -> None:
+    """Vocabularies of 1..4 CDF chunks, coins on the chunked CDF's boundaries: same decisions."""
+    test_fast_equals_reference.hypothesis.inner_test(case, dtype)  # type: ignore[attr-defined]
+
+
+def test_chunked_cdf_is_sequential_within_a_chunk() -> None:
+    """One chunk or less: the chunked order is the plain sequential sum (np.cumsum)."""
+    rng = np.random.default_rng(0)
+    for v in (1, 7, sampling.CDF_CHUNK):
+        row = rng.random(v)
+        assert np.array_equal(sampling._chunked_cdf(row), np.cumsum(row))
+    row = rng.random(3 * sampling.CDF_CHUNK + 1)
+    cdf = sampling._chunked_cdf(row)
+    assert np.all(np.diff(cdf) >= 0)
+    assert cdf[-1] == pytest.approx(row.sum(), rel=1e-12)
 
 
 @given(st.lists(cases(max_nodes=8), min_size=1, max_size=4), st.integers(0, 3), st.integers(0, 2**32 - 1))
