@@ -269,7 +269,7 @@ def generate(
                 kv.set_length(kv_cache, past)
             top = logits.topk(topk, dim=-1).indices.to(torch.int32).cpu().numpy() if want_topk else None
 
-            emitted_total, active = 0, rows - sum(done)
+            stepped_done = list(done)
             for b in range(rows):
                 if done[b]:
                     continue
@@ -286,7 +286,6 @@ def generate(
                 seqs[b].extend(emitted)
                 out.sequences[b].extend(emitted)
                 out.accepted_lengths[b].append(len(emitted))
-                emitted_total += len(emitted)
                 if emitted[-1] in eos or len(out.sequences[b]) >= max_new_tokens:
                     done[b] = True
                 if draft is not None:
@@ -301,7 +300,8 @@ def generate(
             out.forward_seconds += t_fwd - t_draft
             out.decode_seconds += step_end - step_start
             if auto is not None:
-                auto.record(size, emitted_total / max(active, 1), step_end - step_start)
+                live = [list(paths[b]) for b in range(rows) if not stepped_done[b]]
+                auto.record(size, step_end - step_start, auto.counterfactual(size, auto.candidates, live))
     finally:
         linears.close()
         if draft is not None:
