@@ -90,3 +90,19 @@ def smollm_model() -> tuple[object, object]:
     model, tokenizer = load_model(shared_model_file(SMOLLM_PATH))
     assert tokenizer is not None
     return model, tokenizer
+
+
+# --------------------------------------------------------------------------------------------------
+# GPU tests (marker ``cuda``) run wherever CuPy sees a GPU and are skipped, with the reason, elsewhere.
+# --------------------------------------------------------------------------------------------------
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    from fastdec.kernels import cuda_available
+
+    if cuda_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU that CuPy can use (pip install 'fastdec[cuda]')")
+    for item in items:
+        if "cuda" in item.keywords:
+            item.add_marker(skip)

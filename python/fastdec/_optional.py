@@ -19,6 +19,7 @@ EXTRAS: dict[str, str] = {
     "platformdirs": "torch",
     "scipy": "test",
     "cupy": "cuda",
+    "cuda": "cuda",  # cuda.bindings (NVRTC)
     "matplotlib": "bench",
 }
 

@@ -26,7 +26,8 @@ from fastdec import BaseDrafter, TokenTree
 from . import cache as kv
 from .budget import AutoBudget
 from .cpu_linear import small_row_linears
-from .tree_ops import compact_kv, compact_kv_in_place, pad_trees, tree_mask, verify_greedy
+from .step_ops import step_ops as _step_ops
+from .tree_ops import pad_trees
 
 DRAFTER_NAMES = ("recycling", "trie", "ngram", "pld", "hybrid")
 _request_ids = itertools.count()
@@ -187,6 +188,7 @@ def generate(
         gen = torch.Generator().manual_seed(seed if seed is not None else int(time.time_ns() % 2**63))
     eos = _eos_set(eos_token_id)
     device = next(model.parameters()).device
+    ops = _step_ops(device)
     dtype = next(model.parameters()).dtype
 
     rows = len(prompts)
@@ -235,7 +237,7 @@ def generate(
             batch = pad_trees(trees, device)
             valid_t = torch.tensor(valid, device=device)
             mask: torch.Tensor | None
-            mask, positions = tree_mask(batch, valid_t, past, dtype, kv_len=static_len)
+            mask, positions = ops.tree_mask(batch, valid_t, past, dtype, kv_len=static_len)
             if static_len is None and rows == 1 and batch.tokens.shape[1] == 1 and valid[0] == past:
                 # One token over a dense cache: the causal default is the same mask, and sdpa
                 # runs faster without an explicit one.
@@ -249,23 +251,16 @@ def generate(
             ).logits
             t_fwd = time.perf_counter()
             if sampler is None:
-                paths, bonus = verify_greedy(batch, logits.argmax(-1))
+                paths, bonus = ops.verify_greedy(batch, logits.argmax(-1))
             else:
                 probs = sampler.warp_probs(logits.float(), temperature, top_k, top_p)
                 coins = sampler.draw_coins(gen, (rows, batch.tokens.shape[1], 2))
-                paths, bonus = [], []
-                for b, tree in enumerate(trees):
-                    n = tree.num_nodes
-                    nodes, tok = sampler.verify_stochastic(
-                        tree.tokens, tree.parents, probs[b, :n], coins[b, :n]
-                    )
-                    paths.append(nodes)
-                    bonus.append(tok)
+                paths, bonus = ops.verify_stochastic(batch, trees, probs, coins)
             if static_len is None:
-                new_kv, past = compact_kv(kv.kv_tensors(kv_cache), past, valid, paths)
+                new_kv, past = ops.compact_kv(kv.kv_tensors(kv_cache), past, valid, paths)
                 kv.set_kv_tensors(kv_cache, new_kv)
             else:
-                past = compact_kv_in_place(kv.kv_tensors(kv_cache), past, valid, paths)
+                past = ops.compact_kv_in_place(kv.kv_tensors(kv_cache), past, valid, paths)
                 kv.set_length(kv_cache, past)
             top = logits.topk(topk, dim=-1).indices.to(torch.int32).cpu().numpy() if want_topk else None
 
