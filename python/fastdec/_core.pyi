@@ -16,12 +16,16 @@ __all__ = [
     "HybridDrafter",
     "NgramDrafter",
     "RecycleDrafter",
+    "Regex",
     "TokenTree",
+    "TokenVocab",
     "TreeTemplate",
     "TrieDrafter",
     "__version__",
     "_time_tree_step",
+    "awrs_sample",
     "optimal_template",
+    "softmax64",
     "verify_greedy_batch",
 ]
 #: Largest tree (nodes, root included) fastdec builds.
@@ -407,3 +411,74 @@ def _time_tree_step(
 ) -> npt.NDArray[np.uint64]:
     """Benchmark helper: nanoseconds of each per-step set (fill, positions, float32 mask, leaf
     paths, greedy verification) timed inside Rust; ``tokens``/``target_argmax`` are ``[steps, N]``."""
+
+# ------------------------------------------------------------------------------------------------
+# constrained decoding
+
+_Sample = tuple[int | None, float, int]
+
+@final
+class TokenVocab:
+    """The bytes each token adds to the decoded text, the special tokens (never allowed by a
+    constraint) and the end-of-sequence ids (allowed where the text is complete). Build one from
+    a tokenizer with :meth:`fastdec.vocab.TokenVocabulary.from_hf_tokenizer`.
+
+    Raises:
+        ValueError: an empty vocabulary or a negative id.
+        IndexError: a special or eos id outside the vocabulary.
+    """
+
+    def __new__(
+        cls, tokens: Sequence[bytes], special: Sequence[int] = ..., eos: Sequence[int] = ...
+    ) -> TokenVocab: ...
+    @property
+    def size(self) -> int: ...
+    def __len__(self) -> int: ...
+    def token_bytes(self, token: int) -> bytes: ...
+    def is_eos(self, token: int) -> bool: ...
+
+@final
+class Regex:
+    """A regular expression (regex crate syntax) the whole decoded text must match, compiled to
+    a DFA over the vocabulary's token bytes. A sequence's state is an ``int`` (the DFA state):
+    free to copy, and rollback is keeping the old one.
+
+    Raises:
+        ValueError: a syntax error (the message marks its position in the pattern) or a pattern
+            whose automata would exceed ``max_dfa_bytes`` (default 256 MiB).
+    """
+
+    def __new__(cls, pattern: str, vocab: TokenVocab, max_dfa_bytes: int = 268435456) -> Regex: ...
+    @property
+    def pattern(self) -> str: ...
+    @property
+    def vocab_size(self) -> int: ...
+    def start(self) -> int:
+        """The state of the empty text."""
+    def is_live(self, state: int) -> bool:
+        """Whether the text can still be extended to a match."""
+    def is_complete(self, state: int) -> bool:
+        """Whether the text matches the whole pattern (end of sequence is allowed)."""
+    def allows(self, state: int, token: int) -> bool: ...
+    def advance(self, state: int, tokens: _Ints) -> int | None:
+        """The state after ``tokens``, or None as soon as one is not allowed."""
+    def mask(self, state: int) -> _IntArray:
+        """The allowed tokens as an int32 bitmask of ``ceil(V / 32)`` words (bit ``t % 32`` of
+        word ``t // 32``), the layout of llguidance and XGrammar."""
+    def fill_mask(self, state: int, out: npt.NDArray[np.int32], row: int) -> None: ...
+    def sample(
+        self, state: int, logits: _Floats, temperature: float = 1.0, estimator: str = "none", seed: int = 0
+    ) -> _Sample:
+        """One AWRS step: ``(token or None at a dead end, weight, checks)``; ``estimator`` is
+        ``"none"``, ``"two-run"`` or ``"geometric"``."""
+    def sample_probs(
+        self, state: int, probs: Sequence[float], estimator: str = "none", seed: int = 0
+    ) -> _Sample: ...
+
+def awrs_sample(
+    probs: Sequence[float], check: Callable[[int], bool], estimator: str = "none", seed: int = 0
+) -> _Sample:
+    """AWRS with a Python predicate as the constraint (called with the GIL, once per distinct
+    token checked)."""
+
+def softmax64(logits: _Floats, temperature: float = 1.0) -> npt.NDArray[np.float64]: ...

@@ -25,6 +25,7 @@
 //! one machine word (the fast path). Token ids are at most `i32::MAX` so that they cross into
 //! int32 arrays unchanged.
 
+pub mod constrain;
 pub mod drafter;
 pub mod error;
 pub mod tree;

@@ -9,6 +9,7 @@
 )]
 
 mod bench;
+mod constrain;
 mod convert;
 mod drafter;
 mod error;
@@ -21,6 +22,8 @@ use pyo3::prelude::*;
 mod _core {
     #[pymodule_export]
     use super::bench::_time_tree_step;
+    #[pymodule_export]
+    use super::constrain::{awrs_sample, softmax64, PyRegex, PyTokenVocab};
     #[pymodule_export]
     use super::drafter::{
         PyBaseDrafter, PyDraftBatch, PyHybridDrafter, PyNgramDrafter, PyRecycleDrafter,

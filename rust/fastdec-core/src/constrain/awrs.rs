@@ -1,0 +1,377 @@
+//! Adaptive weighted rejection sampling (Lipkin et al. 2025, "Fast Controlled Generation from
+//! Language Models with Adaptive Weighted Rejection Sampling", arXiv 2504.05410).
+//!
+//! To sample from the locally constrained distribution `g(x) = p(x) l(x) / Z` without checking
+//! the whole vocabulary: draw tokens from `p` *without replacement*, check each, stop at the first
+//! that passes. That token is an exact draw from `g` and the expected number of checks is
+//! `1 + sum over invalid r of p(r) / (p(r) + Z)` (constraints.md §1.4). When every token with mass
+//! was rejected the step is a dead end.
+//!
+//! Work per step: one O(V) pass for the softmax and the first draw (an inverse-CDF scan, no sort,
+//! no per-token noise); only if that token is rejected is a sum tree over the probabilities built
+//! (O(V), exact: every inner node is recomputed from its children, so removed tokens weigh
+//! exactly 0), after which each further draw and removal costs O(log V).
+//!
+//! Importance weights `w` with `E[w 1{X = x}] = p(x) l(x)`, hence `E[w] = Z` (for SMC):
+//! * [`Estimator::TwoRun`], the paper's: a second without-replacement run over everything but
+//!   the first run's rejections (the accepted token stays in), `w = (1 - m1) / (|R1| + |R2| + 1)`;
+//! * [`Estimator::Geometric`], genlm-control's lower-variance one: the run read as rejection
+//!   sampling *with* replacement (repeats of rejected tokens are simulated as geometric counts of
+//!   "phantom" rejections, so they cost nothing), continued to the second acceptance,
+//!   `w = 1 / (R + 1)` with `R` all rejections, phantoms included.
+//!
+//! Weights are relative to the normalised `p` (multiply by the caller's own normaliser if `p`
+//! was not normalised). Checks are memoised within a step.
+
+use crate::{Error, Result, TokenId};
+
+/// Which importance weight to compute alongside the token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Estimator {
+    /// No weight (locally constrained decoding); the cheapest.
+    None,
+    /// The paper's two-run estimator.
+    TwoRun,
+    /// The geometric (negative-binomial) estimator of genlm-control.
+    Geometric,
+}
+
+/// The outcome of one step.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Sample {
+    /// The token, or `None` at a dead end (no token with mass passes).
+    pub token: Option<TokenId>,
+    /// The importance weight (0 at a dead end; 1 with [`Estimator::None`]).
+    pub weight: f64,
+    /// Constraint checks made (distinct tokens).
+    pub checks: u32,
+    /// Of which in the sampling run proper (the rest estimate the weight).
+    pub sampling_checks: u32,
+}
+
+/// SplitMix64 (Steele et al. 2014): tiny, fast, and reproducible across platforms.
+#[derive(Debug, Clone)]
+pub struct Rng(u64);
+
+impl Rng {
+    /// A generator from a seed.
+    pub fn new(seed: u64) -> Self {
+        Self(seed)
+    }
+
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// A uniform float in `[0, 1)` with 53 random bits.
+    pub fn uniform(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
+    }
+}
+
+/// Softmax of `logits / temperature` into `out` (float64 weights, normalised).
+///
+/// # Errors
+/// A non-positive or non-finite temperature, NaN logits, or no finite logit.
+pub fn softmax_into(logits: &[f32], temperature: f64, out: &mut Vec<f64>) -> Result<()> {
+    if !(temperature > 0.0 && temperature.is_finite()) {
+        return Err(Error::arg("temperature", temperature, "a finite float > 0"));
+    }
+    if logits.is_empty() {
+        return Err(Error::Empty { what: "logits" });
+    }
+    if let Some(index) = logits.iter().position(|x| x.is_nan()) {
+        return Err(Error::InvalidValue {
+            what: "logit",
+            index,
+            value: "NaN".into(),
+            expected: "a number (-inf masks a token)",
+        });
+    }
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    if max.is_infinite() {
+        return Err(Error::arg(
+            "logits",
+            max,
+            "at least one finite logit and none +inf",
+        ));
+    }
+    let inv_t = 1.0 / temperature;
+    out.clear();
+    out.extend(
+        logits
+            .iter()
+            .map(|&x| ((f64::from(x) - f64::from(max)) * inv_t).exp()),
+    );
+    let total: f64 = out.iter().sum();
+    let scale = 1.0 / total;
+    for w in out.iter_mut() {
+        *w *= scale;
+    }
+    Ok(())
+}
+
+/// Validates a probability vector (finite, non-negative, some mass).
+///
+/// # Errors
+/// The first bad entry, or no mass at all.
+pub fn check_probs(probs: &[f64]) -> Result<()> {
+    if probs.is_empty() {
+        return Err(Error::Empty { what: "probs" });
+    }
+    if let Some(index) = probs.iter().position(|p| !(p.is_finite() && *p >= 0.0)) {
+        return Err(Error::InvalidValue {
+            what: "probability",
+            index,
+            value: probs[index].to_string(),
+            expected: "finite and >= 0",
+        });
+    }
+    if !probs.iter().any(|&p| p > 0.0) {
+        return Err(Error::arg("probs", "all zero", "some token with mass"));
+    }
+    Ok(())
+}
+
+/// A sum tree over token weights: exact sampling proportional to weight, removal in O(log V).
+struct SumTree {
+    leaves: usize,
+    node: Vec<f64>, // node[1] = total; node[leaves + i] = weight of token i
+}
+
+impl SumTree {
+    fn new(weights: &[f64]) -> Self {
+        let leaves = weights.len().next_power_of_two();
+        let mut node = vec![0.0; 2 * leaves];
+        node[leaves..leaves + weights.len()].copy_from_slice(weights);
+        for i in (1..leaves).rev() {
+            node[i] = node[2 * i] + node[2 * i + 1];
+        }
+        Self { leaves, node }
+    }
+
+    fn total(&self) -> f64 {
+        self.node[1]
+    }
+
+    fn remove(&mut self, token: usize) {
+        let mut i = self.leaves + token;
+        self.node[i] = 0.0;
+        while i > 1 {
+            i /= 2;
+            // Recomputed, not decremented: no drift, and an all-removed subtree is exactly 0.
+            self.node[i] = self.node[2 * i] + self.node[2 * i + 1];
+        }
+    }
+
+    /// A token drawn proportionally to the remaining weights (`None` if none is left).
+    fn draw(&self, coin: f64) -> Option<usize> {
+        if self.total() <= 0.0 {
+            return None;
+        }
+        let mut target = coin * self.total();
+        let mut node = 1;
+        while node < self.leaves {
+            let (left, right) = (self.node[2 * node], self.node[2 * node + 1]);
+            // Rounding may point into an empty child: take the other one (never empty here).
+            if (target < left && left > 0.0) || right <= 0.0 {
+                node *= 2;
+            } else {
+                target -= left;
+                node = 2 * node + 1;
+            }
+        }
+        Some(node - self.leaves)
+    }
+}
+
+/// Memoised constraint checks of one step.
+struct Checks<'a, F> {
+    check: &'a mut F,
+    seen: rustc_hash::FxHashMap<u32, bool>,
+}
+
+impl<F: FnMut(TokenId) -> bool> Checks<'_, F> {
+    fn get(&mut self, token: usize) -> bool {
+        let t = token as u32;
+        if let Some(&ok) = self.seen.get(&t) {
+            return ok;
+        }
+        let ok = (self.check)(t);
+        self.seen.insert(t, ok);
+        ok
+    }
+}
+
+/// The first draw: inverse CDF by one sequential scan (no tree needed if it passes).
+fn first_draw(probs: &[f64], u: f64) -> usize {
+    let total: f64 = probs.iter().sum();
+    let x = u * total;
+    let mut acc = 0.0;
+    let mut last = 0;
+    for (t, &p) in probs.iter().enumerate() {
+        if p > 0.0 {
+            acc += p;
+            last = t;
+            if x < acc {
+                return t;
+            }
+        }
+    }
+    last // rounding: x reached the total
+}
+
+/// One AWRS step over normalised probabilities `probs` with the constraint `check`.
+///
+/// # Errors
+/// Bad probabilities (see [`check_probs`]).
+pub fn sample<F: FnMut(TokenId) -> bool>(
+    probs: &[f64],
+    check: &mut F,
+    estimator: Estimator,
+    rng: &mut Rng,
+) -> Result<Sample> {
+    check_probs(probs)?;
+    let mut checks = Checks {
+        check,
+        seen: rustc_hash::FxHashMap::default(),
+    };
+    let first = first_draw(probs, rng.uniform());
+    if checks.get(first) && estimator == Estimator::None {
+        return Ok(Sample {
+            token: Some(first as TokenId),
+            weight: 1.0,
+            checks: 1,
+            sampling_checks: 1,
+        });
+    }
+    // Run 1, without replacement, on a sum tree.
+    let mut tree = SumTree::new(probs);
+    let mut rejected: Vec<usize> = Vec::new();
+    let mut rejected_mass = 0.0;
+    let mut accepted = None;
+    let mut x = first;
+    loop {
+        if checks.get(x) {
+            accepted = Some(x);
+            break;
+        }
+        rejected.push(x);
+        rejected_mass += probs[x];
+        tree.remove(x);
+        match tree.draw(rng.uniform()) {
+            Some(next) => x = next,
+            None => break,
+        }
+    }
+    let sampling_checks = checks.seen.len() as u32;
+    let Some(token) = accepted else {
+        return Ok(Sample {
+            token: None,
+            weight: 0.0,
+            checks: sampling_checks,
+            sampling_checks,
+        });
+    };
+    let weight = match estimator {
+        Estimator::None => 1.0,
+        Estimator::TwoRun => {
+            // Run 2: fresh draws over everything but run 1's rejections (the accepted token is
+            // still in), until the first acceptance.
+            let mut r2 = 0usize;
+            while let Some(y) = tree.draw(rng.uniform()) {
+                if checks.get(y) {
+                    break;
+                }
+                r2 += 1;
+                tree.remove(y);
+            }
+            (1.0 - rejected_mass).max(0.0) / (rejected.len() + r2 + 1) as f64
+        }
+        Estimator::Geometric => {
+            // The run as rejection sampling with replacement: before each fresh draw, repeats
+            // of the rejected tokens (mass M) come as Geometric(1 - M) - 1 phantom rejections.
+            // Count rejections R until the second acceptance; w = 1 / (R + 1).
+            // Run 1's draws are that run's fresh draws (each from p without the tokens rejected
+            // so far); replay them, adding the phantoms before each, then go on drawing from
+            // run 1's tree (rejections removed, the accepted token still in).
+            let mut mass = 0.0;
+            let mut r = 0u64;
+            for &y in &rejected {
+                r += phantoms(mass, rng) + 1;
+                mass += probs[y];
+            }
+            r += phantoms(mass, rng); // before the first acceptance
+            loop {
+                r += phantoms(mass, rng);
+                let Some(y) = tree.draw(rng.uniform()) else {
+                    break; // unreachable: the accepted token is still in
+                };
+                if checks.get(y) {
+                    break; // the second acceptance
+                }
+                r += 1;
+                mass += probs[y];
+                tree.remove(y);
+            }
+            1.0 / (r.saturating_add(1)) as f64
+        }
+    };
+    Ok(Sample {
+        token: Some(token as TokenId),
+        weight,
+        checks: checks.seen.len() as u32,
+        sampling_checks,
+    })
+}
+
+/// Number of failures before the first success of a Bernoulli(1 - m) sequence: the repeats of
+/// rejected tokens (total mass `m`) a with-replacement run draws before its next fresh token.
+fn phantoms(m: f64, rng: &mut Rng) -> u64 {
+    if m <= 0.0 {
+        return 0;
+    }
+    if m >= 1.0 {
+        return u64::MAX / 4; // every draw repeats a rejection: the weight goes to ~0
+    }
+    let u = 1.0 - rng.uniform(); // (0, 1]
+    (u.ln() / m.ln()).floor() as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sum_tree_draws_only_live_tokens() {
+        let probs = [0.1, 0.0, 0.4, 0.5];
+        let mut tree = SumTree::new(&probs);
+        tree.remove(3);
+        tree.remove(2);
+        let mut rng = Rng::new(1);
+        for _ in 0..1000 {
+            assert_eq!(tree.draw(rng.uniform()), Some(0));
+        }
+        tree.remove(0);
+        assert_eq!(tree.draw(0.5), None);
+    }
+
+    #[test]
+    fn dead_end_checks_every_token_with_mass() {
+        let probs = [0.25, 0.25, 0.0, 0.5];
+        let mut n = 0;
+        let mut check = |_t: TokenId| {
+            n += 1;
+            false
+        };
+        let s = sample(&probs, &mut check, Estimator::TwoRun, &mut Rng::new(3)).unwrap();
+        assert_eq!(s.token, None);
+        assert!(s.weight == 0.0, "a dead end weighs 0");
+        assert_eq!(s.checks, 3);
+    }
+}

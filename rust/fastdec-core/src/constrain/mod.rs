@@ -1,0 +1,11 @@
+//! Constrained decoding: token vocabularies as bytes, regex constraints on the decoded text, and
+//! adaptive weighted rejection sampling (AWRS), which samples from the constrained distribution
+//! while checking only a few tokens per step instead of masking the whole vocabulary.
+
+pub mod awrs;
+pub mod regex;
+pub mod vocab;
+
+pub use awrs::{Estimator, Rng, Sample};
+pub use regex::RegexConstraint;
+pub use vocab::TokenVocab;
