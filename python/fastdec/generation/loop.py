@@ -24,6 +24,7 @@ import fastdec
 from fastdec import BaseDrafter, TokenTree
 
 from . import cache as kv
+from . import constrained
 from .budget import AutoBudget
 from .cpu_linear import small_row_linears
 from .step_ops import step_ops as _step_ops
@@ -152,9 +153,18 @@ def generate(
     ``"dynamic"`` (a ``DynamicCache``, grown per step) or ``"static"`` (a ``StaticCache``
     preallocated for prompt + ``max_new_tokens`` + the largest tree, compacted in place: fixed
     addresses, no per-step reallocation; attention then spans the whole buffer).
+    ``constraint``: a :class:`fastdec.Regex` the generated text must match (pass the
+    vocabulary's end-of-sequence id as ``eos_token_id``: it is allowed only where the text is
+    complete). Drafts are pruned to what the constraint allows and every token is drawn from the
+    target restricted to it (greedy: the allowed token of highest logit; sampling: AWRS), so the
+    output equals greedy decoding under the full mask, or samples its law. A row whose
+    constraint reaches a dead end (nothing allowed has mass) stops there.
     """
-    if constraint is not None:
-        raise NotImplementedError("constraint= is not supported yet (the AWRS issue adds it)")
+    if constraint is not None and not isinstance(constraint, fastdec.Regex):
+        raise ValueError(
+            f"invalid constraint={constraint!r}: expected a fastdec.Regex (built over the model's "
+            "vocabulary with fastdec.vocab.TokenVocabulary(...).native())"
+        )
     if max_new_tokens < 1:
         raise ValueError(f"invalid max_new_tokens={max_new_tokens}: must be >= 1")
     if cache not in ("dynamic", "static"):
@@ -166,6 +176,10 @@ def generate(
         raise ValueError(f"a streamer needs batch size 1, got {len(prompts)} prompts")
     kv.check_supported(model)
     vocab_size = int(model.config.vocab_size)
+    if constraint is not None and constraint.vocab_size != vocab_size:
+        raise ValueError(
+            f"the constraint's vocabulary has {constraint.vocab_size} tokens, the model {vocab_size}"
+        )
     for p in prompts:
         bad = [t for t in p if not 0 <= t < vocab_size]
         if bad:
@@ -195,6 +209,7 @@ def generate(
     seqs = [list(p) for p in prompts]
     out = GenerateOutput(sequences=[[] for _ in prompts], accepted_lengths=[[] for _ in prompts])
     done = [False] * rows
+    cstates = [constraint.start() for _ in prompts] if constraint is not None else []
     rids = [f"fastdec-{next(_request_ids)}" for _ in prompts]
     if draft is not None:
         for rid, p in zip(rids, prompts, strict=True):
@@ -233,6 +248,14 @@ def generate(
                     trees.append(TokenTree.chain([seqs[b][-1]]))
                 else:
                     trees.append(draft.propose(rids[b], size))
+            node_states: list[list[int]] = []
+            pruned = [False] * rows
+            if constraint is not None:
+                for b in range(rows):
+                    kept, st = constrained.prune_tree(trees[b], constraint, cstates[b])
+                    pruned[b] = kept is not trees[b]
+                    trees[b] = kept
+                    node_states.append(st)
             t_draft = time.perf_counter()
             batch = pad_trees(trees, device)
             valid_t = torch.tensor(valid, device=device)
@@ -250,7 +273,31 @@ def generate(
                 use_cache=True,
             ).logits
             t_fwd = time.perf_counter()
-            if sampler is None:
+            dead = [False] * rows
+            if constraint is not None:
+                paths, bonus = [], []
+                probs = None
+                top_c = None
+                if sampler is None:
+                    k = min(constrained.GREEDY_CANDIDATES, vocab_size)
+                    top_c = logits.topk(k, dim=-1).indices.cpu().numpy()
+                else:
+                    probs = sampler.warp_probs(logits.float(), temperature, top_k, top_p)
+                for b in range(rows):
+                    n = trees[b].num_nodes
+                    path, y, cstates[b] = constrained.verify_constrained(
+                        trees[b],
+                        node_states[b],
+                        constraint,
+                        logits[b, :n],
+                        top_c[b, :n] if top_c is not None else None,
+                        probs[b, :n] if probs is not None else None,
+                        lambda: int(torch.randint(2**62, (1,), generator=gen)),
+                    )
+                    paths.append(path)
+                    dead[b] = y is None
+                    bonus.append(-1 if y is None else y)
+            elif sampler is None:
                 paths, bonus = ops.verify_greedy(batch, logits.argmax(-1))
             else:
                 probs = sampler.warp_probs(logits.float(), temperature, top_k, top_p)
@@ -270,7 +317,13 @@ def generate(
                     continue
                 path = paths[b]
                 valid[b] += len(path)
-                emitted = [int(trees[b].tokens[i]) for i in path[1:]] + [int(bonus[b])]
+                emitted = [int(trees[b].tokens[i]) for i in path[1:]]
+                if not dead[b]:
+                    emitted.append(int(bonus[b]))
+                elif not emitted:  # a dead end with nothing to emit: the row is finished
+                    done[b] = True
+                    out.accepted_lengths[b].append(0)
+                    continue
                 # Cut at EOS (kept) and at max_new_tokens.
                 room = max_new_tokens - len(out.sequences[b])
                 for i, t in enumerate(emitted):
@@ -281,10 +334,12 @@ def generate(
                 seqs[b].extend(emitted)
                 out.sequences[b].extend(emitted)
                 out.accepted_lengths[b].append(len(emitted))
-                if emitted[-1] in eos or len(out.sequences[b]) >= max_new_tokens:
+                if emitted[-1] in eos or len(out.sequences[b]) >= max_new_tokens or dead[b]:
                     done[b] = True
                 if draft is not None:
-                    topk_b = top[b, : trees[b].num_nodes] if top is not None else None
+                    # A pruned tree no longer matches the proposal node for node: Token
+                    # Recycling then skips its update for this step.
+                    topk_b = top[b, : trees[b].num_nodes] if top is not None and not pruned[b] else None
                     draft.accept(rids[b], emitted, topk_ids=topk_b)
                 if streamer is not None:
                     streamer.put(torch.tensor(emitted))

@@ -222,7 +222,7 @@ impl PyRegex {
         seed: u64,
     ) -> PyResult<SampleTuple> {
         let est = self::estimator(estimator)?;
-        let probs: Vec<f64> = probs.extract()?;
+        let probs = f64_vec(probs)?;
         self.sample_from(py, state, &probs, est, seed)
     }
 
@@ -257,6 +257,14 @@ impl PyRegex {
     }
 }
 
+/// A float64 numpy array (copied in one go) or any sequence of floats.
+fn f64_vec(obj: &Bound<'_, PyAny>) -> PyResult<Vec<f64>> {
+    if let Ok(arr) = obj.cast::<PyArray1<f64>>() {
+        return Ok(arr.readonly().as_array().iter().copied().collect());
+    }
+    obj.extract()
+}
+
 /// AWRS with a Python callable as the constraint: `check(token) -> bool` runs with the GIL, the
 /// rest without it is not worth a release (the callback needs it at every check).
 #[pyfunction]
@@ -268,7 +276,7 @@ pub fn awrs_sample(
     seed: u64,
 ) -> PyResult<SampleTuple> {
     let est = self::estimator(estimator)?;
-    let probs: Vec<f64> = probs.extract()?;
+    let probs = f64_vec(probs)?;
     let mut err: Option<PyErr> = None;
     let mut f = |t: TokenId| -> bool {
         if err.is_some() {
