@@ -207,8 +207,21 @@ impl PyRegex {
         seed: u64,
     ) -> PyResult<SampleTuple> {
         let est = self::estimator(estimator)?;
-        let probs = probs_of(py, logits, temperature)?;
-        self.sample_from(py, state, &probs, est, seed)
+        let logits = f32_vec(logits, "logits")?;
+        if logits.len() != self.inner.vocab().len() {
+            return Err(PyValueError::new_err(format!(
+                "logits have {} entries, the vocabulary {}",
+                logits.len(),
+                self.inner.vocab().len()
+            )));
+        }
+        let c = &self.inner;
+        let s = maybe_detach(py, logits.len(), || {
+            let mut check = |t: TokenId| c.allows(state, t);
+            awrs::sample_logits(&logits, temperature, &mut check, est, &mut Rng::new(seed))
+        })
+        .map_err(to_py)?;
+        Ok((s.token, s.weight, s.checks))
     }
 
     /// One AWRS step from probabilities (float64, normalised): (token or None, weight, checks).

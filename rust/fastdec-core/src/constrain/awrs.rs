@@ -145,10 +145,12 @@ struct SumTree {
 }
 
 impl SumTree {
-    fn new(weights: &[f64]) -> Self {
+    fn new<T: Copy + Into<f64>>(weights: &[T]) -> Self {
         let leaves = weights.len().next_power_of_two();
         let mut node = vec![0.0; 2 * leaves];
-        node[leaves..leaves + weights.len()].copy_from_slice(weights);
+        for (dst, &w) in node[leaves..leaves + weights.len()].iter_mut().zip(weights) {
+            *dst = w.into();
+        }
         for i in (1..leaves).rev() {
             node[i] = node[2 * i] + node[2 * i + 1];
         }
@@ -209,12 +211,12 @@ impl<F: FnMut(TokenId) -> bool> Checks<'_, F> {
 }
 
 /// The first draw: inverse CDF by one sequential scan (no tree needed if it passes).
-fn first_draw(probs: &[f64], u: f64) -> usize {
-    let total: f64 = probs.iter().sum();
+fn first_draw<T: Copy + Into<f64>>(weights: &[T], total: f64, u: f64) -> usize {
     let x = u * total;
     let mut acc = 0.0;
     let mut last = 0;
-    for (t, &p) in probs.iter().enumerate() {
+    for (t, &w) in weights.iter().enumerate() {
+        let p: f64 = w.into();
         if p > 0.0 {
             acc += p;
             last = t;
@@ -226,7 +228,7 @@ fn first_draw(probs: &[f64], u: f64) -> usize {
     last // rounding: x reached the total
 }
 
-/// One AWRS step over normalised probabilities `probs` with the constraint `check`.
+/// One AWRS step over probabilities `probs` (need not be normalised) with the constraint `check`.
 ///
 /// # Errors
 /// Bad probabilities (see [`check_probs`]).
@@ -237,18 +239,143 @@ pub fn sample<F: FnMut(TokenId) -> bool>(
     rng: &mut Rng,
 ) -> Result<Sample> {
     check_probs(probs)?;
+    let total: f64 = probs.iter().sum();
+    Ok(sample_weights(probs, total, check, estimator, rng))
+}
+
+/// One AWRS step from `logits / temperature` (softmax in one fused, vectorised pass).
+///
+/// # Errors
+/// As [`softmax_into`].
+pub fn sample_logits<F: FnMut(TokenId) -> bool>(
+    logits: &[f32],
+    temperature: f64,
+    check: &mut F,
+    estimator: Estimator,
+    rng: &mut Rng,
+) -> Result<Sample> {
+    let mut weights = Vec::new();
+    let total = exp_weights(logits, temperature, &mut weights)?;
+    Ok(sample_weights(&weights, total, check, estimator, rng))
+}
+
+/// `exp((logit - max) / temperature)` per token as float32 (a vectorisable exp, relative error
+/// about 2e-7, 0 below e^-87, where float32 itself would be denormal), and their float64 sum.
+///
+/// # Errors
+/// As [`softmax_into`].
+pub fn exp_weights(logits: &[f32], temperature: f64, out: &mut Vec<f32>) -> Result<f64> {
+    if !(temperature > 0.0 && temperature.is_finite()) {
+        return Err(Error::arg("temperature", temperature, "a finite float > 0"));
+    }
+    if logits.is_empty() {
+        return Err(Error::Empty { what: "logits" });
+    }
+    // One pass for the maximum and for NaNs (a NaN fails both comparisons); the NaN's position
+    // is looked up only when there is one.
+    let mut lanes = [f32::NEG_INFINITY; 8];
+    let mut nan = [false; 8];
+    let chunks = logits.chunks_exact(8);
+    let rest = chunks.remainder();
+    for c in chunks {
+        for i in 0..8 {
+            let x = c[i];
+            nan[i] |= x.is_nan();
+            lanes[i] = if x > lanes[i] { x } else { lanes[i] };
+        }
+    }
+    if nan.iter().any(|&b| b) || rest.iter().any(|x| x.is_nan()) {
+        let index = logits.iter().position(|x| x.is_nan()).unwrap_or(0);
+        return Err(Error::InvalidValue {
+            what: "logit",
+            index,
+            value: "NaN".into(),
+            expected: "a number (-inf masks a token)",
+        });
+    }
+    let max = lanes
+        .iter()
+        .chain(rest)
+        .copied()
+        .fold(f32::NEG_INFINITY, f32::max);
+    if max.is_infinite() {
+        return Err(Error::arg(
+            "logits",
+            max,
+            "at least one finite logit and none +inf",
+        ));
+    }
+    let inv_t = (1.0 / temperature) as f32;
+    out.clear();
+    out.resize(logits.len(), 0.0);
+    let mut sums = [0.0f64; 8];
+    let (head, tail) = logits.split_at(logits.len() - rest.len());
+    let (out_head, out_tail) = out.split_at_mut(head.len());
+    for (c, o) in head.chunks_exact(8).zip(out_head.chunks_exact_mut(8)) {
+        for i in 0..8 {
+            let w = fast_exp((c[i] - max) * inv_t);
+            o[i] = w;
+            sums[i] += f64::from(w);
+        }
+    }
+    let mut total: f64 = sums.iter().sum();
+    for (&x, o) in tail.iter().zip(out_tail) {
+        *o = fast_exp((x - max) * inv_t);
+        total += f64::from(*o);
+    }
+    Ok(total)
+}
+
+/// `e^x` for `x <= 0` in float32: `2^k * p(r)` with `r = x - k ln 2` in `[-ln2/2, ln2/2]` and a
+/// degree-6 Taylor polynomial (error below 1 ulp-ish, 2e-7 relative); branch-free, so loops over
+/// it vectorise. `x < -87` gives 0 (and `-inf`, a masked logit, too).
+#[inline]
+fn fast_exp(x: f32) -> f32 {
+    const LOG2E: f32 = std::f32::consts::LOG2_E;
+    const LN2_HI: f32 = 0.693_145_75;
+    const LN2_LO: f32 = 1.428_606_8e-6;
+    const ROUND: f32 = 12_582_912.0; // 1.5 * 2^23: adding and subtracting it rounds to an integer
+    let xc = if x < -87.0 { -87.0 } else { x }; // NaN-free input: a plain select vectorises
+    let shifted = xc * LOG2E + ROUND;
+    let k = shifted - ROUND;
+    // The integer k sits in the low mantissa bits of `shifted`: integer ops, no float-to-int cast
+    // (Rust's saturating `as` keeps loops scalar).
+    let k_int = shifted.to_bits().wrapping_sub(ROUND.to_bits()) as i32;
+    let r = xc - k * LN2_HI - k * LN2_LO;
+    let p = 1.0
+        + r * (1.0
+            + r * (0.5
+                + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0))))));
+    let scale = f32::from_bits((k_int.wrapping_add(127) as u32) << 23);
+    if x < -87.0 {
+        0.0
+    } else {
+        p * scale
+    }
+}
+
+/// The sampler over unnormalised weights with their sum `total > 0`.
+fn sample_weights<T: Copy + Into<f64>, F: FnMut(TokenId) -> bool>(
+    probs: &[T],
+    total: f64,
+    check: &mut F,
+    estimator: Estimator,
+    rng: &mut Rng,
+) -> Sample {
+    let inv_total = 1.0 / total;
+    let p = |i: usize| -> f64 { probs[i].into() * inv_total };
     let mut checks = Checks {
         check,
         seen: rustc_hash::FxHashMap::default(),
     };
-    let first = first_draw(probs, rng.uniform());
+    let first = first_draw(probs, total, rng.uniform());
     if checks.get(first) && estimator == Estimator::None {
-        return Ok(Sample {
+        return Sample {
             token: Some(first as TokenId),
             weight: 1.0,
             checks: 1,
             sampling_checks: 1,
-        });
+        };
     }
     // Run 1, without replacement, on a sum tree.
     let mut tree = SumTree::new(probs);
@@ -262,7 +389,7 @@ pub fn sample<F: FnMut(TokenId) -> bool>(
             break;
         }
         rejected.push(x);
-        rejected_mass += probs[x];
+        rejected_mass += p(x);
         tree.remove(x);
         match tree.draw(rng.uniform()) {
             Some(next) => x = next,
@@ -271,12 +398,12 @@ pub fn sample<F: FnMut(TokenId) -> bool>(
     }
     let sampling_checks = checks.seen.len() as u32;
     let Some(token) = accepted else {
-        return Ok(Sample {
+        return Sample {
             token: None,
             weight: 0.0,
             checks: sampling_checks,
             sampling_checks,
-        });
+        };
     };
     let weight = match estimator {
         Estimator::None => 1.0,
@@ -304,7 +431,7 @@ pub fn sample<F: FnMut(TokenId) -> bool>(
             let mut r = 0u64;
             for &y in &rejected {
                 r += phantoms(mass, rng) + 1;
-                mass += probs[y];
+                mass += p(y);
             }
             r += phantoms(mass, rng); // before the first acceptance
             loop {
@@ -316,18 +443,18 @@ pub fn sample<F: FnMut(TokenId) -> bool>(
                     break; // the second acceptance
                 }
                 r += 1;
-                mass += probs[y];
+                mass += p(y);
                 tree.remove(y);
             }
             1.0 / (r.saturating_add(1)) as f64
         }
     };
-    Ok(Sample {
+    Sample {
         token: Some(token as TokenId),
         weight,
         checks: checks.seen.len() as u32,
         sampling_checks,
-    })
+    }
 }
 
 /// Number of failures before the first success of a Bernoulli(1 - m) sequence: the repeats of
@@ -359,6 +486,26 @@ mod tests {
         }
         tree.remove(0);
         assert_eq!(tree.draw(0.5), None);
+    }
+
+    #[test]
+    fn fast_exp_is_accurate() {
+        let mut x = -87.0f32;
+        while x <= 0.0 {
+            let want = f64::from(x).exp();
+            let got = f64::from(fast_exp(x));
+            assert!((got - want).abs() <= 4e-7 * want, "x={x}: {got} vs {want}");
+            x += 0.001_7;
+        }
+        assert!(fast_exp(-88.0) == 0.0 && fast_exp(f32::NEG_INFINITY) == 0.0);
+        let logits: Vec<f32> = (0..1003).map(|i| (i % 17) as f32 * 0.37 - 3.0).collect();
+        let mut w = Vec::new();
+        let total = exp_weights(&logits, 0.7, &mut w).unwrap();
+        let mut exact = Vec::new();
+        softmax_into(&logits, 0.7, &mut exact).unwrap();
+        for (a, b) in w.iter().zip(&exact) {
+            assert!((f64::from(*a) / total - b).abs() <= 1e-6 * b);
+        }
     }
 
     #[test]
