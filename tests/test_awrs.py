@@ -208,6 +208,11 @@ def test_regex_sampling_stays_in_the_mask() -> None:
     words = [bytes(rng.choice(list(b"0123456789-abc"), size=rng.integers(1, 4)).tolist()) for _ in range(300)]
     vocab = fastdec.TokenVocab([*words, b""], special=[300], eos=[300])
     rx = fastdec.Regex(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", vocab)
+    # the trie-walk mask equals token-by-token checks (duplicate and prefix tokens included)
+    for state in (rx.start(), rx.advance(rx.start(), [words.index(b"1")] if b"1" in words else [])):
+        assert state is not None
+        bits = np.unpackbits(np.frombuffer(rx.mask(state).tobytes(), dtype=np.uint8), bitorder="little")
+        assert bits[: len(vocab)].tolist() == [int(rx.allows(state, t)) for t in range(len(vocab))]
     for seed in range(40):
         state: int | None = rx.start()
         text = b""
@@ -266,3 +271,24 @@ def test_no_panic_on_any_state_or_token(state: int, token: int, tokens: list[int
     ):
         with contextlib.suppress(ValueError, IndexError, OverflowError):
             call()
+
+
+@pytest.mark.parametrize("mask_after", [0, 1, 3])
+def test_logits_path_law_over_several_blocks(mask_after: int) -> None:
+    """The fused softmax + blocked first draw (vocabularies over 256 tokens): the law of the
+    sampled token, binned across block boundaries, is p restricted to the constraint, also when
+    the full-mask fallback takes over after ``mask_after`` rejections (0: never)."""
+    rng = np.random.default_rng(5)
+    words = [bytes([rng.choice(list(b"abcxyz"))]) * int(rng.integers(1, 3)) for _ in range(700)]
+    vocab = fastdec.TokenVocab(words)
+    rx = fastdec.Regex(r"[abc]+", vocab)
+    logits = (rng.standard_normal(700) * 1.5).astype(np.float32)
+    p = fastdec._core.softmax64(logits)
+    allowed = np.array([set(w) <= set(b"abc") for w in words])
+    g = p * allowed / (p * allowed).sum()
+    toks = np.array([rx.sample(rx.start(), logits, 1.0, "none", s, mask_after)[0] for s in range(20000)])
+    assert allowed[toks].all()
+    edges = np.arange(0, 701, 50)  # 14 bins; blocks of the sampler end at 256 and 512
+    counts = np.histogram(toks, bins=edges)[0]
+    want = np.add.reduceat(g, edges[:-1])
+    assert stats.chisquare(counts, want * len(toks)).pvalue > 1e-4

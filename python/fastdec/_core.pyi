@@ -467,10 +467,18 @@ class Regex:
         word ``t // 32``), the layout of llguidance and XGrammar."""
     def fill_mask(self, state: int, out: npt.NDArray[np.int32], row: int) -> None: ...
     def sample(
-        self, state: int, logits: _Floats, temperature: float = 1.0, estimator: str = "none", seed: int = 0
+        self,
+        state: int,
+        logits: _Floats,
+        temperature: float = 1.0,
+        estimator: str = "none",
+        seed: int = 0,
+        mask_after: int = 16,
     ) -> _Sample:
         """One AWRS step: ``(token or None at a dead end, weight, checks)``; ``estimator`` is
-        ``"none"``, ``"two-run"`` or ``"geometric"``."""
+        ``"none"``, ``"two-run"`` or ``"geometric"``. Without weights, after ``mask_after``
+        rejections (0: never) the token is drawn under the full mask instead (same law; bounds
+        the cost when the model disagrees with the constraint)."""
     def sample_probs(
         self, state: int, probs: Sequence[float], estimator: str = "none", seed: int = 0
     ) -> _Sample: ...

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use fastdec_core::constrain::{awrs, Estimator, RegexConstraint, Rng, TokenVocab};
+use fastdec_core::constrain::{awrs, Estimator, MaskFallback, RegexConstraint, Rng, TokenVocab};
 use fastdec_core::TokenId;
 use numpy::{PyArray1, PyArrayMethods};
 use pyo3::exceptions::PyValueError;
@@ -196,7 +196,8 @@ impl PyRegex {
     }
 
     /// One AWRS step from `logits` at `temperature`: (token or None, weight, checks).
-    #[pyo3(signature = (state, logits, temperature=1.0, estimator="none", seed=0))]
+    #[pyo3(signature = (state, logits, temperature=1.0, estimator="none", seed=0, mask_after=16))]
+    #[allow(clippy::too_many_arguments)]
     fn sample(
         &self,
         py: Python<'_>,
@@ -205,6 +206,7 @@ impl PyRegex {
         temperature: f64,
         estimator: &str,
         seed: u64,
+        mask_after: usize,
     ) -> PyResult<SampleTuple> {
         let est = self::estimator(estimator)?;
         let logits = f32_vec(logits, "logits")?;
@@ -218,7 +220,22 @@ impl PyRegex {
         let c = &self.inner;
         let s = maybe_detach(py, logits.len(), || {
             let mut check = |t: TokenId| c.allows(state, t);
-            awrs::sample_logits(&logits, temperature, &mut check, est, &mut Rng::new(seed))
+            let mut fill = |mask: &mut [u32]| {
+                // The mask has the vocabulary's length by construction.
+                let _ = c.fill_mask(state, mask);
+            };
+            let fallback = (mask_after > 0).then_some(MaskFallback {
+                after: mask_after,
+                fill: &mut fill,
+            });
+            awrs::sample_logits_with_mask(
+                &logits,
+                temperature,
+                &mut check,
+                fallback,
+                est,
+                &mut Rng::new(seed),
+            )
         })
         .map_err(to_py)?;
         Ok((s.token, s.weight, s.checks))

@@ -104,6 +104,11 @@ pub fn token_vec(obj: &Bound<'_, PyAny>, what: &'static str) -> PyResult<Vec<Tok
 /// Reads a 1-D sequence of floats as f32.
 pub fn f32_vec(obj: &Bound<'_, PyAny>, what: &'static str) -> PyResult<Vec<f32>> {
     if let Ok(arr) = obj.cast::<PyArray1<f32>>() {
+        // SAFETY: as in `i32_vec`: attached, and the data is copied (one memcpy for a contiguous
+        // array) before returning.
+        if let Ok(s) = unsafe { arr.as_slice() } {
+            return Ok(s.to_vec());
+        }
         return Ok(arr.readonly().as_array().iter().copied().collect());
     }
     let wide: Vec<f64> = obj.extract().map_err(|_| {

@@ -228,6 +228,44 @@ fn first_draw<T: Copy + Into<f64>>(weights: &[T], total: f64, u: f64) -> usize {
     last // rounding: x reached the total
 }
 
+/// A draw in proportion to the weights of the tokens the mask allows (`None` if they have no
+/// mass). The rejected tokens are forbidden, so they are not in the mask.
+fn masked_draw<T: Copy + Into<f64>>(weights: &[T], mask: &[u32], u: f64) -> Option<usize> {
+    let allowed = || {
+        mask.iter().enumerate().flat_map(|(w, &bits)| {
+            let mut b = bits;
+            std::iter::from_fn(move || {
+                (b != 0).then(|| {
+                    let t = b.trailing_zeros() as usize;
+                    b &= b - 1;
+                    w * 32 + t
+                })
+            })
+        })
+    };
+    let total: f64 = allowed()
+        .filter(|&t| t < weights.len())
+        .map(|t| weights[t].into())
+        .sum();
+    if total <= 0.0 {
+        return None;
+    }
+    let x = u * total;
+    let mut acc = 0.0;
+    let mut last = None;
+    for t in allowed().filter(|&t| t < weights.len()) {
+        let w: f64 = weights[t].into();
+        if w > 0.0 {
+            acc += w;
+            last = Some(t);
+            if x < acc {
+                return Some(t);
+            }
+        }
+    }
+    last
+}
+
 /// One AWRS step over probabilities `probs` (need not be normalised) with the constraint `check`.
 ///
 /// # Errors
@@ -240,7 +278,10 @@ pub fn sample<F: FnMut(TokenId) -> bool>(
 ) -> Result<Sample> {
     check_probs(probs)?;
     let total: f64 = probs.iter().sum();
-    Ok(sample_weights(probs, total, check, estimator, rng))
+    let first = first_draw(probs, total, rng.uniform());
+    Ok(sample_weights(
+        probs, total, first, check, None, estimator, rng,
+    ))
 }
 
 /// One AWRS step from `logits / temperature` (softmax in one fused, vectorised pass).
@@ -254,9 +295,84 @@ pub fn sample_logits<F: FnMut(TokenId) -> bool>(
     estimator: Estimator,
     rng: &mut Rng,
 ) -> Result<Sample> {
+    sample_logits_with_mask(logits, temperature, check, None, estimator, rng)
+}
+
+/// A full-mask fallback: after `after` rejections, `fill(mask)` writes the allowed-token
+/// bitmask (`ceil(V / 32)` words) and the token is drawn from the remaining mass under it.
+pub struct MaskFallback<'a> {
+    /// Rejections before the fallback.
+    pub after: usize,
+    /// Writes the full mask.
+    pub fill: &'a mut dyn FnMut(&mut [u32]),
+}
+
+/// [`sample_logits`] with an optional [`MaskFallback`], used without weights only
+/// ([`Estimator::None`]): when the model puts most of its mass on forbidden tokens, one mask
+/// bounds the cost of a step. The token's law is unchanged: after rejections (all of forbidden
+/// tokens), sampling on without replacement until the first allowed token and drawing from the
+/// allowed tokens in proportion to `p` give the same law, `p l / Z`.
+///
+/// # Errors
+/// As [`softmax_into`].
+pub fn sample_logits_with_mask<F: FnMut(TokenId) -> bool>(
+    logits: &[f32],
+    temperature: f64,
+    check: &mut F,
+    fallback: Option<MaskFallback<'_>>,
+    estimator: Estimator,
+    rng: &mut Rng,
+) -> Result<Sample> {
     let mut weights = Vec::new();
-    let total = exp_weights(logits, temperature, &mut weights)?;
-    Ok(sample_weights(&weights, total, check, estimator, rng))
+    let mut blocks = Vec::new();
+    let total = exp_weights_blocked(logits, temperature, &mut weights, &mut blocks)?;
+    let first = first_draw_blocked(&weights, &blocks, total, rng.uniform());
+    let fallback = if estimator == Estimator::None {
+        fallback
+    } else {
+        None
+    };
+    Ok(sample_weights(
+        &weights, total, first, check, fallback, estimator, rng,
+    ))
+}
+
+/// The first draw by inverse CDF over block sums, then within the block.
+fn first_draw_blocked(weights: &[f32], blocks: &[f64], total: f64, u: f64) -> usize {
+    let x = u * total;
+    let mut acc = 0.0;
+    let mut last = None;
+    for (b, &sum) in blocks.iter().enumerate() {
+        if sum <= 0.0 {
+            continue;
+        }
+        last = Some(b);
+        if x < acc + sum {
+            let start = b * BLOCK;
+            let end = (start + BLOCK).min(weights.len());
+            let mut pick = None;
+            for (t, &w) in weights[start..end].iter().enumerate() {
+                if w > 0.0 {
+                    acc += f64::from(w);
+                    pick = Some(start + t);
+                    if x < acc {
+                        return start + t;
+                    }
+                }
+            }
+            // Rounding inside the block: its last token with mass.
+            return pick.unwrap_or(start);
+        }
+        acc += sum;
+    }
+    // x rounded up to the total: the last token with mass.
+    let b = last.unwrap_or(0);
+    let start = b * BLOCK;
+    let end = (start + BLOCK).min(weights.len());
+    (start..end)
+        .rev()
+        .find(|&t| weights[t] > 0.0)
+        .unwrap_or(start)
 }
 
 /// `exp((logit - max) / temperature)` per token as float32 (a vectorisable exp, relative error
@@ -265,6 +381,24 @@ pub fn sample_logits<F: FnMut(TokenId) -> bool>(
 /// # Errors
 /// As [`softmax_into`].
 pub fn exp_weights(logits: &[f32], temperature: f64, out: &mut Vec<f32>) -> Result<f64> {
+    let mut blocks = Vec::new();
+    exp_weights_blocked(logits, temperature, out, &mut blocks)
+}
+
+/// Tokens per block of [`exp_weights_blocked`]'s partial sums.
+const BLOCK: usize = 256;
+
+/// [`exp_weights`], also writing each block of [`BLOCK`] tokens' sum (the first draw then finds
+/// its block in a few hundred additions instead of scanning the vocabulary).
+///
+/// # Errors
+/// As [`softmax_into`].
+pub fn exp_weights_blocked(
+    logits: &[f32],
+    temperature: f64,
+    out: &mut Vec<f32>,
+    blocks: &mut Vec<f64>,
+) -> Result<f64> {
     if !(temperature > 0.0 && temperature.is_finite()) {
         return Err(Error::arg("temperature", temperature, "a finite float > 0"));
     }
@@ -308,20 +442,25 @@ pub fn exp_weights(logits: &[f32], temperature: f64, out: &mut Vec<f32>) -> Resu
     let inv_t = (1.0 / temperature) as f32;
     out.clear();
     out.resize(logits.len(), 0.0);
-    let mut sums = [0.0f64; 8];
-    let (head, tail) = logits.split_at(logits.len() - rest.len());
-    let (out_head, out_tail) = out.split_at_mut(head.len());
-    for (c, o) in head.chunks_exact(8).zip(out_head.chunks_exact_mut(8)) {
-        for i in 0..8 {
-            let w = fast_exp((c[i] - max) * inv_t);
-            o[i] = w;
-            sums[i] += f64::from(w);
-        }
-    }
-    let mut total: f64 = sums.iter().sum();
-    for (&x, o) in tail.iter().zip(out_tail) {
+    // Two passes: the exp alone vectorises (~1 ns per token); summing into float64 in the same
+    // loop kept it scalar (4x slower).
+    for (o, &x) in out.iter_mut().zip(logits) {
         *o = fast_exp((x - max) * inv_t);
-        total += f64::from(*o);
+    }
+    blocks.clear();
+    let mut total = 0.0;
+    for block in out.chunks(BLOCK) {
+        let mut sums = [0.0f64; 8];
+        let chunks = block.chunks_exact(8);
+        let mut sum: f64 = chunks.remainder().iter().map(|&w| f64::from(w)).sum();
+        for c in chunks {
+            for i in 0..8 {
+                sums[i] += f64::from(c[i]);
+            }
+        }
+        sum += sums.iter().sum::<f64>();
+        blocks.push(sum);
+        total += sum;
     }
     Ok(total)
 }
@@ -358,7 +497,9 @@ fn fast_exp(x: f32) -> f32 {
 fn sample_weights<T: Copy + Into<f64>, F: FnMut(TokenId) -> bool>(
     probs: &[T],
     total: f64,
+    first: usize,
     check: &mut F,
+    mut fallback: Option<MaskFallback<'_>>,
     estimator: Estimator,
     rng: &mut Rng,
 ) -> Sample {
@@ -368,7 +509,6 @@ fn sample_weights<T: Copy + Into<f64>, F: FnMut(TokenId) -> bool>(
         check,
         seen: rustc_hash::FxHashMap::default(),
     };
-    let first = first_draw(probs, total, rng.uniform());
     if checks.get(first) && estimator == Estimator::None {
         return Sample {
             token: Some(first as TokenId),
@@ -391,6 +531,19 @@ fn sample_weights<T: Copy + Into<f64>, F: FnMut(TokenId) -> bool>(
         rejected.push(x);
         rejected_mass += p(x);
         tree.remove(x);
+        if let Some(fb) = fallback.as_mut() {
+            if rejected.len() >= fb.after {
+                let mut mask = vec![0u32; probs.len().div_ceil(32)];
+                (fb.fill)(&mut mask);
+                let sampling_checks = checks.seen.len() as u32;
+                return Sample {
+                    token: masked_draw(probs, &mask, rng.uniform()).map(|t| t as TokenId),
+                    weight: 1.0,
+                    checks: sampling_checks,
+                    sampling_checks,
+                };
+            }
+        }
         match tree.draw(rng.uniform()) {
             Some(next) => x = next,
             None => break,

@@ -6,6 +6,6 @@ pub mod awrs;
 pub mod regex;
 pub mod vocab;
 
-pub use awrs::{Estimator, Rng, Sample};
+pub use awrs::{Estimator, MaskFallback, Rng, Sample};
 pub use regex::RegexConstraint;
 pub use vocab::TokenVocab;

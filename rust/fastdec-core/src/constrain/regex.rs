@@ -191,10 +191,31 @@ impl RegexConstraint {
         if !self.is_live(state) {
             return Ok(());
         }
-        for t in 0..v {
-            if self.allows(state, t as TokenId) {
-                mask[t / 32] |= 1 << (t % 32);
+        if self.is_complete(state) {
+            for t in 0..v {
+                if self.vocab.is_eos(t as TokenId) {
+                    mask[t / 32] |= 1 << (t % 32);
+                }
             }
+        }
+        // Preorder walk of the token trie: one DFA step per trie node, whole subtrees skipped
+        // as soon as their prefix is no longer live.
+        let trie = self.vocab.trie();
+        let mut states = vec![Self::id(state); trie.max_depth + 1];
+        let n = trie.byte.len();
+        let mut i = 0;
+        while i < n {
+            let d = trie.depth[i] as usize;
+            let next = self.dfa.next_state(states[d - 1], trie.byte[i]);
+            if !self.live[self.index(next.as_u32())] {
+                i = trie.end[i] as usize;
+                continue;
+            }
+            states[d] = next;
+            for &t in &trie.ids[trie.first[i] as usize..trie.first[i + 1] as usize] {
+                mask[t as usize / 32] |= 1 << (t % 32);
+            }
+            i += 1;
         }
         Ok(())
     }

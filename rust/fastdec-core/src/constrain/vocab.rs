@@ -4,7 +4,28 @@
 //! constraint, except the end-of-sequence ids, which are allowed exactly when the text so far is
 //! complete.
 
+use std::sync::OnceLock;
+
 use crate::{Error, Result, TokenId};
+
+/// The vocabulary's ordinary tokens as a byte trie in preorder: a full mask walks each shared
+/// prefix once and skips every subtree whose prefix the constraint already rejects.
+#[derive(Debug, Clone, Default)]
+pub struct TokenTrie {
+    /// Per node: the byte on the edge from its parent, its depth (1 for the root's children),
+    /// the node index just past its subtree, and its tokens `ids[first[i]..first[i + 1]]`.
+    pub byte: Vec<u8>,
+    /// See [`TokenTrie::byte`].
+    pub depth: Vec<u32>,
+    /// See [`TokenTrie::byte`].
+    pub end: Vec<u32>,
+    /// See [`TokenTrie::byte`].
+    pub first: Vec<u32>,
+    /// Token ids grouped by node.
+    pub ids: Vec<u32>,
+    /// The deepest node's depth.
+    pub max_depth: usize,
+}
 
 /// Token byte strings, special tokens and end-of-sequence ids of one model.
 #[derive(Debug, Clone)]
@@ -13,6 +34,7 @@ pub struct TokenVocab {
     offsets: Vec<u32>, // token i = bytes[offsets[i]..offsets[i + 1]]
     special: Vec<bool>,
     eos: Vec<bool>,
+    trie: OnceLock<TokenTrie>,
 }
 
 /// The largest vocabulary accepted (the largest model vocabularies are ~262k tokens).
@@ -66,6 +88,7 @@ impl TokenVocab {
             offsets,
             special,
             eos,
+            trie: OnceLock::new(),
         })
     }
 
@@ -86,6 +109,44 @@ impl TokenVocab {
             (Some(&a), Some(&b)) => &self.bytes[a as usize..b as usize],
             _ => &[],
         }
+    }
+
+    /// The ordinary tokens (not blocked, not end of sequence) as a trie, built on first use.
+    pub fn trie(&self) -> &TokenTrie {
+        self.trie.get_or_init(|| {
+            let mut order: Vec<u32> = (0..self.len() as u32)
+                .filter(|&t| !self.is_blocked(t) && !self.is_eos(t))
+                .collect();
+            order.sort_by(|&a, &b| self.token_bytes(a).cmp(self.token_bytes(b)));
+            let mut trie = TokenTrie::default();
+            // Path of open nodes (index per depth) and their bytes.
+            let mut path: Vec<usize> = Vec::new();
+            let mut prev: &[u8] = &[];
+            for &t in &order {
+                let bytes = self.token_bytes(t);
+                let common = prev.iter().zip(bytes).take_while(|(a, b)| a == b).count();
+                while path.len() > common {
+                    let node = path.pop().expect("non-empty");
+                    trie.end[node] = trie.byte.len() as u32;
+                }
+                for (d, &b) in bytes.iter().enumerate().skip(common) {
+                    path.push(trie.byte.len());
+                    trie.byte.push(b);
+                    trie.depth.push(d as u32 + 1);
+                    trie.end.push(0);
+                    trie.first.push(trie.ids.len() as u32);
+                }
+                // `first` is non-decreasing: tokens go to the node just opened (the last one).
+                trie.ids.push(t);
+                trie.max_depth = trie.max_depth.max(bytes.len());
+                prev = bytes;
+            }
+            while let Some(node) = path.pop() {
+                trie.end[node] = trie.byte.len() as u32;
+            }
+            trie.first.push(trie.ids.len() as u32);
+            trie
+        })
     }
 
     /// Whether `token` is an end-of-sequence id.
