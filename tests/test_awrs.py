@@ -240,7 +240,7 @@ def test_regex_law_over_a_real_pattern() -> None:
     vocab = fastdec.TokenVocab([b"1", b"2", b"x", b"12", b"y", b"3"])
     rx = fastdec.Regex(r"[123]+", vocab)
     logits = np.array([0.1, 0.5, 2.0, -0.3, 1.5, 0.0], dtype=np.float32)
-    p = fastdec._core.softmax64(logits)
+    p = fastdec._core._softmax64(logits)
     allowed = np.array([1, 1, 0, 1, 0, 1], dtype=bool)
     g = p * allowed / (p * allowed).sum()
     toks = [rx.sample(rx.start(), logits, 1.0, "two-run", s)[0] for s in range(5000)]
@@ -283,7 +283,7 @@ def test_logits_path_law_over_several_blocks(mask_after: int) -> None:
     vocab = fastdec.TokenVocab(words)
     rx = fastdec.Regex(r"[abc]+", vocab)
     logits = (rng.standard_normal(700) * 1.5).astype(np.float32)
-    p = fastdec._core.softmax64(logits)
+    p = fastdec._core._softmax64(logits)
     allowed = np.array([set(w) <= set(b"abc") for w in words])
     g = p * allowed / (p * allowed).sum()
     toks = np.array([rx.sample(rx.start(), logits, 1.0, "none", s, mask_after)[0] for s in range(20000)])

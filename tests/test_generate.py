@@ -276,7 +276,7 @@ def test_sampling_is_lossless(
         ({"input_ids": [[1, 5000]]}, ValueError, "5000"),
         ({"input_ids": [[]]}, ValueError, "prompt"),
         ({"input_ids": [[1], [1, 2]], "streamer": object()}, ValueError, "streamer"),
-        ({"constraint": object()}, NotImplementedError, "constraint"),
+        ({"constraint": object()}, ValueError, "constraint"),
         ({"temperature": 1.0, "top_p": 1.5}, ValueError, "top_p"),
     ],
 )

@@ -27,6 +27,14 @@ def test_kernel_source_compiles(name: str, arch: str) -> None:
     assert all(k.encode() in cubin for k in plain)  # extern "C" kernels keep their names
 
 
+def test_compiling_leaves_python_objects_alone() -> None:
+    """Regression: NVRTC once wrote its empty log into the interpreter's shared b" " object
+    (a ``b" " * 1`` buffer), after which every b" " in the process read as b"\x00"."""
+    sources.compile_kernel_file("tree_mask.cu", "sm_90")
+    assert bytes([32]) == b" "
+    assert b" Once".startswith(b" ")
+
+
 def test_compile_error_names_file_and_line() -> None:
     code = 'extern "C" __global__ void k(int* x) {\n  x[0] = undefined_name;\n}\n'
     with pytest.raises(sources.NvrtcError, match=r"broken\.cu\(2\).*undefined_name"):

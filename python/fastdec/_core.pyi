@@ -22,10 +22,10 @@ __all__ = [
     "TreeTemplate",
     "TrieDrafter",
     "__version__",
+    "_softmax64",
     "_time_tree_step",
     "awrs_sample",
     "optimal_template",
-    "softmax64",
     "verify_greedy_batch",
 ]
 #: Largest tree (nodes, root included) fastdec builds.
@@ -489,4 +489,5 @@ def awrs_sample(
     """AWRS with a Python predicate as the constraint (called with the GIL, once per distinct
     token checked)."""
 
-def softmax64(logits: _Floats, temperature: float = 1.0) -> npt.NDArray[np.float64]: ...
+def _softmax64(logits: _Floats, temperature: float = 1.0) -> npt.NDArray[np.float64]:
+    """Softmax at a temperature in float64, as the AWRS reference uses (for tests)."""

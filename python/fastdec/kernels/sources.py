@@ -89,17 +89,21 @@ def compile_source(
         (status,) = nvrtc.nvrtcCompileProgram(prog, len(opts), opts)
         err, size = nvrtc.nvrtcGetProgramLogSize(prog)
         _check(nvrtc, err, "nvrtcGetProgramLogSize")
-        buf = b" " * size
+        # NVRTC writes into the buffer: it must be a bytearray. A `b" " * size` buffer is the
+        # interpreter's shared one-byte `b" "` object when size == 1, and writing into it turns
+        # every b" " in the process into b"\x00".
+        buf = bytearray(size)
         (err,) = nvrtc.nvrtcGetProgramLog(prog, buf)
         _check(nvrtc, err, "nvrtcGetProgramLog")
-        log = buf.rstrip(b"\x00 ").decode(errors="replace").strip()
+        log = bytes(buf).rstrip(b"\x00 ").decode(errors="replace").strip()
         if status != nvrtc.nvrtcResult.NVRTC_SUCCESS:
             raise NvrtcError(f"{name} does not compile for {arch}:\n{log}")
         err, size = nvrtc.nvrtcGetCUBINSize(prog)
         _check(nvrtc, err, "nvrtcGetCUBINSize")
-        cubin = b" " * size
-        (err,) = nvrtc.nvrtcGetCUBIN(prog, cubin)
+        cubin_buf = bytearray(size)
+        (err,) = nvrtc.nvrtcGetCUBIN(prog, cubin_buf)
         _check(nvrtc, err, "nvrtcGetCUBIN")
+        cubin = bytes(cubin_buf)
         lowered = {}
         for expr in name_expressions:
             err, low = nvrtc.nvrtcGetLoweredName(prog, expr.encode())

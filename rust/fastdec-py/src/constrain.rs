@@ -329,7 +329,7 @@ pub fn awrs_sample(
 
 /// Softmax at a temperature as AWRS computes it (float64), for tests and callers.
 #[pyfunction]
-#[pyo3(signature = (logits, temperature=1.0))]
+#[pyo3(name = "_softmax64", signature = (logits, temperature=1.0))]
 pub fn softmax64<'py>(
     py: Python<'py>,
     logits: &Bound<'_, PyAny>,
