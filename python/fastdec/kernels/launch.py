@@ -26,6 +26,7 @@ import torch
 from fastdec._optional import require
 from fastdec.generation.tree_ops import TreeBatch
 from fastdec.kernels.sources import KERNELS, OPTIONS, UNIT_TYPES, source
+from fastdec.sampling import CDF_CHUNK  # = CHUNK in verify.cu
 
 # The minimum of each mask dtype as raw bits: transformers fills masked positions with
 # torch.finfo(dtype).min, and the kernel writes bits so it needs no fp16/bf16 headers.
@@ -34,7 +35,6 @@ MASKED_BITS: dict[torch.dtype, tuple[int, int]] = {
     torch.float16: (2, 0xFBFF),
     torch.bfloat16: (2, 0xFF7F),
 }
-CDF_CHUNK = 256  # = CHUNK in verify.cu = fastdec.sampling.CDF_CHUNK
 MAX_SHARED = 48 * 1024  # dynamic shared memory available without opting in
 
 
