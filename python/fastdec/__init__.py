@@ -33,7 +33,10 @@ from fastdec._core import (
     MAX_NODES,
     BaseDrafter,
     DraftBatch,
+    Grammar,
+    GrammarState,
     HybridDrafter,
+    JsonSchema,
     NgramDrafter,
     RecycleDrafter,
     Regex,
@@ -46,6 +49,7 @@ from fastdec._core import (
     optimal_template,
     verify_greedy_batch,
 )
+from fastdec.constraints import CallbackConstraint, Constraint
 from fastdec.drafters import Drafter
 
 if TYPE_CHECKING:
@@ -69,9 +73,14 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "MAX_NODES",
     "BaseDrafter",
+    "CallbackConstraint",
+    "Constraint",
     "DraftBatch",
     "Drafter",
+    "Grammar",
+    "GrammarState",
     "HybridDrafter",
+    "JsonSchema",
     "NgramDrafter",
     "RecycleDrafter",
     "Regex",

@@ -13,7 +13,10 @@ __all__ = [
     "MAX_NODES",
     "BaseDrafter",
     "DraftBatch",
+    "Grammar",
+    "GrammarState",
     "HybridDrafter",
+    "JsonSchema",
     "NgramDrafter",
     "RecycleDrafter",
     "Regex",
@@ -483,11 +486,78 @@ class Regex:
         self, state: int, probs: Sequence[float], estimator: str = "none", seed: int = 0
     ) -> _Sample: ...
 
+@final
+class GrammarState:
+    """The parse state of one sequence under a :class:`Grammar`: an immutable value (methods
+    return new states), so tree nodes and particles may share one."""
+
+@disjoint_base
+class Grammar:
+    """A Lark grammar (llguidance's dialect: ``start: ...``, regex terminals ``/.../``,
+    ``%json {...}`` for an embedded JSON Schema) the whole decoded text must match, compiled by
+    llguidance over the vocabulary. Same methods as :class:`Regex`; a state is a
+    :class:`GrammarState`. Checking a token costs about a microsecond.
+
+    Raises:
+        ValueError: a grammar llguidance rejects (the message shows the line and column), or a
+            vocabulary without an end-of-sequence id.
+    """
+
+    def __new__(cls, grammar: str, vocab: TokenVocab) -> Grammar: ...
+    @property
+    def source(self) -> str:
+        """The grammar, or the JSON Schema text of a :class:`JsonSchema`."""
+    @property
+    def vocab_size(self) -> int: ...
+    def start(self) -> GrammarState: ...
+    def is_live(self, state: GrammarState) -> bool: ...
+    def is_complete(self, state: GrammarState) -> bool: ...
+    def allows(self, state: GrammarState, token: int) -> bool: ...
+    def advance(self, state: GrammarState, tokens: _Ints) -> GrammarState | None: ...
+    def mask(self, state: GrammarState) -> _IntArray: ...
+    def fill_mask(self, state: GrammarState, out: npt.NDArray[np.int32], row: int) -> None: ...
+    def sample(
+        self,
+        state: GrammarState,
+        logits: _Floats,
+        temperature: float = 1.0,
+        estimator: str = "none",
+        seed: int = 0,
+        mask_after: int = 16,
+    ) -> _Sample: ...
+    def sample_probs(
+        self, state: GrammarState, probs: Sequence[float], estimator: str = "none", seed: int = 0
+    ) -> _Sample: ...
+
+@final
+class JsonSchema(Grammar):
+    """A JSON Schema the decoded text must satisfy (llguidance's compiler: ``$ref``, ``anyOf``,
+    formats, ``additionalProperties``, ...; see its ``docs/json_schema.md``).
+
+    Args:
+        schema: the schema as JSON text, a dict, or a bool.
+        vocab: the model's vocabulary.
+        whitespace_flexible: allow any JSON whitespace between tokens (llguidance's default);
+            False allows none beyond the separators ``,`` and ``:``. An ``"x-guidance"`` entry
+            in the schema overrides it.
+
+    Raises:
+        ValueError: text that is not JSON (with line and column) or a schema llguidance rejects.
+        TypeError: a schema that is neither text, a dict nor a bool.
+    """
+
+    def __new__(
+        cls, schema: str | dict[str, Any] | bool, vocab: TokenVocab, *, whitespace_flexible: bool = True
+    ) -> JsonSchema: ...
+
 def awrs_sample(
-    probs: Sequence[float], check: Callable[[int], bool], estimator: str = "none", seed: int = 0
+    probs: Sequence[float] | npt.NDArray[np.float64],
+    check: Callable[[int], bool],
+    estimator: str = "none",
+    seed: int = 0,
 ) -> _Sample:
-    """AWRS with a Python predicate as the constraint (called with the GIL, once per distinct
-    token checked)."""
+    """AWRS with a Python predicate as the constraint: the sampler runs without the GIL and takes
+    it only to call ``check``, once per distinct token checked."""
 
 def _softmax64(logits: _Floats, temperature: float = 1.0) -> npt.NDArray[np.float64]:
     """Softmax at a temperature in float64, as the AWRS reference uses (for tests)."""

@@ -24,7 +24,7 @@ from fastdec import TokenTree
 GREEDY_CANDIDATES = 16
 
 
-def prune_tree(tree: TokenTree, constraint: Any, state: int) -> tuple[TokenTree, list[int]]:
+def prune_tree(tree: TokenTree, constraint: Any, state: Any) -> tuple[TokenTree, list[Any]]:
     """The subtree of ``tree`` whose every token the constraint allows after the text in
     ``state`` (the root stands for text already there), and each kept node's state."""
     parents = tree.parents.tolist()
@@ -49,13 +49,13 @@ def prune_tree(tree: TokenTree, constraint: Any, state: int) -> tuple[TokenTree,
 
 def verify_constrained(
     tree: TokenTree,
-    states: list[int],
+    states: list[Any],
     constraint: Any,
     logits: torch.Tensor,
     top: np.ndarray | None,
     probs: torch.Tensor | None,
     seed: Callable[[], int],
-) -> tuple[list[int], int | None, int]:
+) -> tuple[list[int], int | None, Any]:
     """One row's verification under the constraint.
 
     Args:

@@ -153,17 +153,20 @@ def generate(
     ``"dynamic"`` (a ``DynamicCache``, grown per step) or ``"static"`` (a ``StaticCache``
     preallocated for prompt + ``max_new_tokens`` + the largest tree, compacted in place: fixed
     addresses, no per-step reallocation; attention then spans the whole buffer).
-    ``constraint``: a :class:`fastdec.Regex` the generated text must match (pass the
-    vocabulary's end-of-sequence id as ``eos_token_id``: it is allowed only where the text is
-    complete). Drafts are pruned to what the constraint allows and every token is drawn from the
-    target restricted to it (greedy: the allowed token of highest logit; sampling: AWRS), so the
+    ``constraint``: a :class:`fastdec.Regex`, :class:`fastdec.JsonSchema`,
+    :class:`fastdec.Grammar` or :class:`fastdec.CallbackConstraint` (any
+    :class:`fastdec.Constraint`) the generated text must satisfy (pass the vocabulary's
+    end-of-sequence id as ``eos_token_id``: it is allowed only where the text is complete).
+    Drafts are pruned to what the constraint allows and every token is drawn from the target
+    restricted to it (greedy: the allowed token of highest logit; sampling: AWRS), so the
     output equals greedy decoding under the full mask, or samples its law. A row whose
     constraint reaches a dead end (nothing allowed has mass) stops there.
     """
-    if constraint is not None and not isinstance(constraint, fastdec.Regex):
+    if constraint is not None and not isinstance(constraint, fastdec.Constraint):
         raise ValueError(
-            f"invalid constraint={constraint!r}: expected a fastdec.Regex (built over the model's "
-            "vocabulary with fastdec.vocab.TokenVocabulary(...).native())"
+            f"invalid constraint={constraint!r}: expected a fastdec.Regex, JsonSchema, Grammar or "
+            "CallbackConstraint (built over the model's vocabulary with "
+            "fastdec.vocab.TokenVocabulary(...).native())"
         )
     if max_new_tokens < 1:
         raise ValueError(f"invalid max_new_tokens={max_new_tokens}: must be >= 1")

@@ -113,6 +113,14 @@ pub enum Error {
         /// The valid domain.
         expected: String,
     },
+    /// A grammar or JSON Schema the grammar compiler rejects.
+    #[error("invalid {what}: {message}")]
+    Grammar {
+        /// `"schema"` or `"grammar"`.
+        what: &'static str,
+        /// The compiler's message (it names the position).
+        message: String,
+    },
 }
 
 impl Error {

@@ -1,21 +1,37 @@
 //! Binding of `fastdec_core::constrain`: token vocabularies, regex constraints and AWRS.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
-use fastdec_core::constrain::{awrs, Estimator, MaskFallback, RegexConstraint, Rng, TokenVocab};
+use fastdec_core::constrain::{awrs, Estimator, GrammarCompiler, RegexConstraint, Rng, TokenVocab};
 use fastdec_core::TokenId;
 use numpy::{PyArray1, PyArrayMethods};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
-use crate::convert::{array1_from, f32_vec, maybe_detach, token_arg, token_vec};
+use crate::constraint_ops::{self as ops, SampleTuple};
+use crate::convert::{f32_vec, maybe_detach, token_arg, token_vec};
 use crate::error::to_py;
 
 /// Token byte strings of a model's vocabulary (see `fastdec.TokenVocab`).
 #[pyclass(name = "TokenVocab", module = "fastdec._core", frozen)]
 pub struct PyTokenVocab {
     pub inner: Arc<TokenVocab>,
+    /// llguidance's index of this vocabulary, built by the first grammar over it.
+    grammar: OnceLock<Arc<GrammarCompiler>>,
+}
+
+impl PyTokenVocab {
+    /// The grammar compiler of this vocabulary (built once; takes ~100 ms for 50k tokens).
+    pub fn grammar_compiler(&self, py: Python<'_>) -> PyResult<Arc<GrammarCompiler>> {
+        if let Some(c) = self.grammar.get() {
+            return Ok(c.clone());
+        }
+        let v = self.inner.clone();
+        let built = Arc::new(py.detach(|| GrammarCompiler::new(v)).map_err(to_py)?);
+        // Two threads may both build one; either is fine.
+        Ok(self.grammar.get_or_init(|| built).clone())
+    }
 }
 
 #[pymethods]
@@ -31,6 +47,7 @@ impl PyTokenVocab {
             .map_err(to_py)?;
         Ok(Self {
             inner: Arc::new(inner),
+            grammar: OnceLock::new(),
         })
     }
 
@@ -85,8 +102,6 @@ fn probs_of(py: Python<'_>, logits: &Bound<'_, PyAny>, temperature: f64) -> PyRe
     .map_err(to_py)?;
     Ok(probs)
 }
-
-type SampleTuple = (Option<u32>, f64, u32);
 
 /// A regular-expression constraint on the decoded text (see `fastdec.Regex`).
 #[pyclass(name = "Regex", module = "fastdec._core", frozen)]
@@ -153,13 +168,8 @@ impl PyRegex {
 
     /// The allowed-token bitmask of `state` as int32 words, ceil(V / 32) of them.
     fn mask<'py>(&self, py: Python<'py>, state: u32) -> PyResult<Bound<'py, PyArray1<i32>>> {
-        let mut words = vec![0u32; self.inner.vocab().len().div_ceil(32)];
-        maybe_detach(py, self.inner.vocab().len(), || {
-            self.inner.fill_mask(state, &mut words)
-        })
-        .map_err(to_py)?;
-        let as_i32: Vec<i32> = words.into_iter().map(|w| w as i32).collect();
-        Ok(array1_from(py, &as_i32))
+        let c = &self.inner;
+        ops::mask_array(py, c.vocab().len(), |m| c.fill_mask(state, m))
     }
 
     /// Writes the mask of `state` into row `row` of an int32 array [rows, ceil(V / 32)].
@@ -170,29 +180,8 @@ impl PyRegex {
         out: &Bound<'_, PyAny>,
         row: usize,
     ) -> PyResult<()> {
-        let arr = out
-            .cast::<numpy::PyArray2<i32>>()
-            .map_err(|_| PyValueError::new_err("out must be a 2-D int32 numpy array"))?;
-        let mut rw = arr
-            .try_readwrite()
-            .map_err(|e| PyValueError::new_err(format!("out is not writable: {e}")))?;
-        let mut view = rw.as_array_mut();
-        let words = self.inner.vocab().len().div_ceil(32);
-        if view.ncols() != words || row >= view.nrows() {
-            return Err(PyValueError::new_err(format!(
-                "out has shape {:?}; need {words} columns and more than {row} rows",
-                view.shape()
-            )));
-        }
-        let mut buf = vec![0u32; words];
-        maybe_detach(py, self.inner.vocab().len(), || {
-            self.inner.fill_mask(state, &mut buf)
-        })
-        .map_err(to_py)?;
-        for (dst, w) in view.row_mut(row).iter_mut().zip(buf) {
-            *dst = w as i32;
-        }
-        Ok(())
+        let c = &self.inner;
+        ops::fill_mask_row(py, c.vocab().len(), out, row, |m| c.fill_mask(state, m))
     }
 
     /// One AWRS step from `logits` at `temperature`: (token or None, weight, checks).
@@ -209,36 +198,19 @@ impl PyRegex {
         mask_after: usize,
     ) -> PyResult<SampleTuple> {
         let est = self::estimator(estimator)?;
-        let logits = f32_vec(logits, "logits")?;
-        if logits.len() != self.inner.vocab().len() {
-            return Err(PyValueError::new_err(format!(
-                "logits have {} entries, the vocabulary {}",
-                logits.len(),
-                self.inner.vocab().len()
-            )));
-        }
         let c = &self.inner;
-        let s = maybe_detach(py, logits.len(), || {
-            let mut check = |t: TokenId| c.allows(state, t);
-            let mut fill = |mask: &mut [u32]| {
-                // The mask has the vocabulary's length by construction.
-                let _ = c.fill_mask(state, mask);
-            };
-            let fallback = (mask_after > 0).then_some(MaskFallback {
-                after: mask_after,
-                fill: &mut fill,
-            });
-            awrs::sample_logits_with_mask(
-                &logits,
-                temperature,
-                &mut check,
-                fallback,
-                est,
-                &mut Rng::new(seed),
-            )
-        })
-        .map_err(to_py)?;
-        Ok((s.token, s.weight, s.checks))
+        ops::sample_logits(
+            py,
+            c.vocab().len(),
+            logits,
+            temperature,
+            est,
+            seed,
+            mask_after,
+            |t| c.allows(state, t),
+            // The mask has the vocabulary's length by construction.
+            |m| drop(c.fill_mask(state, m)),
+        )
     }
 
     /// One AWRS step from probabilities (float64, normalised): (token or None, weight, checks).
@@ -253,7 +225,10 @@ impl PyRegex {
     ) -> PyResult<SampleTuple> {
         let est = self::estimator(estimator)?;
         let probs = f64_vec(probs)?;
-        self.sample_from(py, state, &probs, est, seed)
+        let c = &self.inner;
+        ops::sample_probs(py, c.vocab().len(), &probs, est, seed, |t| {
+            c.allows(state, t)
+        })
     }
 
     fn __repr__(&self) -> String {
@@ -261,66 +236,48 @@ impl PyRegex {
     }
 }
 
-impl PyRegex {
-    fn sample_from(
-        &self,
-        py: Python<'_>,
-        state: u32,
-        probs: &[f64],
-        est: Estimator,
-        seed: u64,
-    ) -> PyResult<SampleTuple> {
-        if probs.len() != self.inner.vocab().len() {
-            return Err(PyValueError::new_err(format!(
-                "logits/probs have {} entries, the vocabulary {}",
-                probs.len(),
-                self.inner.vocab().len()
-            )));
-        }
-        let c = &self.inner;
-        let s = maybe_detach(py, probs.len(), || {
-            let mut check = |t: TokenId| c.allows(state, t);
-            awrs::sample(probs, &mut check, est, &mut Rng::new(seed))
-        })
-        .map_err(to_py)?;
-        Ok((s.token, s.weight, s.checks))
-    }
-}
-
 /// A float64 numpy array (copied in one go) or any sequence of floats.
-fn f64_vec(obj: &Bound<'_, PyAny>) -> PyResult<Vec<f64>> {
+pub fn f64_vec(obj: &Bound<'_, PyAny>) -> PyResult<Vec<f64>> {
     if let Ok(arr) = obj.cast::<PyArray1<f64>>() {
         return Ok(arr.readonly().as_array().iter().copied().collect());
     }
     obj.extract()
 }
 
-/// AWRS with a Python callable as the constraint: `check(token) -> bool` runs with the GIL, the
-/// rest without it is not worth a release (the callback needs it at every check).
+/// AWRS with a Python callable as the constraint: `check(token) -> bool`. The sampler runs
+/// without the GIL and takes it back only around each call of `check`, so other Python threads
+/// run during the O(V) passes.
 #[pyfunction]
 #[pyo3(signature = (probs, check, estimator="none", seed=0))]
 pub fn awrs_sample(
+    py: Python<'_>,
     probs: &Bound<'_, PyAny>,
-    check: &Bound<'_, PyAny>,
+    check: Py<PyAny>,
     estimator: &str,
     seed: u64,
 ) -> PyResult<SampleTuple> {
     let est = self::estimator(estimator)?;
     let probs = f64_vec(probs)?;
     let mut err: Option<PyErr> = None;
-    let mut f = |t: TokenId| -> bool {
-        if err.is_some() {
-            return false;
-        }
-        match check.call1((t,)).and_then(|r| r.is_truthy()) {
-            Ok(ok) => ok,
-            Err(e) => {
-                err = Some(e);
-                false
-            }
-        }
-    };
-    let s = awrs::sample(&probs, &mut f, est, &mut Rng::new(seed)).map_err(to_py)?;
+    let s = py
+        .detach(|| {
+            let mut f = |t: TokenId| -> bool {
+                if err.is_some() {
+                    return false;
+                }
+                Python::attach(
+                    |py| match check.bind(py).call1((t,)).and_then(|r| r.is_truthy()) {
+                        Ok(ok) => ok,
+                        Err(e) => {
+                            err = Some(e);
+                            false
+                        }
+                    },
+                )
+            };
+            awrs::sample(&probs, &mut f, est, &mut Rng::new(seed))
+        })
+        .map_err(to_py)?;
     if let Some(e) = err {
         return Err(e);
     }

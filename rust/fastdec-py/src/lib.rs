@@ -10,9 +10,11 @@
 
 mod bench;
 mod constrain;
+mod constraint_ops;
 mod convert;
 mod drafter;
 mod error;
+mod grammar;
 mod tree;
 
 use pyo3::prelude::*;
@@ -29,6 +31,8 @@ mod _core {
         PyBaseDrafter, PyDraftBatch, PyHybridDrafter, PyNgramDrafter, PyRecycleDrafter,
         PyTrieDrafter,
     };
+    #[pymodule_export]
+    use super::grammar::{PyGrammar, PyGrammarState, PyJsonSchema};
     #[pymodule_export]
     use super::tree::{optimal_template, verify_greedy_batch, PyTokenTree, PyTreeTemplate};
 

@@ -3,9 +3,11 @@
 //! while checking only a few tokens per step instead of masking the whole vocabulary.
 
 pub mod awrs;
+pub mod grammar;
 pub mod regex;
 pub mod vocab;
 
 pub use awrs::{Estimator, MaskFallback, Rng, Sample};
+pub use grammar::{GrammarCompiler, GrammarConstraint, GrammarSource, GrammarState};
 pub use regex::RegexConstraint;
 pub use vocab::TokenVocab;

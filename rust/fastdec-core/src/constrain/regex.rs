@@ -116,7 +116,7 @@ impl RegexConstraint {
     /// Whether `state` is one of this DFA's states (callers may hand back any integer; a bad
     /// one must not index out of the transition table).
     fn valid(&self, state: u32) -> bool {
-        state <= self.max_state && (state as usize) % self.dfa.stride() == 0
+        state <= self.max_state && (state as usize).is_multiple_of(self.dfa.stride())
     }
 
     /// Whether the text in `state` can still be extended to a match.

@@ -34,7 +34,7 @@ pub fn parents_from(mode: u8, raw: &[u32]) -> Vec<i32> {
                 1 => i - 1 - r % i.min(3),
                 2 => r % i.min(4),
                 _ => {
-                    if r % 4 == 0 {
+                    if r.is_multiple_of(4) {
                         (r / 4) % i
                     } else {
                         i - 1

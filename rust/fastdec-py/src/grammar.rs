@@ -1,0 +1,253 @@
+//! Binding of `fastdec_core::constrain::grammar`: JSON Schema and Lark grammar constraints
+//! (llguidance) with the same methods as `Regex`; a state is an opaque `GrammarState`.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use fastdec_core::constrain::{GrammarConstraint, GrammarSource, GrammarState};
+use numpy::PyArray1;
+use pyo3::exceptions::PyTypeError;
+use pyo3::prelude::*;
+use pyo3::types::PyString;
+
+use crate::constrain::{estimator, f64_vec, PyTokenVocab};
+use crate::constraint_ops::{self as ops, SampleTuple};
+use crate::convert::{token_arg, token_vec};
+use crate::error::to_py;
+
+/// The parse state of one sequence under a grammar: an immutable value to Python (`advance`
+/// returns a new one), so particles and tree nodes may share it.
+#[pyclass(name = "GrammarState", module = "fastdec._core", frozen)]
+pub struct PyGrammarState {
+    // Checking a token runs the parser forward and back, which needs `&mut`.
+    inner: Mutex<GrammarState>,
+}
+
+impl PyGrammarState {
+    fn new(state: GrammarState) -> Self {
+        Self {
+            inner: Mutex::new(state),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, GrammarState> {
+        relock(&self.inner)
+    }
+}
+
+#[pymethods]
+impl PyGrammarState {
+    fn __repr__(&self) -> String {
+        "GrammarState(...)".to_owned()
+    }
+}
+
+/// A Lark grammar constraint (see `fastdec.Grammar`); base class of `JsonSchema`.
+#[pyclass(name = "Grammar", module = "fastdec._core", frozen, subclass)]
+pub struct PyGrammar {
+    inner: Arc<GrammarConstraint>,
+}
+
+/// Locks `m`. llguidance catches its own panics, so a poisoned lock still holds a valid state.
+fn relock<'a, T>(m: &'a Mutex<T>) -> MutexGuard<'a, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn new_state(py: Python<'_>, s: GrammarState) -> PyResult<Py<PyGrammarState>> {
+    Py::new(py, PyGrammarState::new(s))
+}
+
+#[pymethods]
+impl PyGrammar {
+    #[new]
+    fn new(py: Python<'_>, grammar: &str, vocab: &PyTokenVocab) -> PyResult<Self> {
+        let compiler = vocab.grammar_compiler(py)?;
+        let inner = py
+            .detach(|| GrammarConstraint::lark(compiler, grammar))
+            .map_err(to_py)?;
+        Ok(Self {
+            inner: Arc::new(inner),
+        })
+    }
+
+    /// The Lark grammar or the JSON Schema text it was built from.
+    #[getter]
+    fn source(&self) -> &str {
+        match self.inner.source() {
+            GrammarSource::JsonSchema(s) | GrammarSource::Lark(s) => s,
+        }
+    }
+
+    #[getter]
+    fn vocab_size(&self) -> usize {
+        self.inner.vocab().len()
+    }
+
+    /// The state of the empty text.
+    fn start(&self, py: Python<'_>) -> PyResult<Py<PyGrammarState>> {
+        new_state(py, self.inner.start())
+    }
+
+    fn is_live(&self, state: &PyGrammarState) -> bool {
+        self.inner.is_live(&state.lock())
+    }
+
+    fn is_complete(&self, state: &PyGrammarState) -> bool {
+        self.inner.is_complete(&mut state.lock())
+    }
+
+    fn allows(&self, state: &PyGrammarState, token: i128) -> PyResult<bool> {
+        let t = token_arg(token, "token")?;
+        self.inner.allows(&mut state.lock(), t).map_err(to_py)
+    }
+
+    /// The state after `tokens` in order, or None as soon as one is not allowed.
+    fn advance(
+        &self,
+        py: Python<'_>,
+        state: &PyGrammarState,
+        tokens: &Bound<'_, PyAny>,
+    ) -> PyResult<Option<Py<PyGrammarState>>> {
+        let tokens = token_vec(tokens, "tokens")?;
+        let next = self.inner.advance(&state.lock(), &tokens).map_err(to_py)?;
+        next.map(|s| new_state(py, s)).transpose()
+    }
+
+    /// The allowed-token bitmask of `state` as int32 words, ceil(V / 32) of them.
+    fn mask<'py>(
+        &self,
+        py: Python<'py>,
+        state: &PyGrammarState,
+    ) -> PyResult<Bound<'py, PyArray1<i32>>> {
+        let c = &self.inner;
+        ops::mask_array(py, c.vocab().len(), |m| c.fill_mask(&mut state.lock(), m))
+    }
+
+    /// Writes the mask of `state` into row `row` of an int32 array [rows, ceil(V / 32)].
+    fn fill_mask(
+        &self,
+        py: Python<'_>,
+        state: &PyGrammarState,
+        out: &Bound<'_, PyAny>,
+        row: usize,
+    ) -> PyResult<()> {
+        let c = &self.inner;
+        ops::fill_mask_row(py, c.vocab().len(), out, row, |m| {
+            c.fill_mask(&mut state.lock(), m)
+        })
+    }
+
+    /// One AWRS step from `logits` at `temperature`: (token or None, weight, checks).
+    #[pyo3(signature = (state, logits, temperature=1.0, estimator="none", seed=0, mask_after=16))]
+    #[allow(clippy::too_many_arguments)]
+    fn sample(
+        &self,
+        py: Python<'_>,
+        state: &PyGrammarState,
+        logits: &Bound<'_, PyAny>,
+        temperature: f64,
+        estimator: &str,
+        seed: u64,
+        mask_after: usize,
+    ) -> PyResult<SampleTuple> {
+        let est = self::estimator(estimator)?;
+        let c = &self.inner;
+        let n = c.vocab().len();
+        let mut guard = state.lock();
+        // Both closures need the state mutably, one at a time (an uncontended lock).
+        let st = Mutex::new(&mut *guard);
+        ops::sample_logits(
+            py,
+            n,
+            logits,
+            temperature,
+            est,
+            seed,
+            mask_after,
+            |t| c.allows(&mut relock(&st), t).unwrap_or(false),
+            // The mask has the vocabulary's length by construction.
+            |m| {
+                let _ = c.fill_mask(&mut relock(&st), m);
+            },
+        )
+    }
+
+    /// One AWRS step from probabilities (float64, normalised): (token or None, weight, checks).
+    #[pyo3(signature = (state, probs, estimator="none", seed=0))]
+    fn sample_probs(
+        &self,
+        py: Python<'_>,
+        state: &PyGrammarState,
+        probs: &Bound<'_, PyAny>,
+        estimator: &str,
+        seed: u64,
+    ) -> PyResult<SampleTuple> {
+        let est = self::estimator(estimator)?;
+        let probs = f64_vec(probs)?;
+        let c = &self.inner;
+        let mut guard = state.lock();
+        let st: &mut GrammarState = &mut guard;
+        ops::sample_probs(py, c.vocab().len(), &probs, est, seed, |t| {
+            c.allows(st, t).unwrap_or(false)
+        })
+    }
+
+    fn __repr__(&self) -> String {
+        match self.inner.source() {
+            GrammarSource::Lark(s) => format!("Grammar({s:?})"),
+            GrammarSource::JsonSchema(s) => format!("JsonSchema({s:?})"),
+        }
+    }
+}
+
+/// A JSON Schema constraint (see `fastdec.JsonSchema`).
+#[pyclass(name = "JsonSchema", module = "fastdec._core", frozen, extends = PyGrammar)]
+pub struct PyJsonSchema;
+
+#[pymethods]
+impl PyJsonSchema {
+    #[new]
+    #[pyo3(signature = (schema, vocab, *, whitespace_flexible=true))]
+    fn new(
+        py: Python<'_>,
+        schema: &Bound<'_, PyAny>,
+        vocab: &PyTokenVocab,
+        whitespace_flexible: bool,
+    ) -> PyResult<PyClassInitializer<Self>> {
+        let json = py.import("json")?;
+        let mut value = if schema.is_instance_of::<PyString>() {
+            json.call_method1("loads", (schema,)).map_err(|e| {
+                pyo3::exceptions::PyValueError::new_err(format!(
+                    "invalid schema: not valid JSON: {e}"
+                ))
+            })?
+        } else if schema.is_instance_of::<pyo3::types::PyDict>()
+            || schema.is_instance_of::<pyo3::types::PyBool>()
+        {
+            schema.clone()
+        } else {
+            return Err(PyTypeError::new_err(format!(
+                "schema must be a JSON string, a dict or a bool, got {}",
+                schema.get_type().name()?
+            )));
+        };
+        // llguidance reads its options from "x-guidance"; the caller's own entry wins.
+        if let Ok(d) = value.cast::<pyo3::types::PyDict>() {
+            if !d.contains("x-guidance")? {
+                let d = d.copy()?;
+                let opts = pyo3::types::PyDict::new(py);
+                opts.set_item("whitespace_flexible", whitespace_flexible)?;
+                d.set_item("x-guidance", opts)?;
+                value = d.into_any();
+            }
+        }
+        let text: String = json.call_method1("dumps", (value,))?.extract()?;
+        let compiler = vocab.grammar_compiler(py)?;
+        let inner = py
+            .detach(|| GrammarConstraint::json_schema(compiler, &text))
+            .map_err(to_py)?;
+        Ok(PyClassInitializer::from(PyGrammar {
+            inner: Arc::new(inner),
+        })
+        .add_subclass(Self))
+    }
+}
