@@ -218,6 +218,9 @@ def test_bad_schemas_and_grammars(json_vocab: fastdec.TokenVocab) -> None:
         fastdec.JsonSchema('{"type": ', json_vocab)
     with pytest.raises(ValueError, match=r"invalid schema.*nope"):
         fastdec.JsonSchema({"type": "nope"}, json_vocab)
+    nested = {"type": "object", "properties": {"a~b": {"type": "array", "items": {"minimum": "x"}}}}
+    with pytest.raises(ValueError, match=r"invalid schema: at /properties/a~0b/items: Expected f64"):
+        fastdec.JsonSchema(nested, json_vocab)
     with pytest.raises(TypeError, match="schema must be"):
         fastdec.JsonSchema(3, json_vocab)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match=r"(?s)invalid grammar.*unknown name.*\^"):

@@ -67,7 +67,7 @@ def test_require_present_module() -> None:
     assert fastdec._optional.require("json") is json
 
 
-@pytest.mark.parametrize("module", [fastdec, fastdec._optional])
+@pytest.mark.parametrize("module", [fastdec, fastdec._optional, fastdec.constraints, fastdec.smc])
 def test_doctests(module: object) -> None:
     result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)  # type: ignore[arg-type]
     assert result.failed == 0

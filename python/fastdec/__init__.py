@@ -29,6 +29,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from fastdec import smc
 from fastdec._core import (
     MAX_NODES,
     BaseDrafter,
@@ -91,5 +92,6 @@ __all__ = [
     "__version__",
     "awrs_sample",
     "optimal_template",
+    "smc",
     "verify_greedy_batch",
 ]

@@ -476,12 +476,12 @@ class Regex:
         temperature: float = 1.0,
         estimator: str = "none",
         seed: int = 0,
-        mask_after: int = 16,
+        mask_after: int = ...,
     ) -> _Sample:
         """One AWRS step: ``(token or None at a dead end, weight, checks)``; ``estimator`` is
         ``"none"``, ``"two-run"`` or ``"geometric"``. Without weights, after ``mask_after``
-        rejections (0: never) the token is drawn under the full mask instead (same law; bounds
-        the cost when the model disagrees with the constraint)."""
+        rejections (default 32; 0: never) the token is drawn under the full mask instead (same
+        law; bounds the cost when the model disagrees with the constraint)."""
     def sample_probs(
         self, state: int, probs: Sequence[float], estimator: str = "none", seed: int = 0
     ) -> _Sample: ...
@@ -523,7 +523,7 @@ class Grammar:
         temperature: float = 1.0,
         estimator: str = "none",
         seed: int = 0,
-        mask_after: int = 16,
+        mask_after: int = ...,
     ) -> _Sample: ...
     def sample_probs(
         self, state: GrammarState, probs: Sequence[float], estimator: str = "none", seed: int = 0
@@ -542,7 +542,8 @@ class JsonSchema(Grammar):
             in the schema overrides it.
 
     Raises:
-        ValueError: text that is not JSON (with line and column) or a schema llguidance rejects.
+        ValueError: text that is not JSON (with line and column) or a schema llguidance rejects
+            (with the JSON pointer of the offending subschema, e.g. ``at /properties/a``).
         TypeError: a schema that is neither text, a dict nor a bool.
     """
 

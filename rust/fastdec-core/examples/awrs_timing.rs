@@ -44,4 +44,27 @@ fn main() {
         "sample_logits {:.1} us",
         start.elapsed().as_secs_f64() * 1e6 / f64::from(reps)
     );
+    // The first 31 distinct draws rejected, then anything accepted: the rejection loop's cost.
+    for rejects in [1u32, 8, 31, 127, 500] {
+        let start = Instant::now();
+        for i in 0..reps {
+            let mut seen = 0u32;
+            let mut check = |_t: u32| {
+                seen += 1;
+                seen > rejects
+            };
+            awrs::sample_logits(
+                &logits,
+                1.0,
+                &mut check,
+                Estimator::None,
+                &mut Rng::new(u64::from(i)),
+            )
+            .unwrap();
+        }
+        println!(
+            "sample_logits with {rejects} rejections {:.1} us",
+            start.elapsed().as_secs_f64() * 1e6 / f64::from(reps)
+        );
+    }
 }

@@ -185,7 +185,7 @@ impl PyRegex {
     }
 
     /// One AWRS step from `logits` at `temperature`: (token or None, weight, checks).
-    #[pyo3(signature = (state, logits, temperature=1.0, estimator="none", seed=0, mask_after=16))]
+    #[pyo3(signature = (state, logits, temperature=1.0, estimator="none", seed=0, mask_after=fastdec_core::constrain::awrs::MASK_AFTER))]
     #[allow(clippy::too_many_arguments)]
     fn sample(
         &self,

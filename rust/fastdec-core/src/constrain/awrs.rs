@@ -23,6 +23,7 @@
 //! Weights are relative to the normalised `p` (multiply by the caller's own normaliser if `p`
 //! was not normalised). Checks are memoised within a step.
 
+use super::draws::Remaining;
 use crate::{Error, Result, TokenId};
 
 /// Which importance weight to compute alongside the token.
@@ -138,60 +139,6 @@ pub fn check_probs(probs: &[f64]) -> Result<()> {
     Ok(())
 }
 
-/// A sum tree over token weights: exact sampling proportional to weight, removal in O(log V).
-struct SumTree {
-    leaves: usize,
-    node: Vec<f64>, // node[1] = total; node[leaves + i] = weight of token i
-}
-
-impl SumTree {
-    fn new<T: Copy + Into<f64>>(weights: &[T]) -> Self {
-        let leaves = weights.len().next_power_of_two();
-        let mut node = vec![0.0; 2 * leaves];
-        for (dst, &w) in node[leaves..leaves + weights.len()].iter_mut().zip(weights) {
-            *dst = w.into();
-        }
-        for i in (1..leaves).rev() {
-            node[i] = node[2 * i] + node[2 * i + 1];
-        }
-        Self { leaves, node }
-    }
-
-    fn total(&self) -> f64 {
-        self.node[1]
-    }
-
-    fn remove(&mut self, token: usize) {
-        let mut i = self.leaves + token;
-        self.node[i] = 0.0;
-        while i > 1 {
-            i /= 2;
-            // Recomputed, not decremented: no drift, and an all-removed subtree is exactly 0.
-            self.node[i] = self.node[2 * i] + self.node[2 * i + 1];
-        }
-    }
-
-    /// A token drawn proportionally to the remaining weights (`None` if none is left).
-    fn draw(&self, coin: f64) -> Option<usize> {
-        if self.total() <= 0.0 {
-            return None;
-        }
-        let mut target = coin * self.total();
-        let mut node = 1;
-        while node < self.leaves {
-            let (left, right) = (self.node[2 * node], self.node[2 * node + 1]);
-            // Rounding may point into an empty child: take the other one (never empty here).
-            if (target < left && left > 0.0) || right <= 0.0 {
-                node *= 2;
-            } else {
-                target -= left;
-                node = 2 * node + 1;
-            }
-        }
-        Some(node - self.leaves)
-    }
-}
-
 /// Memoised constraint checks of one step.
 struct Checks<'a, F> {
     check: &'a mut F,
@@ -280,7 +227,7 @@ pub fn sample<F: FnMut(TokenId) -> bool>(
     let total: f64 = probs.iter().sum();
     let first = first_draw(probs, total, rng.uniform());
     Ok(sample_weights(
-        probs, total, first, check, None, estimator, rng,
+        probs, None, total, first, check, None, estimator, rng,
     ))
 }
 
@@ -297,6 +244,13 @@ pub fn sample_logits<F: FnMut(TokenId) -> bool>(
 ) -> Result<Sample> {
     sample_logits_with_mask(logits, temperature, check, None, estimator, rng)
 }
+
+/// The default number of rejections before the full-mask fallback. A further check costs about a
+/// microsecond (a draw from the remaining tokens and a DFA walk), a full mask 150-700 us on a
+/// 49k vocabulary. 32 keeps the mean checks per step under 3 and the p99 step time near twice
+/// the median on the benchmark's tasks (`benches/constrained.py`, which also tries others with
+/// `--mask-after`: 16 falls back too often, 64 pays too many checks first).
+pub const MASK_AFTER: usize = 32;
 
 /// A full-mask fallback: after `after` rejections, `fill(mask)` writes the allowed-token
 /// bitmask (`ceil(V / 32)` words) and the token is drawn from the remaining mass under it.
@@ -333,7 +287,14 @@ pub fn sample_logits_with_mask<F: FnMut(TokenId) -> bool>(
         None
     };
     Ok(sample_weights(
-        &weights, total, first, check, fallback, estimator, rng,
+        &weights,
+        Some(&blocks),
+        total,
+        first,
+        check,
+        fallback,
+        estimator,
+        rng,
     ))
 }
 
@@ -386,7 +347,7 @@ pub fn exp_weights(logits: &[f32], temperature: f64, out: &mut Vec<f32>) -> Resu
 }
 
 /// Tokens per block of [`exp_weights_blocked`]'s partial sums.
-const BLOCK: usize = 256;
+pub(super) const BLOCK: usize = 256;
 
 /// [`exp_weights`], also writing each block of [`BLOCK`] tokens' sum (the first draw then finds
 /// its block in a few hundred additions instead of scanning the vocabulary).
@@ -405,8 +366,54 @@ pub fn exp_weights_blocked(
     if logits.is_empty() {
         return Err(Error::Empty { what: "logits" });
     }
-    // One pass for the maximum and for NaNs (a NaN fails both comparisons); the NaN's position
-    // is looked up only when there is one.
+    // One pass for the maximum and for NaNs; the NaN's position is looked up only when there
+    // is one.
+    #[cfg(target_arch = "x86_64")]
+    let (max, nan) = if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU supports AVX2 (checked just above), all `max_pass_avx2` requires.
+        #[allow(unsafe_code)]
+        unsafe {
+            max_pass_avx2(logits)
+        }
+    } else {
+        max_pass(logits)
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let (max, nan) = max_pass(logits);
+    if nan {
+        let index = logits.iter().position(|x| x.is_nan()).unwrap_or(0);
+        return Err(Error::InvalidValue {
+            what: "logit",
+            index,
+            value: "NaN".into(),
+            expected: "a number (-inf masks a token)",
+        });
+    }
+    if max.is_infinite() {
+        return Err(Error::arg(
+            "logits",
+            max,
+            "at least one finite logit and none +inf",
+        ));
+    }
+    let inv_t = (1.0 / temperature) as f32;
+    out.clear();
+    out.resize(logits.len(), 0.0);
+    blocks.clear();
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU supports AVX2 (checked just above), all `exp_pass_avx2` requires.
+        #[allow(unsafe_code)]
+        return Ok(unsafe { exp_pass_avx2(logits, max, inv_t, out, blocks) });
+    }
+    Ok(exp_pass(logits, max, inv_t, out, blocks))
+}
+
+/// The largest logit and whether any is NaN (a NaN fails both comparisons), in eight lanes
+/// so the loop vectorises.
+#[allow(clippy::inline_always)] // inlined into `max_pass_avx2`, compiled for its features
+#[inline(always)]
+fn max_pass(logits: &[f32]) -> (f32, bool) {
     let mut lanes = [f32::NEG_INFINITY; 8];
     let mut nan = [false; 8];
     let chunks = logits.chunks_exact(8);
@@ -418,36 +425,50 @@ pub fn exp_weights_blocked(
             lanes[i] = if x > lanes[i] { x } else { lanes[i] };
         }
     }
-    if nan.iter().any(|&b| b) || rest.iter().any(|x| x.is_nan()) {
-        let index = logits.iter().position(|x| x.is_nan()).unwrap_or(0);
-        return Err(Error::InvalidValue {
-            what: "logit",
-            index,
-            value: "NaN".into(),
-            expected: "a number (-inf masks a token)",
-        });
-    }
     let max = lanes
         .iter()
         .chain(rest)
         .copied()
         .fold(f32::NEG_INFINITY, f32::max);
-    if max.is_infinite() {
-        return Err(Error::arg(
-            "logits",
-            max,
-            "at least one finite logit and none +inf",
-        ));
-    }
-    let inv_t = (1.0 / temperature) as f32;
-    out.clear();
-    out.resize(logits.len(), 0.0);
+    (
+        max,
+        nan.iter().any(|&b| b) || rest.iter().any(|x| x.is_nan()),
+    )
+}
+
+/// [`max_pass`] compiled for AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn max_pass_avx2(logits: &[f32]) -> (f32, bool) {
+    max_pass(logits)
+}
+
+/// [`exp_pass`] compiled for AVX2 (8 floats per instruction instead of SSE2's 4; about 2x on
+/// this pass). No FMA: contraction would change the last bits, and a seed must give the same
+/// token on every x86-64 machine.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn exp_pass_avx2(
+    logits: &[f32],
+    max: f32,
+    inv_t: f32,
+    out: &mut [f32],
+    blocks: &mut Vec<f64>,
+) -> f64 {
+    exp_pass(logits, max, inv_t, out, blocks)
+}
+
+/// The weights `exp((x - max) * inv_t)` into `out` (as long as `logits`), each block's sum into
+/// `blocks`, and the total. Inlined into each caller so it is compiled for the caller's target
+/// features.
+#[allow(clippy::inline_always)] // without it the AVX2 caller would call the SSE2 copy
+#[inline(always)]
+fn exp_pass(logits: &[f32], max: f32, inv_t: f32, out: &mut [f32], blocks: &mut Vec<f64>) -> f64 {
     // Two passes: the exp alone vectorises (~1 ns per token); summing into float64 in the same
     // loop kept it scalar (4x slower).
     for (o, &x) in out.iter_mut().zip(logits) {
         *o = fast_exp((x - max) * inv_t);
     }
-    blocks.clear();
     let mut total = 0.0;
     for block in out.chunks(BLOCK) {
         let mut sums = [0.0f64; 8];
@@ -462,13 +483,14 @@ pub fn exp_weights_blocked(
         blocks.push(sum);
         total += sum;
     }
-    Ok(total)
+    total
 }
 
 /// `e^x` for `x <= 0` in float32: `2^k * p(r)` with `r = x - k ln 2` in `[-ln2/2, ln2/2]` and a
 /// degree-6 Taylor polynomial (error below 1 ulp-ish, 2e-7 relative); branch-free, so loops over
 /// it vectorise. `x < -87` gives 0 (and `-inf`, a masked logit, too).
-#[inline]
+#[allow(clippy::inline_always)] // part of `exp_pass`'s loop body (see there)
+#[inline(always)]
 fn fast_exp(x: f32) -> f32 {
     const LOG2E: f32 = std::f32::consts::LOG2_E;
     const LN2_HI: f32 = 0.693_145_75;
@@ -494,8 +516,10 @@ fn fast_exp(x: f32) -> f32 {
 }
 
 /// The sampler over unnormalised weights with their sum `total > 0`.
+#[allow(clippy::too_many_arguments)]
 fn sample_weights<T: Copy + Into<f64>, F: FnMut(TokenId) -> bool>(
     probs: &[T],
+    blocks: Option<&[f64]>,
     total: f64,
     first: usize,
     check: &mut F,
@@ -517,8 +541,8 @@ fn sample_weights<T: Copy + Into<f64>, F: FnMut(TokenId) -> bool>(
             sampling_checks: 1,
         };
     }
-    // Run 1, without replacement, on a sum tree.
-    let mut tree = SumTree::new(probs);
+    // Run 1, without replacement.
+    let mut tree = Remaining::new(probs, blocks);
     let mut rejected: Vec<usize> = Vec::new();
     let mut rejected_mass = 0.0;
     let mut accepted = None;
@@ -628,20 +652,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn sum_tree_draws_only_live_tokens() {
-        let probs = [0.1, 0.0, 0.4, 0.5];
-        let mut tree = SumTree::new(&probs);
-        tree.remove(3);
-        tree.remove(2);
-        let mut rng = Rng::new(1);
-        for _ in 0..1000 {
-            assert_eq!(tree.draw(rng.uniform()), Some(0));
-        }
-        tree.remove(0);
-        assert_eq!(tree.draw(0.5), None);
-    }
-
-    #[test]
     fn fast_exp_is_accurate() {
         let mut x = -87.0f32;
         while x <= 0.0 {
@@ -658,6 +668,36 @@ mod tests {
         softmax_into(&logits, 0.7, &mut exact).unwrap();
         for (a, b) in w.iter().zip(&exact) {
             assert!((f64::from(*a) / total - b).abs() <= 1e-6 * b);
+        }
+    }
+
+    /// The AVX2 copies compute bit for bit what the portable ones do: a seed gives the same
+    /// token on every x86-64 machine.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn avx2_passes_equal_portable_passes() {
+        if !std::arch::is_x86_feature_detected!("avx2") {
+            return;
+        }
+        let mut rng = Rng::new(5);
+        for n in [1usize, 7, 255, 256, 1000, 49_152] {
+            let logits: Vec<f32> = (0..n)
+                .map(|_| (rng.uniform() as f32 - 0.5) * 40.0)
+                .collect();
+            let (max, nan) = max_pass(&logits);
+            // SAFETY: AVX2 was detected above.
+            #[allow(unsafe_code)]
+            let fast = unsafe { max_pass_avx2(&logits) };
+            assert!(fast.0.to_bits() == max.to_bits() && fast.1 == nan);
+            let (mut a, mut b) = (vec![0.0f32; n], vec![0.0f32; n]);
+            let (mut ba, mut bb) = (Vec::new(), Vec::new());
+            let ta = exp_pass(&logits, max, 0.7, &mut a, &mut ba);
+            // SAFETY: as above.
+            #[allow(unsafe_code)]
+            let tb = unsafe { exp_pass_avx2(&logits, max, 0.7, &mut b, &mut bb) };
+            assert!(ta.to_bits() == tb.to_bits(), "n={n}");
+            assert!(a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()));
+            assert!(ba.iter().zip(&bb).all(|(x, y)| x.to_bits() == y.to_bits()));
         }
     }
 

@@ -128,12 +128,19 @@ impl GrammarConstraint {
     pub fn json_schema(compiler: Arc<GrammarCompiler>, schema: &str) -> Result<Self> {
         let value: serde_json::Value = serde_json::from_str(schema)
             .map_err(|e| grammar_error("schema", format!("not valid JSON: {e}")))?;
-        let grammar = TopLevelGrammar::from_json_schema(value);
-        Self::build(
-            compiler,
-            grammar,
-            GrammarSource::JsonSchema(schema.to_owned()),
-        )
+        let grammar = TopLevelGrammar::from_json_schema(value.clone());
+        let source = GrammarSource::JsonSchema(schema.to_owned());
+        let for_errors = Arc::clone(&compiler);
+        Self::build(compiler, grammar, source).map_err(|e| match e {
+            Error::Grammar { what, message } => {
+                let message = match locate(&for_errors, &value, "", &message) {
+                    Some(at) => format!("at {at}: {message}"),
+                    None => message,
+                };
+                Error::Grammar { what, message }
+            }
+            other => other,
+        })
     }
 
     /// A Lark grammar constraint (llguidance's dialect: `start: ...`, `%json {...}`, regex
@@ -304,6 +311,57 @@ impl GrammarConstraint {
     }
 }
 
+/// Where in `schema` the compiler's error `message` comes from, as a JSON pointer: the deepest
+/// subschema that, compiled alone, fails with the same message (llguidance's messages name the
+/// problem but not its place). Subschemas that reference others fail differently alone and are
+/// not blamed. `None` if no subschema reproduces it (the root is then the place).
+fn locate(
+    compiler: &Arc<GrammarCompiler>,
+    schema: &serde_json::Value,
+    path: &str,
+    message: &str,
+) -> Option<String> {
+    use serde_json::Value;
+    let mut children: Vec<(String, &Value)> = Vec::new();
+    if let Value::Object(map) = schema {
+        for (key, v) in map {
+            match (key.as_str(), v) {
+                (
+                    "properties" | "$defs" | "definitions" | "patternProperties",
+                    Value::Object(m),
+                ) => {
+                    for (name, sub) in m {
+                        let name = name.replace('~', "~0").replace('/', "~1");
+                        children.push((format!("{path}/{key}/{name}"), sub));
+                    }
+                }
+                ("anyOf" | "oneOf" | "allOf" | "prefixItems", Value::Array(items)) => {
+                    for (i, sub) in items.iter().enumerate() {
+                        children.push((format!("{path}/{key}/{i}"), sub));
+                    }
+                }
+                (
+                    "items" | "additionalProperties" | "not" | "contains" | "propertyNames",
+                    Value::Object(_),
+                ) => children.push((format!("{path}/{key}"), v)),
+                _ => {}
+            }
+        }
+    }
+    for (at, sub) in children {
+        let grammar = TopLevelGrammar::from_json_schema(sub.clone());
+        let fails_alike = compiler
+            .factory
+            .create_parser(grammar)
+            .err()
+            .is_some_and(|e| e.to_string() == message);
+        if fails_alike {
+            return Some(locate(compiler, sub, &at, message).unwrap_or(at));
+        }
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -355,7 +413,14 @@ mod tests {
         let e = GrammarConstraint::json_schema(compiler(), "{\"type\": ").unwrap_err();
         assert!(e.to_string().contains("line 1"), "{e}");
         let e = GrammarConstraint::json_schema(compiler(), r#"{"type": "nope"}"#).unwrap_err();
-        assert!(e.to_string().contains("nope"), "{e}");
+        assert_eq!(e.to_string(), "invalid schema: Invalid type: nope");
+        let nested = r#"{"type": "object", "properties": {"a": {"type": "array",
+            "items": {"anyOf": [{"type": "string"}, {"type": "nope"}]}}}}"#;
+        let e = GrammarConstraint::json_schema(compiler(), nested).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "invalid schema: at /properties/a/items/anyOf/1: Invalid type: nope"
+        );
         let e = GrammarConstraint::lark(compiler(), "start: foo").unwrap_err();
         assert!(e.to_string().contains("foo"), "{e}");
         let no_eos = Arc::new(TokenVocab::new(&[b"a"], &[], &[]).unwrap());

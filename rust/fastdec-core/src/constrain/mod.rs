@@ -3,6 +3,7 @@
 //! while checking only a few tokens per step instead of masking the whole vocabulary.
 
 pub mod awrs;
+mod draws;
 pub mod grammar;
 pub mod regex;
 pub mod vocab;
