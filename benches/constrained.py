@@ -83,7 +83,8 @@ def constraints(spec: Any, native: fastdec.TokenVocab, llguidance: Any) -> tuple
     that keeps the text valid, the set fastdec's constraints allow) for a regex or a schema."""
     if isinstance(spec, str):
         lark = '%llguidance {"no_forcing": true}\nstart: /' + spec + "/"
-        return fastdec.Regex(spec, native), llguidance.grammar_from("lark", lark)
+        # No mask cache: every replay of a step pays its trie walk, as the first visit would.
+        return fastdec.Regex(spec, native, mask_cache_bytes=0), llguidance.grammar_from("lark", lark)
     lark = '%llguidance {"no_forcing": true}\nstart: %json ' + json.dumps(spec)
     return fastdec.JsonSchema(spec, native), llguidance.grammar_from("lark", lark)
 

@@ -203,6 +203,22 @@ def test_regex_matches_python_re(pattern: str, tokens: list[int]) -> None:
     assert bits.tolist() == [int(rx.allows(state, t)) for t in range(len(ALPHABET_VOCAB))]
 
 
+@settings(max_examples=60, deadline=None)
+@given(patterns(), st.lists(st.lists(st.integers(0, 4), max_size=5), min_size=1, max_size=8))
+def test_mask_cache_equals_fresh_walks(pattern: str, walks: list[list[int]]) -> None:
+    """Masks served from a small cache (evicting as it goes) equal uncached trie walks."""
+    vocab = small_vocab()
+    cached = fastdec.Regex(pattern, vocab, mask_cache_bytes=3 * 4)  # three one-word masks
+    fresh = fastdec.Regex(pattern, vocab, mask_cache_bytes=0)
+    for tokens in walks * 2:  # every state twice: hits and misses after evictions
+        state = cached.advance(cached.start(), tokens)
+        if state is None:
+            continue
+        assert cached.mask(state).tolist() == fresh.mask(state).tolist()
+        assert cached.cached_masks <= 3
+    assert fresh.cached_masks == 0
+
+
 def test_regex_sampling_stays_in_the_mask() -> None:
     rng = np.random.default_rng(0)
     words = [bytes(rng.choice(list(b"0123456789-abc"), size=rng.integers(1, 4)).tolist()) for _ in range(300)]

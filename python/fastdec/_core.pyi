@@ -446,14 +446,23 @@ class Regex:
     a DFA over the vocabulary's token bytes. A sequence's state is an ``int`` (the DFA state):
     free to copy, and rollback is keeping the old one.
 
+    ``mask_cache_bytes`` (default 64 MiB; 0 turns it off) bounds a cache of full masks by DFA
+    state, least recently used out first: a mask is a function of the state alone, and decoding
+    revisits states, so each state's trie walk is paid once.
+
     Raises:
         ValueError: a syntax error (the message marks its position in the pattern) or a pattern
             whose automata would exceed ``max_dfa_bytes`` (default 256 MiB).
     """
 
-    def __new__(cls, pattern: str, vocab: TokenVocab, max_dfa_bytes: int = ...) -> Regex: ...
+    def __new__(
+        cls, pattern: str, vocab: TokenVocab, max_dfa_bytes: int = ..., mask_cache_bytes: int = ...
+    ) -> Regex: ...
     @property
     def pattern(self) -> str: ...
+    @property
+    def cached_masks(self) -> int:
+        """Full masks held by the cache (see ``mask_cache_bytes``)."""
     @property
     def vocab_size(self) -> int: ...
     def start(self) -> int:

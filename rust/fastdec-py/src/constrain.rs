@@ -112,18 +112,31 @@ pub struct PyRegex {
 #[pymethods]
 impl PyRegex {
     #[new]
-    #[pyo3(signature = (pattern, vocab, max_dfa_bytes=fastdec_core::constrain::regex::DFA_SIZE_LIMIT))]
+    #[pyo3(signature = (
+        pattern,
+        vocab,
+        max_dfa_bytes=fastdec_core::constrain::regex::DFA_SIZE_LIMIT,
+        mask_cache_bytes=fastdec_core::constrain::regex::MASK_CACHE_BYTES,
+    ))]
     fn new(
         py: Python<'_>,
         pattern: &str,
         vocab: &PyTokenVocab,
         max_dfa_bytes: usize,
+        mask_cache_bytes: usize,
     ) -> PyResult<Self> {
         let v = vocab.inner.clone();
         let inner = py
             .detach(|| RegexConstraint::with_limit(pattern, v, max_dfa_bytes))
-            .map_err(to_py)?;
+            .map_err(to_py)?
+            .with_mask_cache(mask_cache_bytes);
         Ok(Self { inner })
+    }
+
+    /// Number of full masks in the cache.
+    #[getter]
+    fn cached_masks(&self) -> usize {
+        self.inner.cached_masks()
     }
 
     #[getter]

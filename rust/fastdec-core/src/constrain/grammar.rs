@@ -20,6 +20,10 @@ use crate::{Error, Result, TokenId};
 pub struct GrammarCompiler {
     vocab: Arc<TokenVocab>,
     factory: ParserFactory,
+    // The ids whose mask bits our rules set (eos iff complete) or clear (blocked), listed once
+    // so a mask does not scan the vocabulary for them.
+    eos: Vec<TokenId>,
+    blocked: Vec<TokenId>,
 }
 
 impl std::fmt::Debug for GrammarCompiler {
@@ -75,7 +79,15 @@ impl GrammarCompiler {
         let mut factory =
             ParserFactory::new(&env, caps, &slices).map_err(|e| grammar_error("vocabulary", e))?;
         factory.quiet();
-        Ok(Self { vocab, factory })
+        let ids = |f: &dyn Fn(TokenId) -> bool| (0..n as TokenId).filter(|&t| f(t)).collect();
+        let eos = ids(&|t| vocab.is_eos(t));
+        let blocked = ids(&|t| !vocab.is_eos(t) && vocab.is_blocked(t));
+        Ok(Self {
+            vocab,
+            factory,
+            eos,
+            blocked,
+        })
     }
 
     /// The vocabulary.
@@ -288,16 +300,14 @@ impl GrammarConstraint {
         }
         // Our rules for special tokens override llguidance's: eos iff complete, others never.
         let complete = self.is_complete(state);
-        let vocab = self.vocab();
-        for t in 0..n as TokenId {
+        for &t in &self.compiler.blocked {
+            mask[(t / 32) as usize] &= !(1u32 << (t % 32));
+        }
+        for &t in &self.compiler.eos {
             let (word, bit) = ((t / 32) as usize, 1u32 << (t % 32));
-            if vocab.is_eos(t) {
-                if complete {
-                    mask[word] |= bit;
-                } else {
-                    mask[word] &= !bit;
-                }
-            } else if vocab.is_blocked(t) {
+            if complete {
+                mask[word] |= bit;
+            } else {
                 mask[word] &= !bit;
             }
         }

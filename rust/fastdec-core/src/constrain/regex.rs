@@ -11,7 +11,7 @@
 //!
 //! A sequence's state is one `u32`: cloning is a copy, rollback is keeping the old one.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use regex_automata::{
     dfa::{dense, Automaton, StartKind},
@@ -27,6 +27,9 @@ use crate::{Error, Result, TokenId};
 /// memory (determinisation can blow up exponentially).
 pub const DFA_SIZE_LIMIT: usize = 256 << 20;
 
+/// Default memory for cached full masks (see [`RegexConstraint::with_mask_cache`]).
+pub const MASK_CACHE_BYTES: usize = 64 << 20;
+
 /// A compiled regex constraint over one vocabulary.
 #[derive(Clone)]
 pub struct RegexConstraint {
@@ -36,6 +39,75 @@ pub struct RegexConstraint {
     max_state: u32,
     live: Vec<bool>, // by state index (id >> stride2): some continuation still matches
     pattern: String,
+    masks: Arc<MaskCache>, // shared by clones
+}
+
+/// The full masks of recently used DFA states. A mask is a pure function of the state, and
+/// decoding revisits the same states (every request under one pattern starts from the same
+/// few), so a walk of the token trie (up to ~0.7 ms on a 49k vocabulary) is paid once per
+/// state. Bounded by entry count (`bytes / mask size`); the least recently used entry goes
+/// first.
+struct MaskCache {
+    capacity: usize,
+    inner: Mutex<MaskCacheInner>,
+}
+
+#[derive(Default)]
+struct MaskCacheInner {
+    map: rustc_hash::FxHashMap<u32, (Arc<[u32]>, u64)>, // state -> (mask, last use)
+    clock: u64,
+}
+
+impl MaskCache {
+    fn new(capacity: usize) -> Self {
+        Self {
+            capacity,
+            inner: Mutex::new(MaskCacheInner::default()),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, MaskCacheInner> {
+        // The map is consistent at every await-free point; a panic elsewhere cannot break it.
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn get(&self, state: u32) -> Option<Arc<[u32]>> {
+        if self.capacity == 0 {
+            return None;
+        }
+        let mut inner = self.lock();
+        inner.clock += 1;
+        let now = inner.clock;
+        inner.map.get_mut(&state).map(|(mask, used)| {
+            *used = now;
+            mask.clone()
+        })
+    }
+
+    fn insert(&self, state: u32, mask: &[u32]) {
+        if self.capacity == 0 {
+            return;
+        }
+        let mut inner = self.lock();
+        if inner.map.len() >= self.capacity && !inner.map.contains_key(&state) {
+            // O(entries), on a miss only, which has just paid for a full trie walk.
+            let oldest = inner
+                .map
+                .iter()
+                .min_by_key(|(_, (_, used))| *used)
+                .map(|(&s, _)| s);
+            if let Some(s) = oldest {
+                inner.map.remove(&s);
+            }
+        }
+        inner.clock += 1;
+        let now = inner.clock;
+        inner.map.insert(state, (mask.into(), now));
+    }
+
+    fn len(&self) -> usize {
+        self.lock().map.len()
+    }
 }
 
 impl std::fmt::Debug for RegexConstraint {
@@ -82,6 +154,7 @@ impl RegexConstraint {
             .start_state(&cfg)
             .map_err(|e| Error::arg("regex", format!("{pattern:?}"), e.to_string()))?;
         let (max_state, live) = liveness(&dfa, start);
+        let capacity = MASK_CACHE_BYTES / (vocab.len().div_ceil(32) * 4);
         Ok(Self {
             dfa: Arc::new(dfa),
             vocab,
@@ -89,7 +162,22 @@ impl RegexConstraint {
             max_state,
             live,
             pattern: pattern.to_owned(),
+            masks: Arc::new(MaskCache::new(capacity)),
         })
+    }
+
+    /// This constraint with at most `bytes` of cached full masks (0: no cache), replacing the
+    /// default of [`MASK_CACHE_BYTES`].
+    #[must_use]
+    pub fn with_mask_cache(mut self, bytes: usize) -> Self {
+        let capacity = bytes / (self.vocab.len().div_ceil(32) * 4);
+        self.masks = Arc::new(MaskCache::new(capacity));
+        self
+    }
+
+    /// Number of masks in the cache.
+    pub fn cached_masks(&self) -> usize {
+        self.masks.len()
     }
 
     /// The pattern as given.
@@ -191,6 +279,18 @@ impl RegexConstraint {
         if !self.is_live(state) {
             return Ok(());
         }
+        if let Some(cached) = self.masks.get(state) {
+            mask.copy_from_slice(&cached);
+            return Ok(());
+        }
+        self.walk_mask(state, mask);
+        self.masks.insert(state, mask);
+        Ok(())
+    }
+
+    /// The mask of a live `state` by a walk of the token trie into a zeroed `mask`.
+    fn walk_mask(&self, state: u32, mask: &mut [u32]) {
+        let v = self.vocab.len();
         if self.is_complete(state) {
             for t in 0..v {
                 if self.vocab.is_eos(t as TokenId) {
@@ -217,7 +317,6 @@ impl RegexConstraint {
             }
             i += 1;
         }
-        Ok(())
     }
 }
 
@@ -287,4 +386,45 @@ fn describe(e: &regex_automata::dfa::dense::BuildError) -> String {
         source = s.source();
     }
     msg
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vocab() -> Arc<TokenVocab> {
+        let toks: Vec<&[u8]> = vec![b"a", b"b", b"ab", b"ba", b"c", b""];
+        Arc::new(TokenVocab::new(&toks, &[5], &[5]).unwrap())
+    }
+
+    fn walked(rx: &RegexConstraint, state: u32) -> Vec<u32> {
+        let mut m = vec![0u32; 1];
+        let uncached = rx.clone().with_mask_cache(0);
+        uncached.fill_mask(state, &mut m).unwrap();
+        assert_eq!(uncached.cached_masks(), 0);
+        m
+    }
+
+    /// Cached masks equal fresh walks, the cache never exceeds its entry count, and the least
+    /// recently used state is the one evicted.
+    #[test]
+    fn mask_cache_is_exact_bounded_and_lru() {
+        let rx = RegexConstraint::new("(ab|ba)*c?", vocab())
+            .unwrap()
+            .with_mask_cache(2 * 4); // two one-word masks
+        let s0 = rx.start();
+        let s1 = rx.advance(s0, 0).unwrap(); // "a"
+        let s2 = rx.advance(s0, 1).unwrap(); // "b"
+        let s3 = rx.advance(s0, 4).unwrap(); // "c"
+        let mut m = vec![0u32; 1];
+        for (round, &s) in [s0, s1, s0, s2, s3, s0, s1].iter().enumerate() {
+            rx.fill_mask(s, &mut m).unwrap();
+            assert_eq!(m, walked(&rx, s), "round {round}");
+            assert!(rx.cached_masks() <= 2);
+        }
+        // s0 and s1 are the two most recent: both hit, and s3 was evicted before s1 came back.
+        let cache = rx.masks.lock();
+        assert!(cache.map.contains_key(&s0) && cache.map.contains_key(&s1));
+        assert!(!cache.map.contains_key(&s3));
+    }
 }
