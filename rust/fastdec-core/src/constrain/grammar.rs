@@ -48,15 +48,17 @@ impl GrammarCompiler {
     /// A vocabulary without an eos id, or one llguidance cannot index.
     pub fn new(vocab: Arc<TokenVocab>) -> Result<Self> {
         let n = vocab.len();
-        let eos = (0..n as TokenId)
-            .find(|&t| vocab.is_eos(t))
-            .ok_or_else(|| {
-                Error::arg(
-                    "vocabulary",
-                    format!("of {n} tokens"),
-                    "a grammar constraint needs an end-of-sequence token (TokenVocab(eos=...))",
-                )
-            })?;
+        let eos = vocab.eos_ids().to_vec();
+        let blocked = (0..n as TokenId)
+            .filter(|&t| !vocab.is_eos(t) && vocab.is_blocked(t))
+            .collect();
+        let &first_eos = eos.first().ok_or_else(|| {
+            Error::arg(
+                "vocabulary",
+                format!("of {n} tokens"),
+                "a grammar constraint needs an end-of-sequence token (TokenVocab(eos=...))",
+            )
+        })?;
         // Special tokens add no text; llguidance marks them with a 0xFF prefix and names them
         // like its Lark syntax for token ids, `<[id]>`.
         let words: Vec<Vec<u8>> = (0..n as TokenId)
@@ -71,7 +73,7 @@ impl GrammarCompiler {
                 }
             })
             .collect();
-        let info = TokRxInfo::new(n as u32, eos);
+        let info = TokRxInfo::new(n as u32, first_eos);
         let trie = TokTrie::from(&info, &words);
         let env: TokEnv = Arc::new(ApproximateTokEnv::new(trie));
         let caps = InferenceCapabilities::default();
@@ -79,9 +81,6 @@ impl GrammarCompiler {
         let mut factory =
             ParserFactory::new(&env, caps, &slices).map_err(|e| grammar_error("vocabulary", e))?;
         factory.quiet();
-        let ids = |f: &dyn Fn(TokenId) -> bool| (0..n as TokenId).filter(|&t| f(t)).collect();
-        let eos = ids(&|t| vocab.is_eos(t));
-        let blocked = ids(&|t| !vocab.is_eos(t) && vocab.is_blocked(t));
         Ok(Self {
             vocab,
             factory,

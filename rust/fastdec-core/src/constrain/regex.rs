@@ -290,12 +290,9 @@ impl RegexConstraint {
 
     /// The mask of a live `state` by a walk of the token trie into a zeroed `mask`.
     fn walk_mask(&self, state: u32, mask: &mut [u32]) {
-        let v = self.vocab.len();
         if self.is_complete(state) {
-            for t in 0..v {
-                if self.vocab.is_eos(t as TokenId) {
-                    mask[t / 32] |= 1 << (t % 32);
-                }
+            for &t in self.vocab.eos_ids() {
+                mask[t as usize / 32] |= 1 << (t % 32);
             }
         }
         // Preorder walk of the token trie: one DFA step per trie node, whole subtrees skipped

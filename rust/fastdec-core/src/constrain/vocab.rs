@@ -34,6 +34,7 @@ pub struct TokenVocab {
     offsets: Vec<u32>, // token i = bytes[offsets[i]..offsets[i + 1]]
     special: Vec<bool>,
     eos: Vec<bool>,
+    eos_ids: Vec<TokenId>,
     trie: OnceLock<TokenTrie>,
 }
 
@@ -83,11 +84,13 @@ impl TokenVocab {
         };
         let special = flags(special, "special token id")?;
         let eos = flags(eos, "eos token id")?;
+        let eos_ids = (0..n as TokenId).filter(|&t| eos[t as usize]).collect();
         Ok(Self {
             bytes,
             offsets,
             special,
             eos,
+            eos_ids,
             trie: OnceLock::new(),
         })
     }
@@ -147,6 +150,11 @@ impl TokenVocab {
             trie.first.push(trie.ids.len() as u32);
             trie
         })
+    }
+
+    /// The end-of-sequence ids, ascending.
+    pub fn eos_ids(&self) -> &[TokenId] {
+        &self.eos_ids
     }
 
     /// Whether `token` is an end-of-sequence id.
