@@ -153,7 +153,7 @@ def main() -> int:
 
     methods = ("awrs", "fastdec-mask", "llguidance-mask")
     cap = {} if args.mask_after is None else {"mask_after": args.mask_after}
-    mask_after = 32 if args.mask_after is None else args.mask_after  # the library's default
+    mask_after = fastdec._core._MASK_AFTER if args.mask_after is None else args.mask_after
     times: dict[str, dict[str, list[float]]] = {t[0]: {m: [] for m in methods} for t in TASKS}
     checks: dict[str, list[int]] = {t[0]: [] for t in TASKS}
     rng = np.random.default_rng(0)

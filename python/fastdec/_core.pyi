@@ -11,6 +11,7 @@ from typing_extensions import disjoint_base
 __version__: str
 __all__ = [
     "MAX_NODES",
+    "_MASK_AFTER",
     "BaseDrafter",
     "DraftBatch",
     "Grammar",
@@ -33,6 +34,8 @@ __all__ = [
 ]
 #: Largest tree (nodes, root included) fastdec builds.
 MAX_NODES: int
+#: Default AWRS rejections before the full-mask fallback (``mask_after``).
+_MASK_AFTER: int
 
 _IntArray = npt.NDArray[np.int32]
 _Ints = npt.ArrayLike

@@ -42,6 +42,8 @@ mod _core {
     fn init(m: &Bound<'_, PyModule>) -> PyResult<()> {
         m.add("__version__", env!("CARGO_PKG_VERSION"))?;
         m.add("MAX_NODES", fastdec_core::MAX_NODES)?;
+        // AWRS rejections before the full-mask fallback by default (benches report it).
+        m.add("_MASK_AFTER", fastdec_core::constrain::awrs::MASK_AFTER)?;
         Ok(())
     }
 }

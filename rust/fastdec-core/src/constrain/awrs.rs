@@ -280,7 +280,10 @@ pub fn sample_logits_with_mask<F: FnMut(TokenId) -> bool>(
     let mut weights = Vec::new();
     let mut blocks = Vec::new();
     let total = exp_weights_blocked(logits, temperature, &mut weights, &mut blocks)?;
-    let first = first_draw_blocked(&weights, &blocks, total, rng.uniform());
+    // The first draw goes through the block sums too (a few hundred additions, no scan of the
+    // vocabulary); the largest logit's weight is 1, so there is always a token to draw.
+    let remaining = Remaining::new(&weights, Some(&blocks));
+    let first = remaining.draw(rng.uniform()).unwrap_or(0);
     let fallback = if estimator == Estimator::None {
         fallback
     } else {
@@ -288,7 +291,7 @@ pub fn sample_logits_with_mask<F: FnMut(TokenId) -> bool>(
     };
     Ok(sample_weights(
         &weights,
-        Some(&blocks),
+        Some(remaining),
         total,
         first,
         check,
@@ -296,44 +299,6 @@ pub fn sample_logits_with_mask<F: FnMut(TokenId) -> bool>(
         estimator,
         rng,
     ))
-}
-
-/// The first draw by inverse CDF over block sums, then within the block.
-fn first_draw_blocked(weights: &[f32], blocks: &[f64], total: f64, u: f64) -> usize {
-    let x = u * total;
-    let mut acc = 0.0;
-    let mut last = None;
-    for (b, &sum) in blocks.iter().enumerate() {
-        if sum <= 0.0 {
-            continue;
-        }
-        last = Some(b);
-        if x < acc + sum {
-            let start = b * BLOCK;
-            let end = (start + BLOCK).min(weights.len());
-            let mut pick = None;
-            for (t, &w) in weights[start..end].iter().enumerate() {
-                if w > 0.0 {
-                    acc += f64::from(w);
-                    pick = Some(start + t);
-                    if x < acc {
-                        return start + t;
-                    }
-                }
-            }
-            // Rounding inside the block: its last token with mass.
-            return pick.unwrap_or(start);
-        }
-        acc += sum;
-    }
-    // x rounded up to the total: the last token with mass.
-    let b = last.unwrap_or(0);
-    let start = b * BLOCK;
-    let end = (start + BLOCK).min(weights.len());
-    (start..end)
-        .rev()
-        .find(|&t| weights[t] > 0.0)
-        .unwrap_or(start)
 }
 
 /// `exp((logit - max) / temperature)` per token as float32 (a vectorisable exp, relative error
@@ -519,7 +484,7 @@ fn fast_exp(x: f32) -> f32 {
 #[allow(clippy::too_many_arguments)]
 fn sample_weights<T: Copy + Into<f64>, F: FnMut(TokenId) -> bool>(
     probs: &[T],
-    blocks: Option<&[f64]>,
+    remaining: Option<Remaining<'_, T>>,
     total: f64,
     first: usize,
     check: &mut F,
@@ -542,7 +507,7 @@ fn sample_weights<T: Copy + Into<f64>, F: FnMut(TokenId) -> bool>(
         };
     }
     // Run 1, without replacement.
-    let mut tree = Remaining::new(probs, blocks);
+    let mut tree = remaining.unwrap_or_else(|| Remaining::new(probs, None));
     let mut rejected: Vec<usize> = Vec::new();
     let mut rejected_mass = 0.0;
     let mut accepted = None;
