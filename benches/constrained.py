@@ -39,6 +39,7 @@ from typing import Any
 import fastdec
 import numpy as np
 import torch
+from fastdec.generation import cache as kv
 from fastdec.vocab import TokenVocabulary
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -121,7 +122,7 @@ def record(
                 break
             text.append(y)
             state = rx.advance(state, [y])
-            out = model(torch.tensor([[y]]), past_key_values=out.past_key_values, use_cache=True)
+            out = kv.run(model, kv.returned(out), input_ids=torch.tensor([[y]]), use_cache=True)
     return steps
 
 

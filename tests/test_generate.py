@@ -134,17 +134,13 @@ def test_kv_compaction_matches_a_fresh_forward(stories: Any) -> None:
     def tree_forward(trees: list[fastdec.TokenTree]) -> tuple[Any, torch.Tensor]:
         batch = pad_trees(trees, torch.device("cpu"))
         mask, pos = tree_mask(batch, torch.tensor(valid), past, torch.float32)
-        out = model(
-            input_ids=batch.tokens,
-            attention_mask=mask,
-            position_ids=pos,
-            past_key_values=cache,
-            use_cache=True,
+        out = kv.run(
+            model, cache, input_ids=batch.tokens, attention_mask=mask, position_ids=pos, use_cache=True
         )
         return batch, out.logits
 
     with torch.inference_mode():
-        model(input_ids=pre, past_key_values=cache, use_cache=True)
+        kv.run(model, cache, input_ids=pre, use_cache=True)
         for _ in range(12):
             trees = [drafter.propose(b, 24) for b in range(len(prompts))]
             batch, logits = tree_forward(trees)

@@ -586,6 +586,8 @@ def test_hf_generator() -> None:
         num_output_tokens=10, max_length=100, eos_token_id=torch.tensor([9])
     )
     assert isinstance(generator, hf.CandidateGenerator)
+    # transformers >= 5.25 reads it in assisted generation (sizes the cache's rollback record)
+    assert generator.num_drafting_tokens == 10
     candidates, logits = generator.get_candidates(torch.tensor([text]))
     assert logits is None
     assert candidates.dtype == torch.long

@@ -19,6 +19,12 @@ from fastdec._core import TokenTree
 
 RequestId = int | str
 
+#: drafters ``fastdec.generate`` and ``fastdec demo`` build from a name
+DRAFTER_NAMES = ("recycling", "trie", "ngram", "pld", "hybrid")
+#: the default of ``fastdec.generate`` and ``fastdec demo``, chosen by measurement
+#: (``benches/e2e.py``; README, "Generation on transformers models")
+DEFAULT_DRAFTER = "recycling"
+
 
 @runtime_checkable
 class Drafter(Protocol):

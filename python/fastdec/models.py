@@ -186,7 +186,14 @@ def _from_pretrained(
         kwargs["gguf_file"] = gguf_file
     model = transformers.AutoModelForCausalLM.from_pretrained(source, **kwargs)
     tok_kwargs = {} if tokenizer_gguf is None else {"gguf_file": tokenizer_gguf}
-    tokenizer = transformers.AutoTokenizer.from_pretrained(source, **tok_kwargs)
+    try:
+        tokenizer = transformers.AutoTokenizer.from_pretrained(source, **tok_kwargs)
+    except ValueError as err:
+        # Tokenizers saved by transformers >= 5 name their class "TokenizersBackend", which 4.x
+        # does not know; their tokenizer.json loads into the fast tokenizer all the same.
+        if "TokenizersBackend" not in str(err) or tokenizer_gguf is not None:
+            raise
+        tokenizer = transformers.PreTrainedTokenizerFast.from_pretrained(source)
     return model.eval(), tokenizer
 
 

@@ -207,8 +207,9 @@ class HFLM:
     rebuild of the per-layer tensors). Logits come back as float32 numpy arrays.
 
     Args:
-        model: a ``transformers`` causal LM (``model(input_ids=..., past_key_values=...,
-            use_cache=True)`` returning ``.logits [B, S, V]`` and ``.past_key_values``).
+        model: a ``transformers`` causal LM (``model(input_ids=..., cache=...,
+            use_cache=True)`` returning ``.logits [B, S, V]`` and the cache; the keyword is
+            ``past_key_values`` before transformers 5.24).
         prompt_ids: ``[L]`` int prompt ids, ``L >= 1``.
 
     Raises:
@@ -219,6 +220,9 @@ class HFLM:
         from fastdec._optional import require
 
         self._torch = require("torch")
+        from fastdec.generation import cache
+
+        self._kv = cache  # torch-only helpers: imported here, not with this module
         self._model = model
         self._prompt = _prompt_list(prompt_ids)
         self._cache: Any = None
@@ -234,7 +238,7 @@ class HFLM:
         with torch.inference_mode():
             ids = torch.tensor([self._prompt], dtype=torch.long, device=self._device)
             out = self._model(input_ids=ids, use_cache=True)
-        self._cache, self._n = out.past_key_values, 1
+        self._cache, self._n = self._kv.returned(out), 1
         self.reorder(np.zeros(n, dtype=np.intp))
         row = out.logits[0, -1].float().cpu().numpy()
         return np.ascontiguousarray(np.broadcast_to(row, (n, row.size)))
@@ -246,8 +250,8 @@ class HFLM:
             raise ValueError(f"step got {toks.size} tokens for {self._n} sequences")
         with torch.inference_mode():
             ids = torch.from_numpy(toks).view(-1, 1).to(self._device)
-            out = self._model(input_ids=ids, past_key_values=self._cache, use_cache=True)
-        self._cache = out.past_key_values
+            out = self._kv.run(self._model, self._cache, input_ids=ids, use_cache=True)
+        self._cache = self._kv.returned(out)
         return np.ascontiguousarray(out.logits[:, -1].float().cpu().numpy())
 
     def reorder(self, indices: npt.NDArray[np.intp]) -> None:

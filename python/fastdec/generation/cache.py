@@ -3,13 +3,67 @@
 transformers >= 4.54 keeps them as ``cache.layers[i].keys / .values`` (``[B, H, S, D]``); older
 releases as ``cache.key_cache[i] / value_cache[i]`` lists (trees.md §3.4, pitfall 3). There is
 no sequence-axis gather API in either, so compaction edits the tensors directly.
+
+transformers 5.24 renamed ``forward``'s ``past_key_values=`` keyword (and the output field) to
+``cache``; the old name still works there but warns (a ``FutureWarning``, removal announced for
+5.40). :func:`run` passes the cache under the name the model's ``forward`` declares, looked up
+once per model class, and :func:`returned` reads it back under either name.
 """
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import torch
+
+
+def cache_keyword(model: Any) -> str:
+    """``"cache"`` where ``model.forward`` takes that keyword (transformers >= 5.24), else
+    ``"past_key_values"``."""
+    return _forward_params(model)[0]
+
+
+def _forward_params(model: Any) -> tuple[str, bool]:
+    """(the cache keyword, whether ``forward`` takes ``cache_position``), once per model class."""
+    cls = type(model)
+    found = _FORWARD_PARAMS.get(cls)
+    if found is None:
+        try:
+            params = set(inspect.signature(cls.forward).parameters)
+        except (TypeError, ValueError):  # no introspectable signature: the long-standing names
+            params = set()
+        keyword = "cache" if "cache" in params else "past_key_values"
+        found = _FORWARD_PARAMS[cls] = (keyword, "cache_position" in params)
+    return found
+
+
+_FORWARD_PARAMS: dict[type, tuple[str, bool]] = {}
+
+
+def run(model: Any, cache: Any, *, start: int | None = None, **kwargs: Any) -> Any:
+    """``model(**kwargs)`` with ``cache`` passed under the keyword the model's forward takes.
+
+    ``start``: the cache slot of the first input token. Releases before 5.x take it as
+    ``cache_position`` (their static cache writes there; without it they infer the slot by
+    counting non-zero entries, which a compacted cache defeats); later ones keep the count in the
+    cache itself (:func:`set_length`) and have no such argument.
+    """
+    keyword, takes_position = _forward_params(model)
+    kwargs[keyword] = cache
+    if start is not None and takes_position:
+        ids = kwargs["input_ids"]
+        kwargs["cache_position"] = torch.arange(start, start + ids.shape[1], device=ids.device)
+    return model(**kwargs)
+
+
+def returned(output: Any) -> Any:
+    """The cache a forward returned (``output.cache`` on transformers >= 5.24, else
+    ``output.past_key_values``), without the deprecated accessor's warning."""
+    keys = output.keys() if hasattr(output, "keys") else ()
+    if "cache" in keys:
+        return output["cache"]
+    return output.past_key_values
 
 
 def new_cache(model: Any, static_len: int | None = None) -> Any:
@@ -23,15 +77,14 @@ def new_cache(model: Any, static_len: int | None = None) -> Any:
     return StaticCache(config=model.config, max_cache_len=static_len)
 
 
-def is_static(cache: Any) -> bool:
-    return any(hasattr(layer, "cumulative_length") for layer in getattr(cache, "layers", []))
-
-
 def set_length(cache: Any, length: int) -> None:
     """Rewinds a static cache to ``length`` filled slots in place (StaticLayer has no ``crop``;
-    the tensor counter keeps its address for CUDA graphs, trees.md §3.3)."""
+    the tensor counter keeps its address for CUDA graphs, trees.md §3.3). Releases whose static
+    layers keep no counter take the slot from :func:`run`'s ``start`` instead: nothing to do."""
     for layer in cache.layers:
-        layer.cumulative_length.fill_(length)
+        counter = getattr(layer, "cumulative_length", None)
+        if counter is not None:
+            counter.fill_(length)
 
 
 def kv_tensors(cache: Any) -> list[tuple[torch.Tensor, torch.Tensor]]:

@@ -22,6 +22,7 @@ import torch
 
 import fastdec
 from fastdec import BaseDrafter, TokenTree
+from fastdec.drafters import DEFAULT_DRAFTER, DRAFTER_NAMES
 
 from . import cache as kv
 from . import constrained
@@ -236,7 +237,7 @@ def generate(
         pre = torch.zeros((rows, past), dtype=torch.long)
         for b, p in enumerate(prompts):
             pre[b, : len(p) - 1] = torch.tensor(p[:-1])
-        model(input_ids=pre.to(device), past_key_values=kv_cache, use_cache=True, logits_to_keep=1)
+        kv.run(model, kv_cache, start=0, input_ids=pre.to(device), use_cache=True, logits_to_keep=1)
     out.prefill_seconds = time.perf_counter() - t0
 
     linears = ExitStack()
@@ -263,16 +264,19 @@ def generate(
             batch = pad_trees(trees, device)
             valid_t = torch.tensor(valid, device=device)
             mask: torch.Tensor | None
-            mask, positions = ops.tree_mask(batch, valid_t, past, dtype, kv_len=static_len)
             if static_len is None and rows == 1 and batch.tokens.shape[1] == 1 and valid[0] == past:
                 # One token over a dense cache: the causal default is the same mask, and sdpa
                 # runs faster without an explicit one.
-                mask = None
-            logits = model(
+                mask, positions = None, valid_t[:, None]
+            else:
+                mask, positions = ops.tree_mask(batch, valid_t, past, dtype, kv_len=static_len)
+            logits = kv.run(
+                model,
+                kv_cache,
+                start=past,
                 input_ids=batch.tokens,
                 attention_mask=mask,
                 position_ids=positions,
-                past_key_values=kv_cache,
                 use_cache=True,
             ).logits
             t_fwd = time.perf_counter()

@@ -168,6 +168,12 @@ def _generator_class() -> type:
             tail = torch.from_numpy(draft).to(device=input_ids.device, dtype=input_ids.dtype)
             return torch.cat((input_ids, tail[None, :]), dim=1), None
 
+        @property
+        def num_drafting_tokens(self) -> int:
+            """The most tokens drafted per step (transformers >= 5.25 sizes its cache's
+            rollback record with it)."""
+            return self.num_output_tokens
+
         def update_candidate_strategy(self, input_ids: Any, scores: Any, num_matches: int) -> None:
             """No-op, as in ``PromptLookupCandidateGenerator`` (the drafter is stateless here)."""
 
