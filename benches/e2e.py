@@ -1,24 +1,30 @@
 """End-to-end greedy decoding speed on Spec-Bench prompts: transformers vs fastdec, side by side.
 
-SmolLM2-135M-Instruct (Q4_1 GGUF, dequantized to float32) on the CPU with ``--threads`` threads,
-the first turn of the first ``--per-category`` questions of every Spec-Bench category with the
-chat template applied, ``--max-new-tokens`` new tokens (or up to EOS), batch size 1. Methods:
+SmolLM2-135M-Instruct (Q4_1 GGUF, dequantized to float32) on the CPU, the first turn of the
+first ``--per-category`` questions of every Spec-Bench category with the chat template applied,
+``--max-new-tokens`` new tokens (or up to EOS), batch size 1, once per torch thread count in
+``--threads``. Methods:
 
 * ``hf-greedy``: ``model.generate(do_sample=False)``, the reference;
 * ``hf-pld``: the same with prompt lookup decoding (``prompt_lookup_num_tokens=10``);
 * ``fastdec-plain``: fastdec's own loop without drafts (``drafter=None``), so the gain from
   speculation alone is visible;
 * ``fastdec-<drafter>``: fastdec with that drafter and a fixed ``--budget``;
-* ``fastdec-auto``: fastdec with the trie drafter and ``budget="auto"``.
+* ``fastdec-auto``: fastdec with its default drafter and ``budget="auto"``;
+* ``fastdec-auto-<drafter>``: the same with another drafter.
 
-One drafter object per method lives across all prompts, in prompt order, as in a server. Methods
-run interleaved prompt by prompt, so machine noise hits all alike, after one untimed warm-up call
-each (with a throwaway drafter). Wall time covers the whole call, prefill included. Every method's
-tokens must equal ``hf-greedy``'s for every prompt: mismatches are printed, recorded in the JSON,
-and make the script exit non-zero once everything has run. Targets (issue): the best fastdec
-method >= 1.6x HF greedy overall and >= 1.3x fastdec's plain loop. Writes JSON, Markdown and PNG.
+Drafter state never flatters: every (thread count, method) pair gets its own fresh drafter
+object (and so its own ``budget="auto"`` controller), which lives across that method's prompts in
+prompt order, as in a server; the prompts are distinct, so no drafter ever sees a prompt twice.
+The untimed warm-up call of each method uses a throwaway drafter. Methods run interleaved prompt
+by prompt, so machine noise hits all alike. Wall time covers the whole call, prefill included.
+Every method's tokens must equal ``hf-greedy``'s for every prompt: mismatches are printed,
+recorded in the JSON, and make the script exit non-zero once everything has run.
 
-    python benches/e2e.py [--per-category 2] [--max-new-tokens 256] [--threads 2] [--methods ...]
+Targets (issue 12), per thread count: ``fastdec-auto`` >= 0.97x ``fastdec-plain`` and >= 0.97x
+``hf-greedy``; ``fastdec-plain`` >= 1.00x ``hf-greedy``. Writes JSON, Markdown and PNG.
+
+    python benches/e2e.py [--threads 1 2] [--per-category 1] [--max-new-tokens 128] [--methods ...]
 """
 
 from __future__ import annotations
@@ -38,7 +44,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import fastdec
-from fastdec.generation.loop import _make_drafter
+from fastdec.generation.loop import DEFAULT_DRAFTER, _make_drafter
 from plotting import pyplot, save
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -52,10 +58,22 @@ METHODS = (
     "fastdec-plain",
     *(f"fastdec-{d}" for d in FASTDEC_DRAFTERS),
     "fastdec-auto",
+    *(f"fastdec-auto-{d}" for d in FASTDEC_DRAFTERS),
+)
+DEFAULT_METHODS = (
+    "hf-greedy",
+    "fastdec-plain",
+    "fastdec-trie",
+    "fastdec-hybrid",
+    "fastdec-pld",
+    "fastdec-recycling",
+    "fastdec-auto",
 )
 REFERENCE = "hf-greedy"
 PLAIN = "fastdec-plain"
-TARGETS = {"speedup_vs_hf_greedy": 1.6, "speedup_vs_plain": 1.3}
+AUTO = "fastdec-auto"
+# (method, baseline, least ratio of their tokens/s)
+TARGETS = [(AUTO, PLAIN, 0.97), (AUTO, REFERENCE, 0.97), (PLAIN, REFERENCE, 1.00)]
 WARMUP_PROMPT = "Say hello."
 
 
@@ -150,7 +168,8 @@ def make_methods(names: list[str], model: Any, tok: Any, max_new_tokens: int, bu
         return run
 
     def fd(drafter_name: str | None, b: int | str) -> Runner:
-        # One drafter for the whole run (state carries across prompts); a throwaway for warm-up.
+        # One fresh drafter for this method (state carries across its prompts); a throwaway for
+        # the warm-up.
         drafter = _make_drafter(drafter_name, vocab) if drafter_name else None
 
         def run(ids: list[int], warmup: bool) -> tuple[list[int], int | None]:
@@ -169,10 +188,11 @@ def make_methods(names: list[str], model: Any, tok: Any, max_new_tokens: int, bu
         "hf-greedy": lambda: hf({}),
         "hf-pld": lambda: hf({"prompt_lookup_num_tokens": 10}),
         "fastdec-plain": lambda: fd(None, 1),
-        "fastdec-auto": lambda: fd("trie", "auto"),
+        AUTO: lambda: fd(DEFAULT_DRAFTER, "auto"),
     }
     for d in FASTDEC_DRAFTERS:
         table[f"fastdec-{d}"] = lambda d=d: fd(d, budget)
+        table[f"fastdec-auto-{d}"] = lambda d=d: fd(d, "auto")
     return [Method(n, table[n]()) for n in names]
 
 
@@ -289,53 +309,106 @@ def tables(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def target_lines(results: dict[str, Any]) -> tuple[list[str], dict[str, Any]]:
+def target_lines(results: dict[str, Any]) -> tuple[list[str], list[dict[str, Any]]]:
+    """One line per target whose two methods both ran, and the same as records."""
+    lines, met = [], []
+    for method, base, least in TARGETS:
+        if method not in results or base not in results:
+            continue
+        ratio = results[method]["overall"]["tokens_per_s"] / results[base]["overall"]["tokens_per_s"]
+        ok = ratio >= least
+        met.append({"method": method, "baseline": base, "ratio": ratio, "target": least, "met": ok})
+        lines.append(f"{method} / {base}: {ratio:.2f}x (target >= {least:.2f}: {'met' if ok else 'MISSED'})")
     spec = [n for n in results if n.startswith("fastdec-") and n != PLAIN]
-    if not spec or REFERENCE not in results or PLAIN not in results:
-        return [], {}
-    best = max(spec, key=lambda n: results[n]["overall"]["tokens_per_s"])
-    o = results[best]["overall"]
-    met = {
-        "best_method": best,
-        "speedup_vs_hf_greedy": o["speedup_vs_hf_greedy"],
-        "speedup_vs_plain": o["speedup_vs_plain"],
-        "vs_hf_greedy_met": o["speedup_vs_hf_greedy"] >= TARGETS["speedup_vs_hf_greedy"],
-        "vs_plain_met": o["speedup_vs_plain"] >= TARGETS["speedup_vs_plain"],
+    if spec and REFERENCE in results and PLAIN in results:
+        best = max(spec, key=lambda n: results[n]["overall"]["tokens_per_s"])
+        o = results[best]["overall"]
+        lines.append(
+            f"fastest fastdec method {best}: {o['speedup_vs_hf_greedy']:.2f}x HF greedy, "
+            f"{o['speedup_vs_plain']:.2f}x fastdec's plain loop"
+        )
+    return lines, met
+
+
+def run_threads(
+    threads: int, model: Any, tok: Any, names: list[str], prompts: list[Prompt], args: argparse.Namespace
+) -> dict[str, Any]:
+    """Every method, freshly built (new drafters, new auto controllers), over every prompt."""
+    import torch
+
+    torch.set_num_threads(threads)
+    print(f"=== {threads} torch thread(s)", flush=True)
+    methods = make_methods(names, model, tok, args.max_new_tokens, args.budget)
+    t0 = time.perf_counter()
+    mismatches = run_all(methods, prompts, chat_ids(tok, WARMUP_PROMPT))
+    results = summarize(methods, prompts)
+    notes, met = target_lines(results)
+    per_prompt = {
+        m.name: [{"tokens": len(r.tokens), "seconds": r.seconds, "steps": r.steps} for r in m.records]
+        for m in methods
     }
-    line = (
-        f"best fastdec method {best}: {o['speedup_vs_hf_greedy']:.2f}x HF greedy "
-        f"(target >= {TARGETS['speedup_vs_hf_greedy']}: {'met' if met['vs_hf_greedy_met'] else 'MISSED'}), "
-        f"{o['speedup_vs_plain']:.2f}x fastdec's plain loop "
-        f"(target >= {TARGETS['speedup_vs_plain']}: {'met' if met['vs_plain_met'] else 'MISSED'})"
-    )
-    return [line], met
+    return {
+        "threads": threads,
+        "wall_s": time.perf_counter() - t0,
+        "results": results,
+        "targets": met,
+        "notes": notes,
+        "identical_outputs": not mismatches,
+        "mismatches": mismatches,
+        "per_prompt": per_prompt,
+    }
+
+
+def summary_table(runs: list[dict[str, Any]]) -> str:
+    lines = [
+        "| threads | HF greedy tok/s | plain / HF | auto / plain | auto / HF | fastest method | its / HF |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for run in runs:
+        r = run["results"]
+
+        def ratio(a: str, b: str, r: dict[str, Any] = r) -> str:
+            if a not in r or b not in r:
+                return "-"
+            return f"{r[a]['overall']['tokens_per_s'] / r[b]['overall']['tokens_per_s']:.2f}x"
+
+        spec = [n for n in r if n.startswith("fastdec-")]
+        best = max(spec, key=lambda n: r[n]["overall"]["tokens_per_s"]) if spec else "-"
+        hf = f"{r[REFERENCE]['overall']['tokens_per_s']:.1f}" if REFERENCE in r else "-"
+        lines.append(
+            f"| {run['threads']} | {hf} | {ratio(PLAIN, REFERENCE)} | {ratio(AUTO, PLAIN)} "
+            f"| {ratio(AUTO, REFERENCE)} | {best} | {ratio(best, REFERENCE) if spec else '-'} |"
+        )
+    return "\n".join(lines)
+
+
+STATE_NOTE = (
+    "drafter state: a fresh drafter and auto controller per (thread count, method), kept across that "
+    "method's distinct prompts in order; warm-ups use throwaway drafters"
+)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", type=Path, default=DEFAULT_MODEL_DIR, help="model directory")
     ap.add_argument("--gguf", default=DEFAULT_GGUF, help="GGUF file inside --model ('' for none)")
-    ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
-    ap.add_argument("--budget", type=int, default=16, help="tree nodes per step for fastdec-<drafter>")
-    ap.add_argument("--max-new-tokens", type=int, default=256)
-    ap.add_argument("--per-category", type=int, default=2)
+    ap.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS), choices=METHODS)
+    ap.add_argument("--budget", type=int, default=4, help="tree nodes per step for fastdec-<drafter>")
+    ap.add_argument("--max-new-tokens", type=int, default=128)
+    ap.add_argument("--per-category", type=int, default=1)
     ap.add_argument("--limit-categories", type=int, default=None, help="only the first N categories")
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="torch thread counts, in turn")
     ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
     args = ap.parse_args()
 
     import torch
     import transformers
 
-    model, tok = load(args.model, args.gguf or None, args.threads)
+    model, tok = load(args.model, args.gguf or None, args.threads[0])
     prompts = load_prompts(tok, args.per_category, args.limit_categories)
     names = list(dict.fromkeys(args.methods))
-    methods = make_methods(names, model, tok, args.max_new_tokens, args.budget)
-    t0 = time.perf_counter()
-    mismatches = run_all(methods, prompts, chat_ids(tok, WARMUP_PROMPT))
-    wall_s = time.perf_counter() - t0
-    results = summarize(methods, prompts)
-    notes, met = target_lines(results)
+    print(STATE_NOTE)
+    runs = [run_threads(t, model, tok, names, prompts, args) for t in args.threads]
 
     meta = {
         "benchmark": "e2e",
@@ -345,12 +418,13 @@ def main() -> None:
         "threads": args.threads,
         "max_new_tokens": args.max_new_tokens,
         "budget": args.budget,
+        "default_drafter": DEFAULT_DRAFTER,
         "data": "Spec-Bench question.jsonl, first turn, chat template applied",
         "per_category": args.per_category,
         "prompts": [
             {"category": p.category, "question": p.question_id, "tokens": len(p.ids)} for p in prompts
         ],
-        "wall_s": wall_s,
+        "drafter_state": STATE_NOTE,
         "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
         "cpus": os.cpu_count(),
         "python": platform.python_version(),
@@ -358,66 +432,76 @@ def main() -> None:
         "torch": torch.__version__,
         "transformers": transformers.__version__,
         "fastdec": fastdec.__version__,
-        "targets": TARGETS,
-    }
-    per_prompt = {
-        m.name: [{"tokens": len(r.tokens), "seconds": r.seconds, "steps": r.steps} for r in m.records]
-        for m in methods
-    }
-    payload = {
-        "meta": meta,
-        "results": results,
-        "targets_met": met,
-        "identical_outputs": not mismatches,
-        "mismatches": mismatches,
-        "per_prompt": per_prompt,
+        "targets": [{"method": m, "baseline": b, "at_least": x} for m, b, x in TARGETS],
     }
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "e2e.json").write_text(json.dumps(payload, indent=2) + "\n")
-    text = tables(results)
-    if mismatches:
-        notes.append(f"OUTPUTS DIFFER from {REFERENCE} in {len(mismatches)} (method, prompt) pair(s)")
-    else:
-        notes.append(f"all outputs identical to {REFERENCE}")
-    (args.out / "e2e.md").write_text(
+    (args.out / "e2e.json").write_text(json.dumps({"meta": meta, "runs": runs}, indent=2) + "\n")
+    parts = [
         f"# e2e ({meta['model']}, {meta['dtype']}, greedy, {len(prompts)} Spec-Bench prompts, "
-        f"max_new_tokens {args.max_new_tokens}, budget {args.budget}, {args.threads} threads, "
-        f"{meta['machine']}, torch {meta['torch']}, transformers {meta['transformers']})\n\n{text}\n"
-        + "".join(f"\n{n}\n" for n in notes)
-    )
+        f"max_new_tokens {args.max_new_tokens}, fixed budget {args.budget}, auto drafter "
+        f"{DEFAULT_DRAFTER}, {meta['machine']}, {meta['cpus']} CPUs, torch {meta['torch']}, "
+        f"transformers {meta['transformers']})",
+        STATE_NOTE + ".",
+        summary_table(runs),
+    ]
+    for run in runs:
+        notes = list(run["notes"])
+        if run["mismatches"]:
+            notes.append(
+                f"OUTPUTS DIFFER from {REFERENCE} in {len(run['mismatches'])} (method, prompt) pair(s)"
+            )
+        else:
+            notes.append(f"all outputs identical to {REFERENCE}")
+        parts += [f"## {run['threads']} torch thread(s)", tables(run["results"]), "\n\n".join(notes)]
+    text = "\n\n".join(parts) + "\n"
+    (args.out / "e2e.md").write_text(text)
     print(text)
-    for n in notes:
-        print(n)
-    print(f"ran {len(prompts)} prompts through {len(methods)} method(s) in {wall_s:.1f} s")
-    plot(results, args.out / "e2e.png", meta)
-    if mismatches:
+    plot(runs, args.out / "e2e.png", meta)
+    if any(run["mismatches"] for run in runs):
         sys.exit(1)
 
 
-def plot(results: dict[str, Any], path: Path, meta: dict[str, Any]) -> None:
+def plot(runs: list[dict[str, Any]], path: Path, meta: dict[str, Any]) -> None:
     plt = pyplot()
     if plt is None:
         return
-    names = list(results)
-    tps = [results[n]["overall"]["tokens_per_s"] for n in names]
-    colors = [
-        "tab:gray" if n.startswith("hf-") else "tab:orange" if n == PLAIN else "tab:blue" for n in names
-    ]
-    fig, ax = plt.subplots(figsize=(max(8, 1.1 * len(names)), 4.5))
-    x = np.arange(len(names))
-    bars = ax.bar(x, tps, color=colors)
-    ax.bar_label(bars, fmt="%.1f", padding=2, fontsize=8)
-    if REFERENCE in results:
-        ref = results[REFERENCE]["overall"]["tokens_per_s"]
-        ax.axhline(ref, color="black", linewidth=1, label="HF greedy")
-        target = TARGETS["speedup_vs_hf_greedy"]
-        ax.axhline(ref * target, color="tab:red", linestyle="--", linewidth=1, label=f"{target}x HF greedy")
-        ax.legend()
-    ax.set_xticks(x, names, rotation=30, ha="right")
-    ax.set_ylabel("new tokens / s (prefill included)")
-    ax.set_title(
+    fig, axes = plt.subplots(1, len(runs), figsize=(max(8, 5.5 * len(runs)), 4.8), squeeze=False)
+    for ax, run in zip(axes[0], runs, strict=True):
+        results = run["results"]
+        names = list(results)
+        tps = [results[n]["overall"]["tokens_per_s"] for n in names]
+        colors = [
+            "tab:gray"
+            if n.startswith("hf-")
+            else "tab:orange"
+            if n == PLAIN
+            else "tab:green"
+            if n == AUTO
+            else "tab:blue"
+            for n in names
+        ]
+        x = np.arange(len(names))
+        bars = ax.bar(x, tps, color=colors)
+        ax.bar_label(bars, fmt="%.1f", padding=2, fontsize=8)
+        if REFERENCE in results:
+            ax.axhline(
+                results[REFERENCE]["overall"]["tokens_per_s"], color="black", linewidth=1, label="HF greedy"
+            )
+        if PLAIN in results:
+            ax.axhline(
+                results[PLAIN]["overall"]["tokens_per_s"],
+                color="tab:orange",
+                linestyle="--",
+                linewidth=1,
+                label="fastdec plain loop",
+            )
+        ax.legend(fontsize=8)
+        ax.set_xticks(x, names, rotation=30, ha="right")
+        ax.set_ylabel("new tokens / s (prefill included)")
+        ax.set_title(f"{run['threads']} torch thread(s)", fontsize=10)
+    fig.suptitle(
         f"{meta['model'].split('/')[0]} greedy, {len(meta['prompts'])} Spec-Bench prompts, "
-        f"{meta['max_new_tokens']} new tokens, {meta['threads']} threads",
+        f"{meta['max_new_tokens']} new tokens",
         fontsize=10,
     )
     save(fig, path)

@@ -98,7 +98,7 @@ def test_small_row_linears_match_and_restore() -> None:
 
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(24, 40), torch.nn.Linear(40, 8, bias=False))
-    for rows in (1, 2, 5, 64, 65):
+    for rows in (1, 2, 5, 64, 65):  # 1 row: paired with a copy of itself
         x = torch.randn(1, rows, 24)
         want = model(x)
         with small_row_linears(model):

@@ -22,6 +22,7 @@ import torch
 from conftest import SMOLLM_PATH, STORIES_PATH, STORIES_TOKENIZER_PATH, shared_model_file
 from fastdec import models
 from fastdec.cli import main
+from fastdec.generation import cache as kv
 
 # --------------------------------------------------------------------------- numpy reference of run.c
 
@@ -110,8 +111,8 @@ def _greedy(model: Any, ids: list[int], steps: int) -> list[int]:
     x, past = torch.tensor([ids]), None
     with torch.inference_mode():
         for _ in range(steps):
-            result = model(x, past_key_values=past, use_cache=True)
-            past = result.past_key_values
+            result = kv.run(model, past, input_ids=x, use_cache=True)
+            past = kv.returned(result)
             out.append(int(result.logits[0, -1].argmax()))
             x = torch.tensor([[out[-1]]])
     return out
@@ -408,6 +409,8 @@ def test_cli_demo_llama2c(capsys: pytest.CaptureFixture[str]) -> None:
     out = capsys.readouterr().out
     assert "Once upon a time" in out
     assert "tokens/s" in out
+    assert "fastdec, no drafts:" in out  # the split of the speedup: fastdec's loop vs speculation
+    assert "auto budget:" in out  # the size budget="auto" settled on, and why
     assert "identical outputs: yes" in out
 
 

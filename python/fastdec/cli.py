@@ -1,9 +1,10 @@
 """The ``fastdec`` command line (``python -m fastdec``; needs the ``torch`` extra).
 
-``fastdec demo`` generates one greedy answer twice, with transformers' ``model.generate`` and
-with :func:`fastdec.generate` (streamed), and prints the throughput of both, the mean tokens
-accepted per step and whether the outputs are identical (they must be: greedy speculative
-decoding is lossless)::
+``fastdec demo`` generates one greedy answer three times: with transformers' ``model.generate``,
+with :func:`fastdec.generate` without drafts (fastdec's plain loop), and with
+:func:`fastdec.generate` speculating (streamed). It prints the throughput of each, the mean
+tokens accepted per step, the tree size ``budget="auto"`` settled on and why, and whether the
+outputs are identical (they must be: greedy speculative decoding is lossless)::
 
     fastdec demo --drafter hybrid --max-new-tokens 256
 """
@@ -19,8 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from fastdec._optional import require
+from fastdec.drafters import DEFAULT_DRAFTER, DRAFTER_NAMES
 
-DRAFTERS = ("recycling", "trie", "ngram", "hybrid")
 #: asks for an answer that repeats itself (code, a docstring, names): where drafting pays off
 DEFAULT_PROMPT = (
     "Write a Python function `is_prime(n)` with a docstring, then a second function "
@@ -54,8 +55,9 @@ def _parser() -> argparse.ArgumentParser:
     demo = commands.add_parser(
         "demo",
         help="compare greedy generation with and without fastdec",
-        description="Generates a chat answer with transformers' generate and with fastdec.generate "
-        "(streamed), then prints tokens/s, mean accepted tokens per step and the speedup.",
+        description="Generates a chat answer with transformers' generate, with fastdec.generate "
+        "without drafts and with fastdec.generate speculating (streamed), then prints tokens/s, "
+        "mean accepted tokens per step, the tree size budget='auto' chose and the speedups.",
     )
     demo.add_argument(
         "--model",
@@ -64,12 +66,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--prompt", default=DEFAULT_PROMPT, help="the user message (default: a coding task)")
     demo.add_argument("--max-new-tokens", type=_positive_int, default=128, metavar="N")
-    demo.add_argument("--drafter", choices=DRAFTERS, default="recycling")
+    demo.add_argument("--drafter", choices=DRAFTER_NAMES, default=DEFAULT_DRAFTER)
     demo.add_argument(
         "--budget", type=_budget, default="auto", help="tree nodes per step, or 'auto' (default)"
     )
     demo.add_argument("--threads", type=_positive_int, metavar="N", help="torch CPU threads")
-    demo.add_argument("--no-baseline", action="store_true", help="skip the transformers generate run")
+    demo.add_argument(
+        "--no-baseline", action="store_true", help="skip the two runs without speculation (HF and fastdec's)"
+    )
     return parser
 
 
@@ -89,6 +93,7 @@ def _budget(text: str) -> str | int:
 
 def _demo(args: argparse.Namespace) -> int:
     torch = require("torch")
+    transformers = require("transformers")
     import fastdec
     from fastdec import models
 
@@ -98,6 +103,9 @@ def _demo(args: argparse.Namespace) -> int:
         return 1
     if args.threads is not None:
         torch.set_num_threads(args.threads)
+    # The demo prints its own progress: no loading bars or info logs from transformers.
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
 
     source = models.resolve_model(args.model)
     print(f"loading {source} ...", file=sys.stderr)
@@ -106,53 +114,82 @@ def _demo(args: argparse.Namespace) -> int:
     pad = eos[0] if eos else None
     num_prompt = input_ids.shape[1]
 
-    with torch.inference_mode():
-        model(input_ids)  # warm-up, so neither timed run pays for first-call allocations
-        baseline: list[int] | None = None
-        if not args.no_baseline:
-            start = time.perf_counter()
-            out = model.generate(
-                input_ids,
-                attention_mask=torch.ones_like(input_ids),
-                do_sample=False,
-                max_new_tokens=args.max_new_tokens,
-                eos_token_id=eos or None,
-                pad_token_id=pad,
-            )
-            baseline_seconds = time.perf_counter() - start
-            baseline = out[0, num_prompt:].tolist()
-
-        print(f"--- fastdec.generate (drafter={args.drafter}) ---")
+    def timed(run: Any) -> tuple[Any, float]:
         start = time.perf_counter()
-        result = generate(
-            model,
-            input_ids,
-            drafter=args.drafter,
-            max_new_tokens=args.max_new_tokens,
-            budget=args.budget,
-            eos_token_id=eos or None,
-            streamer=streamer,
+        result = run()
+        return result, time.perf_counter() - start
+
+    with torch.inference_mode():
+        model(input_ids)  # warm-up, so no timed run pays for first-call allocations
+        baseline: list[int] | None = None
+        plain: list[int] | None = None
+        if not args.no_baseline:
+            out, baseline_seconds = timed(
+                lambda: model.generate(
+                    input_ids,
+                    attention_mask=torch.ones_like(input_ids),
+                    do_sample=False,
+                    max_new_tokens=args.max_new_tokens,
+                    eos_token_id=eos or None,
+                    pad_token_id=pad,
+                )
+            )
+            baseline = out[0, num_prompt:].tolist()
+            res, plain_seconds = timed(
+                lambda: generate(
+                    model,
+                    input_ids,
+                    drafter=None,
+                    max_new_tokens=args.max_new_tokens,
+                    eos_token_id=eos or None,
+                )
+            )
+            plain = list(res.sequences[0])
+
+        print(f"--- fastdec.generate (drafter={args.drafter}, budget={args.budget}) ---")
+        result, fastdec_seconds = timed(
+            lambda: generate(
+                model,
+                input_ids,
+                drafter=args.drafter,
+                max_new_tokens=args.max_new_tokens,
+                budget=args.budget,
+                eos_token_id=eos or None,
+                streamer=streamer,
+            )
         )
-        fastdec_seconds = time.perf_counter() - start
     tokens = list(result.sequences[0])
     print()
     print("---")
-    # Both rates are end to end (prefill included) and include the streamer's cost for fastdec.
+    # Rates are end to end (prefill included); the speculative run's includes its streamer.
     fastdec_rate = len(tokens) / fastdec_seconds
+    if baseline is not None and plain is not None:
+        baseline_rate = len(baseline) / baseline_seconds
+        plain_rate = len(plain) / plain_seconds
+        print(f"HF generate, greedy:   {_rate(len(baseline), baseline_seconds)}")
+        speed = plain_rate / baseline_rate
+        print(f"fastdec, no drafts:    {_rate(len(plain), plain_seconds)} ({speed:.2f}x HF)")
     print(
-        f"fastdec:  {len(tokens)} tokens in {fastdec_seconds:.2f} s = {fastdec_rate:.1f} tokens/s, "
+        f"fastdec, speculative:  {_rate(len(tokens), fastdec_seconds)}, "
         f"{result.mean_accepted:.2f} tokens per step over {result.steps} steps"
     )
-    if baseline is not None:
-        baseline_rate = len(baseline) / baseline_seconds
-        print(f"baseline: {len(baseline)} tokens in {baseline_seconds:.2f} s = {baseline_rate:.1f} tokens/s")
-        print(f"speedup:  {fastdec_rate / baseline_rate:.2f}x")
-        same = _until_eos(baseline, eos) == _until_eos(tokens, eos)
-        print(f"identical outputs: {'yes' if same else 'NO'}")
-        if not same:
-            print(f"baseline output: {decode(baseline)!r}")
-            return 1
+    print(result.budget_note or f"fixed budget: {args.budget}-node trees")
+    if baseline is None or plain is None:
+        return 0
+    print(
+        f"speedup:  {fastdec_rate / baseline_rate:.2f}x over HF greedy "
+        f"({fastdec_rate / plain_rate:.2f}x from speculation over fastdec's plain loop)"
+    )
+    same = _until_eos(baseline, eos) == _until_eos(tokens, eos) == _until_eos(plain, eos)
+    print(f"identical outputs: {'yes' if same else 'NO'}")
+    if not same:
+        print(f"baseline output: {decode(baseline)!r}")
+        return 1
     return 0
+
+
+def _rate(tokens: int, seconds: float) -> str:
+    return f"{tokens} tokens in {seconds:.2f} s = {tokens / seconds:.1f} tokens/s"
 
 
 def _prepare(model: Any, tokenizer: Any, source: str, prompt: str) -> tuple[Any, list[int], Any, Any]:

@@ -23,7 +23,7 @@ RequestId = int | str
 DRAFTER_NAMES = ("recycling", "trie", "ngram", "pld", "hybrid")
 #: the default of ``fastdec.generate`` and ``fastdec demo``, chosen by measurement
 #: (``benches/e2e.py``; README, "Generation on transformers models")
-DEFAULT_DRAFTER = "recycling"
+DEFAULT_DRAFTER = "trie"
 
 
 @runtime_checkable

@@ -31,13 +31,15 @@ from .cpu_linear import small_row_linears
 from .step_ops import step_ops as _step_ops
 from .tree_ops import pad_trees
 
-DRAFTER_NAMES = ("recycling", "trie", "ngram", "pld", "hybrid")
 _request_ids = itertools.count()
 # Drafters made from a name are kept per model, so that their shared state (Token Recycling's
 # table, the trie of past outputs) carries over from one call to the next (a hot start).
 _default_drafters: weakref.WeakKeyDictionary[Any, dict[str, BaseDrafter]] = weakref.WeakKeyDictionary()
-# budget="auto" controllers per model and drafter: what one call measured, the next one uses.
-_auto_budgets: weakref.WeakKeyDictionary[Any, dict[int, AutoBudget]] = weakref.WeakKeyDictionary()
+# budget="auto" controllers per model and drafter object (weak keys both: a new drafter never
+# inherits the measurements of a collected one): what one call measured, the next one uses.
+_auto_budgets: weakref.WeakKeyDictionary[Any, weakref.WeakKeyDictionary[BaseDrafter, AutoBudget]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 @dataclass
@@ -48,6 +50,7 @@ class GenerateOutput:
     sequences: list[list[int]]
     accepted_lengths: list[list[int]]  # per row, per step: tokens emitted (bonus included)
     budgets: list[int] = field(default_factory=list)  # per step
+    budget_note: str = ""  # budget="auto": the size it runs and why (AutoBudget.explain)
     steps: int = 0
     prefill_seconds: float = 0.0
     decode_seconds: float = 0.0
@@ -129,7 +132,7 @@ def generate(
     model: Any,
     input_ids: Any,
     *,
-    drafter: str | BaseDrafter | None = "recycling",
+    drafter: str | BaseDrafter | None = DEFAULT_DRAFTER,
     max_new_tokens: int,
     temperature: float = 0.0,
     top_k: int | None = None,
@@ -190,8 +193,10 @@ def generate(
             raise ValueError(f"prompt token {bad[0]} is outside the vocabulary [0, {vocab_size})")
     draft = _resolve_drafter(model, drafter, vocab_size)
     auto = None
-    if budget == "auto":
-        auto = _auto_budgets.setdefault(model, {}).setdefault(id(draft), AutoBudget())
+    if budget == "auto" and draft is not None:
+        auto = _auto_budgets.setdefault(model, weakref.WeakKeyDictionary()).setdefault(draft, AutoBudget())
+    elif budget == "auto":
+        budget = 1  # nothing to draft: plain decoding
     if auto is None and (
         not isinstance(budget, int) or isinstance(budget, bool) or not 1 <= budget <= fastdec.MAX_NODES
     ):
@@ -358,7 +363,10 @@ def generate(
             out.decode_seconds += step_end - step_start
             if auto is not None:
                 live = [list(paths[b]) for b in range(rows) if not stepped_done[b]]
-                auto.record(size, step_end - step_start, auto.counterfactual(size, auto.candidates, live))
+                tokens = auto.counterfactual(size, auto.candidates, live)
+                auto.record(size, step_end - step_start, tokens, nodes=int(batch.tokens.shape[1]))
+        if auto is not None:
+            out.budget_note = auto.explain()
     finally:
         linears.close()
         if draft is not None:
