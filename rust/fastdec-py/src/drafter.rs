@@ -65,7 +65,13 @@ where
 
 /// The lifecycle methods every drafter shares (see `fastdec.Drafter`); concrete drafters
 /// extend this class with their constructor and extras.
-#[pyclass(name = "BaseDrafter", module = "fastdec._core", subclass, frozen, weakref)]
+#[pyclass(
+    name = "BaseDrafter",
+    module = "fastdec._core",
+    subclass,
+    frozen,
+    weakref
+)]
 pub struct PyBaseDrafter {
     inner: Arc<dyn Drafter>,
 }
