@@ -110,6 +110,7 @@ def main() -> None:
         results["pld"]["speedup_vs_python_p50"] = base["step_p50_us"] / results["pld"]["step_p50_us"]
         results["pld"]["speedup_vs_python_p99"] = base["step_p99_us"] / results["pld"]["step_p99_us"]
     meta = {
+        "drafter_state": "a fresh drafter for every timed measurement (latency only: no MAT here)",
         "context_tokens": args.context,
         "steps": args.steps,
         "batch": args.batch,

@@ -58,6 +58,11 @@ DRAFTERS: dict[str, Callable[[], Drafter]] = {
         weights=[1.0, 0.5],
     ),
 }
+STATE_NOTE = (
+    "drafter state: one fresh drafter per method, every request replayed once in file order (a "
+    "second MT-bench turn contains the first turn and its answer: memory across requests counts, "
+    "as in a server; no request is ever repeated)"
+)
 # A drafter -> the Python baseline of the same algorithm: when both run, their MATs must agree and
 # the per-step latency ratio is reported.
 BASELINE_OF: dict[str, str] = {
@@ -264,13 +269,14 @@ def main() -> None:
         "sentencepiece": sentencepiece.__version__,
         "fastdec": fastdec.__version__,
         "calibration": CALIBRATION,
+        "drafter_state": STATE_NOTE,
     }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "replay.json").write_text(
         json.dumps({"meta": meta, "results": results, "latency_ratios": ratios}, indent=2) + "\n"
     )
     text = table(results)
-    notes = summary_lines(results, ratios, calibrated=args.limit is None)
+    notes = [*summary_lines(results, ratios, calibrated=args.limit is None), STATE_NOTE]
     (args.out / "replay.md").write_text(
         f"# replay (Spec-Bench, Vicuna-7B greedy answers, {meta['requests']} requests, "
         f"{meta['answer_tokens']} answer tokens, budget {args.budget}, {meta['machine']}, "
