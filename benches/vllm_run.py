@@ -1,0 +1,124 @@
+"""One engine process of ``benches/vllm.py``: a vLLM ``LLM`` with one speculative config, the
+two workloads run through it, and what happened as JSON.
+
+Workloads (file from ``benches/vllm.py``):
+
+* ``two_turn``: Spec-Bench's MT-bench conversations. All first turns are sent at once; then each
+  second turn is sent as a *new request* holding the first turn and this engine's own answer to
+  it (as a chat client does), so a drafter with memory across requests can reuse the answer.
+* ``code``: a source file in the prompt and a small edit asked; the answer mostly repeats the file.
+
+Run with the vLLM virtualenv's interpreter (``.venv-vllm/bin/python``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+
+def counters(llm: Any) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for metric in llm.get_metrics():
+        value = getattr(metric, "value", None)
+        if isinstance(value, (int, float)):
+            out[metric.name] = out.get(metric.name, 0.0) + float(value)
+    return out
+
+
+def read_stats(path: str | None) -> dict[str, Any]:
+    if not path or not Path(path).exists():
+        return {}
+    try:
+        return dict(json.loads(Path(path).read_text()))
+    except (OSError, ValueError):
+        return {}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", required=True)
+    ap.add_argument("--workload", type=Path, required=True)
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--spec", default=None)
+    ap.add_argument("--fastdec", default=None)
+    ap.add_argument("--max-tokens", type=int, default=128)
+    ap.add_argument("--code-max-tokens", type=int, default=384)
+    ap.add_argument("--max-num-seqs", type=int, default=1)
+    ap.add_argument("--dtype", default="bfloat16")
+    ap.add_argument("--compile", action="store_true", help="torch.compile the model (about 3 min per start)")
+    args = ap.parse_args()
+
+    from vllm import LLM, SamplingParams
+
+    work = json.loads(args.workload.read_text())
+    kwargs: dict[str, Any] = {}
+    if args.spec:
+        kwargs["speculative_config"] = json.loads(args.spec)
+    fastdec = json.loads(args.fastdec) if args.fastdec else None
+    if fastdec is not None:
+        kwargs["additional_config"] = {"fastdec": fastdec}
+    stats_file = fastdec.get("stats_file") if fastdec else None
+    t0 = time.perf_counter()
+    llm = LLM(
+        model=args.model, dtype=args.dtype, max_model_len=4096, max_num_seqs=args.max_num_seqs, seed=0,
+        disable_log_stats=False, enforce_eager=not args.compile, gpu_memory_utilization=0.5, **kwargs,
+    )  # fmt: skip
+    start_s = time.perf_counter() - t0
+    tok = llm.get_tokenizer()
+
+    def chat(turns: list[tuple[str, str | None]]) -> list[int]:
+        messages = []
+        for user, answer in turns:
+            messages.append({"role": "user", "content": user})
+            if answer is not None:
+                messages.append({"role": "assistant", "content": answer})
+        ids = tok.apply_chat_template(messages, add_generation_prompt=True)
+        return [int(t) for t in (ids if isinstance(ids, list) else ids["input_ids"])]
+
+    def generate(prompts: list[list[int]], max_tokens: int) -> tuple[list[list[int]], float]:
+        params = SamplingParams(temperature=0.0, max_tokens=max_tokens)
+        t = time.perf_counter()
+        outs = llm.generate([{"prompt_token_ids": p} for p in prompts], params, use_tqdm=False)
+        return [list(o.outputs[0].token_ids) for o in outs], time.perf_counter() - t
+
+    generate([chat([("Say hello.", None)])], 8)  # warm-up
+    results: dict[str, Any] = {"engine_start_seconds": start_s}
+    for name in ("two_turn", "code"):
+        items = work.get(name, [])
+        if not items:
+            continue
+        before, stats_before = counters(llm), read_stats(stats_file)
+        if name == "two_turn":
+            first, s1 = generate([chat([(c[0], None)]) for c in items], args.max_tokens)
+            answers = [tok.decode(o, skip_special_tokens=True) for o in first]
+            second, s2 = generate(
+                [chat([(c[0], a), (c[1], None)]) for c, a in zip(items, answers, strict=True)],
+                args.max_tokens,
+            )
+            outputs, seconds = first + second, s1 + s2
+        else:
+            outputs, seconds = generate([chat([(text, None)]) for text in items], args.code_max_tokens)
+        after, stats_after = counters(llm), read_stats(stats_file)
+        delta = {k: v - before.get(k, 0.0) for k, v in after.items() if "spec_decode" in k}
+        drafter = {
+            k: stats_after.get(k, 0) - stats_before.get(k, 0)
+            for k in ("steps", "propose_seconds")
+            if k in stats_after
+        }
+        results[name] = {
+            "seconds": seconds,
+            "tokens": sum(len(o) for o in outputs),
+            "requests": len(outputs),
+            "outputs": outputs,
+            "metrics": delta,
+            "drafter": drafter,
+        }
+    args.out.write_text(json.dumps(results))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,390 @@
+"""The vLLM proposers (``fastdec.integrations.vllm``) without vLLM: vLLM ``ngram``'s rule
+transcribed, a persistent batch that moves rows the way ``InputBatch`` does, request tracking
+over 10^4 requests, cross-request memory and the draft-length controller. The same proposers run
+inside the real engine in ``tests/vllm/`` (``make test-vllm``)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from types import SimpleNamespace
+from typing import Any
+
+import fastdec
+import numpy as np
+import numpy.typing as npt
+import pytest
+from fastdec.integrations import vllm as fd_vllm
+from fastdec.integrations.draft_length import DraftLength
+from fastdec.integrations.vllm_requests import RequestTracker
+
+MAX_MODEL_LEN = 64
+
+
+def earliest_lookup(ids: Sequence[int], min_n: int, max_n: int, k: int) -> list[int]:
+    """vLLM ``NgramProposer``: the longest n in [min_n, max_n] whose suffix n-gram occurs
+    earlier (earliest occurrence on ties), then up to k tokens after it."""
+    ids = list(ids)
+    for n in range(min(max_n, len(ids) - 1), min_n - 1, -1):
+        gram = ids[-n:]
+        for idx in range(len(ids) - n):
+            if ids[idx : idx + n] == gram:
+                return ids[idx + n : idx + n + k]
+    return []
+
+
+def vllm_reference(
+    sampled: list[list[int]],
+    counts: npt.NDArray[Any],
+    rows: npt.NDArray[Any],
+    *,
+    k: int,
+    min_n: int,
+    max_n: int,
+) -> list[list[int]]:
+    """``NgramProposer.propose``: [] for rows with no sampled ids or at max_model_len."""
+    out: list[list[int]] = []
+    for i, sampled_ids in enumerate(sampled):
+        n = int(counts[i])
+        if not sampled_ids or n >= MAX_MODEL_LEN:
+            out.append([])
+            continue
+        out.append(earliest_lookup(rows[i, :n].tolist(), min_n, max_n, min(k, MAX_MODEL_LEN - n)))
+    return out
+
+
+def pld(k: int, min_n: int = 1, max_n: int = 3, **kw: Any) -> fd_vllm.PldProposer:
+    return fd_vllm.PldProposer(
+        num_speculative_tokens=k, max_model_len=kw.pop("max_model_len", MAX_MODEL_LEN),
+        prompt_lookup_min=min_n, prompt_lookup_max=max_n, **kw,
+    )  # fmt: skip
+
+
+def test_recorded_batch() -> None:
+    rows = np.full((8, MAX_MODEL_LEN), 99, dtype=np.int32)
+    counts = np.zeros(8, dtype=np.int32)
+    row0 = [11, 12, 13, 14, 15, 16, 12, 13, 14]  # suffix [12, 13, 14] seen at 1
+    rows[0, : len(row0)], counts[0] = row0, len(row0)
+    rows[1, :5], counts[1] = [1, 2, 3, 1, 2], 5  # partial prefill: no sampled ids
+    rows[2], counts[2] = np.arange(MAX_MODEL_LEN) % 7, MAX_MODEL_LEN  # at max_model_len
+    row3 = ([40, 41, 42, 43, 44, 45] * 11)[:62]  # 62 tokens: the draft is clipped to 2
+    rows[3, :62], counts[3] = row3, 62
+    sampled = [[14], [], [int(rows[2, -1])], row3[-3:]]
+    proposer = pld(5)
+    drafts = proposer.propose(sampled, counts, rows)
+    assert drafts == [[15, 16, 12, 13, 14], [], [], [42, 43]]
+    assert drafts == vllm_reference(sampled, counts, rows, k=5, min_n=1, max_n=3)
+    assert all(isinstance(t, int) for draft in drafts for t in draft)
+    # vLLM's keyword call; the same rows again are the same requests with nothing new
+    again = proposer.propose(
+        sampled_token_ids=sampled, num_tokens_no_spec=counts, token_ids_cpu=rows, slot_mappings={}
+    )
+    assert again == drafts
+    assert proposer.tracker.started == 3
+
+
+def test_random_batches_match_reference() -> None:
+    rng = np.random.default_rng(0)
+    for trial in range(60):
+        k, min_n = int(rng.integers(1, 8)), int(rng.integers(1, 4))
+        max_n = min_n + int(rng.integers(0, 3))
+        proposer = pld(k, min_n, max_n)
+        num_rows = int(rng.integers(1, 9))
+        rows = rng.integers(0, 4, size=(8, MAX_MODEL_LEN), dtype=np.int32)
+        counts = rng.integers(1, MAX_MODEL_LEN + 1, size=8).astype(np.int32)
+        sampled = [[] if rng.random() < 0.2 else [int(rows[i, counts[i] - 1])] for i in range(num_rows)]
+        expected = vllm_reference(sampled, counts, rows, k=k, min_n=min_n, max_n=max_n)
+        assert proposer.propose(sampled, counts, rows) == expected, trial
+
+
+class PersistentBatch:
+    """vLLM's ``InputBatch`` row bookkeeping: a new request takes the lowest free row, removed
+    rows are refilled by sliding the last rows down (``condense``), and rows may be swapped."""
+
+    def __init__(self, max_rows: int, max_len: int) -> None:
+        self.tokens = np.zeros((max_rows, max_len), dtype=np.int32)
+        self.counts = np.zeros(max_rows, dtype=np.int32)
+        self.ids: list[int | None] = []
+
+    def add(self, rid: int, prompt: Sequence[int]) -> None:
+        row = self.ids.index(None) if None in self.ids else len(self.ids)
+        if row == len(self.ids):
+            self.ids.append(None)
+        self.ids[row] = rid
+        self.tokens[row, : len(prompt)] = prompt
+        self.counts[row] = len(prompt)
+
+    def remove(self, rid: int) -> None:
+        self.ids[self.ids.index(rid)] = None
+
+    def condense(self) -> None:
+        while self.ids and self.ids[-1] is None:
+            self.ids.pop()
+        while None in self.ids:
+            hole, last = self.ids.index(None), len(self.ids) - 1
+            self.swap(hole, last)
+            self.ids.pop()
+            while self.ids and self.ids[-1] is None:
+                self.ids.pop()
+
+    def swap(self, i: int, j: int) -> None:
+        self.ids[i], self.ids[j] = self.ids[j], self.ids[i]
+        self.tokens[[i, j]] = self.tokens[[j, i]]
+        self.counts[[i, j]] = self.counts[[j, i]]
+
+    def emit(self, rid: int, new: Sequence[int]) -> None:
+        row = self.ids.index(rid)
+        n = int(self.counts[row])
+        self.tokens[row, n : n + len(new)] = new
+        self.counts[row] = n + len(new)
+
+
+class Recorder:
+    """A stateful drafter that records the lifecycle it is driven through (and drafts nothing)."""
+
+    def __init__(self) -> None:
+        self.tokens: dict[int, list[int]] = {}
+        self.stopped: dict[int, list[int]] = {}
+
+    def start(self, request_id: int, prompt_ids: npt.ArrayLike) -> None:
+        assert request_id not in self.tokens
+        self.tokens[request_id] = np.asarray(prompt_ids).tolist()
+
+    def accept(self, request_id: int, accepted_ids: npt.ArrayLike, topk_ids: Any = None) -> None:
+        self.tokens[request_id] += np.asarray(accepted_ids).tolist()
+
+    def stop(self, request_id: int) -> None:
+        self.stopped[request_id] = self.tokens.pop(request_id)
+
+    def propose_batch(self, request_ids: Sequence[int], budgets: npt.ArrayLike) -> Any:
+        return [fastdec.TokenTree.chain([self.tokens[r][-1]]) for r in request_ids]
+
+
+def drive(tracker: RequestTracker, num_requests: int, seed: int, max_rows: int = 8) -> dict[int, list[int]]:
+    """Runs ``num_requests`` requests through a moving persistent batch; returns each true
+    request's final tokens. Every step checks that each row maps to its own tracked state."""
+    rng = np.random.default_rng(seed)
+    batch = PersistentBatch(max_rows, 200)
+    truth: dict[int, list[int]] = {}
+    remaining: dict[int, int] = {}
+    tracked_as: dict[int, int] = {}
+    waiting = list(range(num_requests))
+    while waiting or remaining:
+        while waiting and len(remaining) < max_rows and rng.random() < 0.7:
+            rid = waiting.pop(0)
+            # prompts share a long head (a system prompt), so the head alone cannot tell them apart
+            prompt = [1, 2, 3, 4, 5, 6, 7, 8, *rng.integers(0, 50, size=int(rng.integers(1, 30))).tolist()]
+            batch.add(rid, prompt)
+            first = int(rng.integers(0, 50))
+            batch.emit(rid, [first])  # the prefill's sampled token
+            truth[rid] = [*prompt, first]
+            remaining[rid] = int(rng.integers(1, 40))
+        if rng.random() < 0.3 and len(batch.ids) > 1:
+            batch.swap(*rng.choice(len(batch.ids), size=2, replace=False).tolist())
+        sampled = [[] if rid is None else [truth[rid][-1]] for rid in batch.ids]
+        matches = tracker.step(sampled, batch.counts, batch.tokens)
+        for row, rid in enumerate(batch.ids):
+            if rid is None:
+                continue
+            m = matches[row]
+            assert m is not None
+            state = tracked_as.setdefault(rid, m.request.request_id)
+            assert state == m.request.request_id, (rid, state, m.request.request_id)
+        done = []
+        for rid in list(remaining):
+            new = rng.integers(0, 50, size=int(rng.integers(1, 5))).tolist()  # accepted drafts + bonus
+            batch.emit(rid, new)
+            truth[rid] += new
+            remaining[rid] -= 1
+            if remaining[rid] <= 0:
+                done.append(rid)
+        for rid in done:
+            del remaining[rid]
+            batch.remove(rid)
+        batch.condense()
+    for _ in range(tracker.grace_steps):
+        tracker.step([], np.zeros(0, dtype=np.int32), batch.tokens)
+    return {tracked_as[rid]: tokens for rid, tokens in truth.items()}
+
+
+def test_tracker_follows_moving_rows() -> None:
+    drafter = Recorder()
+    tracker = RequestTracker(drafter, max_gap=8, grace_steps=2)
+    truth = drive(tracker, 200, seed=1)
+    # each request was started once and fed exactly its tokens, then stopped (finished)
+    assert tracker.started == tracker.stopped == 200
+    assert not drafter.tokens
+    for state, tokens in truth.items():
+        assert drafter.stopped[state][: len(tokens) - 4] == tokens[: len(tokens) - 4]
+        assert len(drafter.stopped[state]) <= len(tokens)
+
+
+def test_tracker_bounded_over_ten_thousand_requests() -> None:
+    drafter = fastdec.TrieDrafter(max_requests=64, max_global_nodes=1 << 14)
+    tracker = RequestTracker(drafter, max_gap=8, grace_steps=2, max_requests=64)
+    memory = []
+    rng = np.random.default_rng(2)
+    rows = np.zeros((4, 64), dtype=np.int32)
+    for r in range(10_000):
+        rows[r % 4, :40] = rng.integers(0, 1000, size=40)  # a new request replaces one row a step
+        counts = np.full(4, 40, dtype=np.int32)
+        tracker.step([[int(rows[i, 39])] for i in range(4)], counts, rows)
+        assert len(tracker) <= 64
+        if r % 1000 == 999:
+            memory.append(drafter.memory_bytes())
+    assert tracker.started == 10_000 + 3  # and the three rows of zeros at the start
+    assert tracker.started - tracker.stopped == len(tracker) <= 64
+    assert max(memory[3:]) <= 1.5 * max(memory[:3]), memory  # the shared trie's cap holds
+
+
+def test_cross_request_memory() -> None:
+    """A finished request's output reaches the shared trie: a later request that starts the
+    same way is drafted that output (prompt lookup alone cannot: it is not in its context)."""
+    proposer = fd_vllm.TrieProposer(num_speculative_tokens=4, max_model_len=MAX_MODEL_LEN, grace_steps=1)
+    rows = np.zeros((1, MAX_MODEL_LEN), dtype=np.int32)
+    answer = [30, 31, 32, 33, 34, 35, 36]
+    rows[0, :4] = [1, 2, 3, 30]
+    counts = np.array([4])
+    for t in range(1, len(answer)):  # request 1 decodes its answer one token a step
+        proposer.propose([[answer[t - 1]]], counts, rows)
+        rows[0, 3 + t], counts[0] = answer[t], 4 + t
+    proposer.propose([], np.zeros(0, dtype=np.int32), rows)  # the request has left the batch
+    assert proposer.tracker.stopped == 1
+    rows[0, :] = 0
+    rows[0, :5] = [9, 9, 2, 3, 30]  # another prompt, same last tokens
+    assert proposer.propose([[30]], np.array([5]), rows) == [[31, 32, 33, 34]]
+
+
+def test_settings_through_additional_config() -> None:
+    config = SimpleNamespace(
+        speculative_config=SimpleNamespace(
+            num_speculative_tokens=3, prompt_lookup_min=0, prompt_lookup_max=0
+        ),
+        model_config=SimpleNamespace(max_model_len=MAX_MODEL_LEN),
+        scheduler_config=SimpleNamespace(max_num_seqs=8),
+        additional_config={"fastdec": {"prompt_lookup_min": 2, "prompt_lookup_max": 4, "grace_steps": 3}},
+    )
+    proposer = fd_vllm.PldProposer(config)
+    assert (proposer.num_speculative_tokens, proposer.max_model_len) == (3, MAX_MODEL_LEN)
+    assert (proposer.prompt_lookup_min, proposer.prompt_lookup_max) == (2, 4)
+    assert proposer.tracker.grace_steps == 3
+    assert not proposer.length.enabled  # pld keeps vLLM ngram's fixed length unless asked
+    assert proposer.load_model(object()) is None
+    # vLLM's 0/0 for custom_class means "not set": vLLM ngram's defaults
+    config.additional_config = {}
+    assert (fd_vllm.PldProposer(config).prompt_lookup_min, fd_vllm.PldProposer(config).prompt_lookup_max) == (
+        5,
+        5,
+    )
+    config.additional_config = {"fastdec": {"prompt_lookup_max": 3}}
+    assert fd_vllm.PldProposer(config).prompt_lookup_min == 3
+    config.additional_config = {"fastdec": {"drafter": "hybrid"}}
+    assert fd_vllm.FastdecProposer(config).drafter_name == "hybrid"
+    assert fd_vllm.FastdecProposer(config).length.enabled
+    assert isinstance(fd_vllm.FastdecProposer(config).drafter, fastdec.HybridDrafter)
+    assert fd_vllm.FastdecProposer(num_speculative_tokens=2, max_model_len=8).drafter_name == "trie"
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"prompt_lookup_mn": 2}, "unknown fastdec vLLM setting 'prompt_lookup_mn'"),
+        ({"drafter": "eagle"}, "drafter = 'eagle'"),
+        ({"grace_steps": "4"}, "grace_steps = '4'"),
+        ({"adaptive": 1}, "adaptive = 1"),
+        ({"prompt_lookup_min": 4, "prompt_lookup_max": 2}, "prompt_lookup_min = 4"),
+        ({"drafter_options": {"depht": 3}}, "drafter_options = {'depht': 3}"),
+        ({"tree_budget": 1}, "tree_budget = 1"),
+    ],
+)
+def test_bad_settings_are_named(settings: dict[str, Any], message: str) -> None:
+    config = SimpleNamespace(
+        speculative_config=SimpleNamespace(num_speculative_tokens=3),
+        model_config=SimpleNamespace(max_model_len=32),
+        additional_config={"fastdec": settings},
+    )
+    with pytest.raises(ValueError, match=message.replace("{", r"\{").replace("}", r"\}")):
+        fd_vllm.FastdecProposer(config)
+
+
+def test_fixed_drafter_classes_reject_another() -> None:
+    with pytest.raises(ValueError, match="TrieProposer always drafts with 'trie'"):
+        fd_vllm.TrieProposer(num_speculative_tokens=2, max_model_len=8, drafter="pld")
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{}, {"num_speculative_tokens": 0, "max_model_len": 8}, {"num_speculative_tokens": 2}],
+    ids=["nothing", "k=0", "no-max-len"],
+)
+def test_missing_config(kwargs: dict[str, int]) -> None:
+    with pytest.raises(ValueError, match="must be an int >= 1"):
+        fd_vllm.FastdecProposer(**kwargs)
+
+
+def test_draft_length_cuts_when_tokens_cost() -> None:
+    """Simulated engine: a draft token at depth j is accepted with probability 0.9 when the
+    drafter is confident (0.95) and 0.1 when not (0.15). Cheap tokens: draft everything; tokens
+    that cost 0.3 of a step: only the confident ones; as much as a step: none (even 0.9 of a
+    token for a whole step's time lowers throughput)."""
+    rng = np.random.default_rng(3)
+    for cost, expect in ((0.001, "all"), (0.3, "confident"), (1.0, "none")):
+        length = DraftLength(4)
+        for _ in range(400):
+            confident = rng.random() < 0.5
+            conf = [0.95 if confident else 0.15] * 4
+            keep = length.cut(conf)
+            p = 0.9 if confident else 0.1
+            accepted = 0
+            while accepted < keep and rng.random() < p:
+                accepted += 1
+            draft = list(range(100, 100 + keep))
+            emitted = [*draft[:accepted], 7]
+            length.observe(draft, conf[:keep], emitted)
+            # one row: a step costs 1 + cost * drafted tokens
+            length.observe_step(1 + keep, 1.0 + cost * keep, len(emitted))
+        length.explore = 0.0
+        low, high = length.cut([0.15] * 4), length.cut([0.95] * 4)
+        if expect == "all":
+            assert length.tau < 0.05
+            assert low == high == 4
+        elif expect == "confident":
+            assert 0.2 < length.tau < 0.9
+            assert low == 0
+            assert high >= 2
+        else:
+            assert length.tau > 0.9
+            assert low == high == 0
+        assert length.probability(0, 0.95) == pytest.approx(0.9, abs=0.1)
+
+
+def test_draft_length_disabled_and_bad_settings() -> None:
+    length = DraftLength(3, enabled=False)
+    for _ in range(40):
+        length.observe_step(2, 1.0, 1)
+        length.observe_step(4, 3.0, 1)
+    assert length.tau == 0.0
+    assert length.cut([0.0, 0.0, 0.0]) == 3
+    with pytest.raises(ValueError, match="explore = 2"):
+        DraftLength(3, explore=2)
+    with pytest.raises(ValueError, match="k = 0"):
+        DraftLength(0)
+
+
+def test_adaptive_proposer_drafts_less_when_batch_tokens_cost(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The whole proposer on a fake clock: drafts that are rarely accepted and cost as much as
+    a row are cut to nothing, so speculation stops costing at large batches."""
+    proposer = fd_vllm.TrieProposer(num_speculative_tokens=5, max_model_len=512)
+    clock = [0.0]
+    monkeypatch.setattr(fd_vllm, "time", SimpleNamespace(perf_counter=lambda: clock[0]))
+    rng = np.random.default_rng(4)
+    rows = rng.integers(0, 5, size=(16, 512)).astype(np.int32)  # repetitive: the trie drafts
+    counts = np.full(16, 40, dtype=np.int32)
+    drafted = []
+    for _ in range(120):
+        drafts = proposer.propose([[int(rows[i, counts[i] - 1])] for i in range(16)], counts, rows)
+        tokens = sum(1 + len(d) for d in drafts)
+        clock[0] += 0.01 * tokens  # every verified token costs a row's time
+        counts += 1  # a random continuation: drafts are accepted by chance only
+        drafted.append(sum(len(d) for d in drafts))
+    assert drafted[0] > 16
+    assert np.mean(drafted[-20:]) < 0.25 * drafted[0], drafted
