@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -52,6 +53,9 @@ def main() -> None:
     ap.add_argument("--compile", action="store_true", help="torch.compile the model (about 3 min per start)")
     args = ap.parse_args()
 
+    # benches/vllm.py would shadow the vllm package: drop this script's folder from the path
+    here = Path(__file__).resolve().parent
+    sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != here]
     from vllm import LLM, SamplingParams
 
     work = json.loads(args.workload.read_text())
