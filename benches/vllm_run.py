@@ -21,15 +21,6 @@ from pathlib import Path
 from typing import Any
 
 
-def counters(llm: Any) -> dict[str, float]:
-    out: dict[str, float] = {}
-    for metric in llm.get_metrics():
-        value = getattr(metric, "value", None)
-        if isinstance(value, (int, float)):
-            out[metric.name] = out.get(metric.name, 0.0) + float(value)
-    return out
-
-
 def read_stats(path: str | None) -> dict[str, Any]:
     if not path or not Path(path).exists():
         return {}
@@ -56,6 +47,7 @@ def main() -> None:
     # benches/vllm.py would shadow the vllm package: drop this script's folder from the path
     here = Path(__file__).resolve().parent
     sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != here]
+    from fastdec.integrations.vllm import engine_counters
     from vllm import LLM, SamplingParams
 
     work = json.loads(args.workload.read_text())
@@ -95,7 +87,7 @@ def main() -> None:
         items = work.get(name, [])
         if not items:
             continue
-        before, stats_before = counters(llm), read_stats(stats_file)
+        before, stats_before = engine_counters(llm), read_stats(stats_file)
         if name == "two_turn":
             first, s1 = generate([chat([(c[0], None)]) for c in items], args.max_tokens)
             answers = [tok.decode(o, skip_special_tokens=True) for o in first]
@@ -106,7 +98,7 @@ def main() -> None:
             outputs, seconds = first + second, s1 + s2
         else:
             outputs, seconds = generate([chat([(text, None)]) for text in items], args.code_max_tokens)
-        after, stats_after = counters(llm), read_stats(stats_file)
+        after, stats_after = engine_counters(llm), read_stats(stats_file)
         delta = {k: v - before.get(k, 0.0) for k, v in after.items() if "spec_decode" in k}
         drafter = {
             k: stats_after.get(k, 0) - stats_before.get(k, 0)

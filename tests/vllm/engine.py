@@ -21,16 +21,6 @@ from pathlib import Path
 from typing import Any
 
 
-def counters(llm: Any) -> dict[str, float]:
-    """vLLM's metrics as name -> value (counters summed over labels)."""
-    out: dict[str, float] = {}
-    for metric in llm.get_metrics():
-        value = getattr(metric, "value", None)
-        if isinstance(value, (int, float)):
-            out[metric.name] = out.get(metric.name, 0.0) + float(value)
-    return out
-
-
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", required=True)
@@ -50,6 +40,7 @@ def main() -> None:
     )
     args = ap.parse_args()
 
+    from fastdec.integrations.vllm import engine_counters
     from vllm import LLM, SamplingParams
     from vllm.inputs import TokensPrompt
 
@@ -78,11 +69,11 @@ def main() -> None:
     batch = [TokensPrompt(prompt_token_ids=p) for p in prompts]
     if args.warmup:
         llm.generate(batch[: args.warmup], params, use_tqdm=False)
-    before = counters(llm)
+    before = engine_counters(llm)
     t0 = time.perf_counter()
     outputs = llm.generate(batch, params, use_tqdm=False)
     seconds = time.perf_counter() - t0
-    after = counters(llm)
+    after = engine_counters(llm)
     delta = {k: after[k] - before.get(k, 0.0) for k in after}
     result = {
         "engine_start_seconds": engine_start,

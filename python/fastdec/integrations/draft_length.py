@@ -34,6 +34,8 @@ import numpy as np
 
 from fastdec._core import TokenTree
 
+REFIT_EVERY = 8  # engine steps between refits of the cost slope
+
 
 def chain_confidences(tree: TokenTree, nodes: Sequence[int]) -> list[float]:
     """Per chain node (root excluded), its score over its parent's, clipped to [0, 1]; 1.0 for
@@ -124,6 +126,7 @@ class DraftLength:
         self._steps: deque[tuple[float, float, float]] = deque(maxlen=window)  # (tokens, seconds, emitted)
         self._rng = np.random.default_rng(0)
         self._tau = 0.0
+        self._observed = 0
 
     # -- acceptance -----------------------------------------------------------------------------
 
@@ -168,11 +171,14 @@ class DraftLength:
 
     def observe_step(self, tokens: int, seconds: float, emitted: int) -> None:
         """Records one engine step: ``tokens`` verified (rows + drafts), ``seconds`` taken,
-        ``emitted`` tokens gained; refits ``tau``."""
+        ``emitted`` tokens gained; refits ``tau`` every ``REFIT_EVERY`` steps."""
         if tokens <= 0 or not (seconds > 0.0 and math.isfinite(seconds)):
             return
         self._steps.append((float(tokens), float(seconds), float(emitted)))
-        self._tau = self._fit()
+        # the fit is O(window^2): refit every REFIT_EVERY steps, not on every engine step
+        self._observed += 1
+        if self._observed % REFIT_EVERY == 0 or len(self._steps) == self.min_steps:
+            self._tau = self._fit()
 
     def _fit(self) -> float:
         if len(self._steps) < self.min_steps:

@@ -99,6 +99,18 @@ def read_settings(vllm_config: Any, overrides: Mapping[str, Any]) -> dict[str, A
     return settings
 
 
+def engine_counters(llm: Any) -> dict[str, float]:
+    """An ``LLM``'s metrics (``LLM(..., disable_log_stats=False).get_metrics()``) as name ->
+    value, summed over labels: ``vllm:spec_decode_num_drafts``, ``..._num_draft_tokens``,
+    ``..._num_accepted_tokens``, ``vllm:generation_tokens``, ... (histograms are left out)."""
+    out: dict[str, float] = {}
+    for metric in llm.get_metrics():
+        value = getattr(metric, "value", None)
+        if isinstance(value, (int, float)):
+            out[metric.name] = out.get(metric.name, 0.0) + float(value)
+    return out
+
+
 class FastdecProposer:
     """vLLM's ``custom_class`` proposer interface over a fastdec drafter.
 
