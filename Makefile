@@ -11,6 +11,7 @@
 #                     (not run by CI: it tells what the next lock refresh will meet)
 #   make test-vllm    fastdec's proposers inside the real vLLM CPU engine (.venv-vllm, locks/vllm.txt;
 #                     .ci/run runs it)
+#   make vllm-bench-env  what benches/vllm.py needs on top (Arctic Inference for vLLM's `suffix`)
 #   make lock         rewrite locks/*.txt from fresh resolves (see README, "Refreshing the lock")
 PYTHON ?= python3
 VENV   ?= .venv
@@ -32,7 +33,7 @@ OLDEST_TESTS := tests/test_generate.py tests/test_generate_constrained.py tests/
 NO_DEPS_NEWEST ?= transformers
 
 .PHONY: demo test install install-test lint test-rust test-python test-oldest test-latest lock \
-	vllm-env test-vllm lock-vllm \
+	vllm-env test-vllm lock-vllm vllm-bench-env \
 	bench bench-rust format clean
 
 $(BIN)/python:
@@ -104,6 +105,31 @@ vllm-env: $(VLLM_VENV)/.installed
 
 test-vllm: vllm-env
 	$(VLLM_VENV)/bin/python -m pytest -q -c tests/vllm/pytest.ini tests/vllm
+
+# The benchmark's extra: vLLM's `suffix` method imports Arctic Inference, which PyPI has only as an
+# sdist. Its suffix-tree extension (nanobind, C++20) builds against the vLLM venv's torch without
+# build isolation (the isolated build would fetch another torch); the build tools go in a folder of
+# their own on PYTHONPATH, not into the venv. The wheel is kept in dist/arctic (about 25 s to build).
+# Its vLLM plugin does nothing unless ARCTIC_INFERENCE_ENABLED is set.
+ARCTIC := arctic-inference==0.3.0
+ARCTIC_BUILD := nanobind==2.9.2 cmake==4.4.5 grpcio-tools==1.85.1 wheel==0.48.0 setuptools==84.2.1
+ARCTIC_DIR := $(VLLM_VENV)/dist/arctic
+
+$(VLLM_VENV)/.arctic: $(VLLM_VENV)/.installed
+	rm -rf $(ARCTIC_DIR)
+	$(VLLM_PIP) install -q --target $(ARCTIC_DIR)/tools $(ARCTIC_BUILD)
+	PATH="$(abspath $(ARCTIC_DIR))/tools/bin:$$PATH" PYTHONPATH="$(abspath $(ARCTIC_DIR))/tools" \
+		$(VLLM_PIP) wheel -q --no-build-isolation --no-deps --no-binary arctic-inference "$(ARCTIC)" \
+		-w $(ARCTIC_DIR)
+	$(VLLM_PIP) install -q --no-deps $(ARCTIC_DIR)/arctic_inference-*.whl
+	rm -rf $(ARCTIC_DIR)/tools
+	touch $@
+
+# Everything benches/vllm.py needs: the vLLM venv with this checkout's fastdec, Arctic Inference
+# for `suffix`, and the converted model (the same conversion the tests use).
+vllm-bench-env: vllm-env $(VLLM_VENV)/.arctic
+	$(VLLM_VENV)/bin/python tests/vllm/convert_model.py ../shared/models/smollm2-135m-instruct \
+		$(VLLM_VENV)/models/smollm2-135m-f32
 
 # Rewrites locks/vllm.txt from a fresh resolve of the recipe above (review, `make test-vllm`, commit).
 lock-vllm:

@@ -112,6 +112,7 @@ def main() -> None:
             "outputs": outputs,
             "metrics": delta,
             "drafter": drafter,
+            "draft_length": stats_after.get("draft_length"),
         }
     args.out.write_text(json.dumps(results))
 

@@ -355,6 +355,12 @@ def test_draft_length_cuts_when_tokens_cost() -> None:
             assert length.tau > 0.9
             assert low == high == 0
         assert length.probability(0, 0.95) == pytest.approx(0.9, abs=0.1)
+        # the reported fit is the simulated cost: 1 s a step plus `cost` per draft token
+        stats = length.stats()
+        assert stats["seconds_per_token"] == pytest.approx(cost, abs=1e-9)
+        assert stats["step_fixed_seconds"] == pytest.approx(1.0 - cost, abs=1e-9)
+        assert stats["tau"] == pytest.approx(min(1.0, cost * stats["tokens_per_second"]))
+        assert len(stats["acceptance_by_depth"]) == 4
 
 
 def test_draft_length_disabled_and_bad_settings() -> None:

@@ -127,6 +127,7 @@ class DraftLength:
         self._rng = np.random.default_rng(0)
         self._tau = 0.0
         self._observed = 0
+        self._fitted = (math.nan, math.nan, math.nan)  # (seconds per token, tokens/s, step intercept)
 
     # -- acceptance -----------------------------------------------------------------------------
 
@@ -194,6 +195,7 @@ class DraftLength:
         slopes = (ds / np.where(dt == 0, np.nan, dt))[np.triu(dt != 0, 1)]
         b = max(0.0, float(np.median(slopes)))
         rate = float(e.sum() / s.sum())
+        self._fitted = (b, rate, float(np.median(s - b * t)))
         return min(1.0, b * rate)
 
     @property
@@ -227,11 +229,17 @@ class DraftLength:
                 return j
         return n
 
-    def stats(self) -> dict[str, float]:
-        """``tau``, the overall acceptance rate and the steps in the cost window."""
+    def stats(self) -> dict[str, float | list[float]]:
+        """``tau``, the fitted cost (seconds per verified token, the step's fixed seconds), the
+        engine's tokens/s, acceptance overall and per depth, and the steps in the cost window."""
         o = self._overall
+        b, rate, fixed = self._fitted
         return {
             "tau": self.tau,
+            "seconds_per_token": b,
+            "step_fixed_seconds": fixed,
+            "tokens_per_second": rate,
             "acceptance": o.accepted / o.tried if o.tried else math.nan,
+            "acceptance_by_depth": [d.accepted / d.tried if d.tried else math.nan for d in self._depths],
             "steps": float(len(self._steps)),
         }
