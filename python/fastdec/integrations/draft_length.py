@@ -6,10 +6,14 @@ seconds longer, a token reached (all tokens before it accepted) and accepted wit
 probability ``q`` raises throughput iff ``q / b > R``, i.e. ``q >= tau = b * R``. Both factors
 are measured, nothing is a constant:
 
-* ``b`` and ``R`` from the step clock: the seconds between consecutive ``propose`` calls against
-  the tokens the engine verified in that step (rows plus draft tokens), as a Theil-Sen slope
-  (robust to the prefill chunks and scheduling hiccups that land in some steps) over a recent
-  window, and ``R`` as emitted tokens over seconds in the same window. On a CPU at batch 1 a
+* ``b`` and ``R`` from the step clock: the seconds between consecutive ``propose`` calls,
+  regressed on the shape of the step the engine verified in between (a constant, its rows, 1
+  if any row drafted, its drafting rows, its draft tokens; least squares with the costs kept
+  >= 0 and one refit without outlying steps: prefill chunks, scheduling hiccups) over a recent
+  window; ``R`` as emitted tokens over seconds in the same window. The step-level term
+  matters: on vLLM's CPU engine the first draft token of a step costs 6-8 ms (the rejection
+  sampler, logits at draft positions) and later ones about 1.3 ms, so a row (or a whole batch)
+  drafts only if the tokens it keeps are expected to pay for that too. On a CPU at batch 1 a
   draft token costs little (``tau`` near 0: draft everything the drafter has); at batch 16 a
   token costs almost what a whole row costs (``tau`` near 1: only near-certain tokens).
 * ``q`` as the product of per-token acceptance probabilities, estimated from what vLLM
@@ -94,7 +98,7 @@ class DraftLength:
         k: int,
         *,
         bins: int = 8,
-        window: int = 64,
+        window: int = 128,
         min_steps: int = 16,
         explore: float = 0.05,
         decay: float = 0.998,
@@ -123,11 +127,13 @@ class DraftLength:
         self._cells = [[_Rate() for _ in range(self.bins)] for _ in range(self.k)]
         self._depths = [_Rate() for _ in range(self.k)]
         self._overall = _Rate()
-        self._steps: deque[tuple[float, float, float]] = deque(maxlen=window)  # (tokens, seconds, emitted)
+        # (rows, any row drafting, drafting rows, draft tokens, seconds, emitted) per step
+        self._steps: deque[tuple[float, ...]] = deque(maxlen=window)
         self._rng = np.random.default_rng(0)
-        self._tau = 0.0
         self._observed = 0
-        self._fitted = (math.nan, math.nan, math.nan)  # (seconds per token, tokens/s, step intercept)
+        # seconds: a step, a row, a step with drafts, a drafting row, a draft token
+        self._cost: tuple[float, ...] = (math.nan,) * 5
+        self._rate = math.nan  # emitted tokens per second
 
     # -- acceptance -----------------------------------------------------------------------------
 
@@ -170,76 +176,141 @@ class DraftLength:
 
     # -- cost -----------------------------------------------------------------------------------
 
-    def observe_step(self, tokens: int, seconds: float, emitted: int) -> None:
-        """Records one engine step: ``tokens`` verified (rows + drafts), ``seconds`` taken,
-        ``emitted`` tokens gained; refits ``tau`` every ``REFIT_EVERY`` steps."""
-        if tokens <= 0 or not (seconds > 0.0 and math.isfinite(seconds)):
+    def observe_step(self, drafts: Sequence[int], seconds: float, emitted: int) -> None:
+        """Records one engine step: ``drafts`` the draft length of each batch row verified,
+        ``seconds`` taken, ``emitted`` tokens gained; refits the cost every ``REFIT_EVERY`` steps."""
+        rows = len(drafts)
+        if rows <= 0 or not (seconds > 0.0 and math.isfinite(seconds)):
             return
-        self._steps.append((float(tokens), float(seconds), float(emitted)))
-        # the fit is O(window^2): refit every REFIT_EVERY steps, not on every engine step
+        drafting = sum(1 for d in drafts if d > 0)
+        self._steps.append(
+            (
+                float(rows),
+                float(drafting > 0),
+                float(drafting),
+                float(sum(drafts)),
+                float(seconds),
+                float(emitted),
+            )
+        )
         self._observed += 1
         if self._observed % REFIT_EVERY == 0 or len(self._steps) == self.min_steps:
-            self._tau = self._fit()
+            self._fit()
 
-    def _fit(self) -> float:
+    def _fit(self) -> None:
         if len(self._steps) < self.min_steps:
-            return 0.0
+            return
         data = np.asarray(self._steps)
-        t, s, e = data[:, 0], data[:, 1], data[:, 2]
+        x, s, e = data[:, :4], data[:, 4], data[:, 5]
         keep = s <= 10.0 * float(np.median(s))  # engine idle time or a huge prefill
-        t, s, e = t[keep], s[keep], e[keep]
-        if len(t) < 2 or float(np.ptp(t)) == 0.0:
-            return self._tau  # the slope is not identified yet: keep the last one
-        dt = t[None, :] - t[:, None]
-        ds = s[None, :] - s[:, None]
-        slopes = (ds / np.where(dt == 0, np.nan, dt))[np.triu(dt != 0, 1)]
-        b = max(0.0, float(np.median(slopes)))
-        rate = float(e.sum() / s.sum())
-        self._fitted = (b, rate, float(np.median(s - b * t)))
-        return min(1.0, b * rate)
+        x, s, e = x[keep], s[keep], e[keep]
+        if len(s) < 2 or float(np.ptp(x[:, 3])) == 0.0:
+            return  # the token cost is not identified yet: keep the last fit
+        design = np.column_stack([np.ones(len(s)), x])
+        w = _cost_fit(design, s)
+        resid = s - design @ w
+        mad = float(np.median(np.abs(resid - np.median(resid))))
+        if mad > 0.0:  # one refit without the steps a hiccup stretched (robust to outliers)
+            inliers = np.abs(resid) <= 3.5 * 1.4826 * mad
+            if inliers.sum() >= max(2, len(s) // 2):
+                w = _cost_fit(design[inliers], s[inliers])
+        self._cost = tuple(float(v) for v in w)
+        self._rate = float(e.sum() / s.sum())
 
     @property
     def tau(self) -> float:
-        """The cumulative acceptance probability a draft token must reach to be verified."""
-        return self._tau if self.enabled else 0.0
+        """The cumulative acceptance probability a draft token must reach to be verified: the
+        engine's tokens/s times a draft token's seconds."""
+        if not self.enabled or not math.isfinite(self._rate):
+            return 0.0
+        return min(1.0, self._rate * self._cost[4])
 
     # -- the decision ---------------------------------------------------------------------------
 
     def cut(self, confidences: Sequence[float]) -> int:
-        """How many leading tokens of a chain with these confidences to draft."""
-        n = min(len(confidences), self.k)
+        """How many leading tokens of a chain with these confidences to draft (a batch of one)."""
+        return self.cut_batch([confidences])[0]
+
+    def cut_batch(self, chains: Sequence[Sequence[float]]) -> list[int]:
+        """How many leading tokens of each row's chain (given by its confidences) to draft.
+
+        A token is kept while its cumulative acceptance ``q`` reaches ``tau``; a row drafts
+        only if what its kept tokens add, ``sum(q - tau)`` (tokens), pays for a drafting row's
+        own cost, and the batch drafts only if the rows together pay for the cost of a step
+        that verifies drafts at all (vLLM's rejection sampler and draft-position logits).
+        """
+        ns = [min(len(c), self.k) for c in chains]
         if not self.enabled:
-            return n
+            return ns
+        keeps = list(ns)
+        forced = [False] * len(ns)
         if self.explore > 0.0:
-            # Exploration keeps both factors measurable: full drafts measure the acceptance of
-            # tokens tau would cut, empty ones vary the tokens per step so the cost slope stays
-            # identified even when every row would otherwise draft the same length.
-            r = self._rng.random()
-            if r < self.explore / 2:
-                return n
-            if r < self.explore:
-                return 0
-        tau = self.tau
-        if tau <= 0.0:
-            return n
-        q = 1.0
-        for j in range(n):
-            q *= self.probability(j, confidences[j])
-            if q < tau:
-                return j
-        return n
+            # Exploration keeps every factor measurable: full drafts measure the acceptance of
+            # tokens tau would cut, empty ones vary the step's shape so the costs stay identified.
+            for i, r in enumerate(self._rng.random(len(ns))):
+                if r < self.explore:
+                    forced[i] = True
+                    keeps[i] = ns[i] if r < self.explore / 2 else 0
+        if not math.isfinite(self._rate):
+            return keeps  # nothing measured yet: draft everything
+        rate, tau = self._rate, self.tau
+        row_cost, step_cost = rate * self._cost[3], rate * self._cost[2]
+        total = 0.0
+        for i, conf in enumerate(chains):
+            if forced[i]:
+                continue
+            q, gain, keep = 1.0, 0.0, 0
+            for j in range(ns[i]):
+                q *= self.probability(j, conf[j])
+                if q < tau:
+                    break
+                gain += q - tau
+                keep = j + 1
+            if gain < row_cost:
+                keep, gain = 0, 0.0
+            keeps[i] = keep
+            total += gain
+        if total < step_cost and not any(f and k for f, k in zip(forced, keeps, strict=True)):
+            keeps = [k if f else 0 for f, k in zip(forced, keeps, strict=True)]
+        return keeps
 
     def stats(self) -> dict[str, float | list[float]]:
-        """``tau``, the fitted cost (seconds per verified token, the step's fixed seconds), the
+        """``tau``, the fitted cost (seconds per draft token, drafting row, step with drafts,
+        row, and the step's fixed seconds), the
         engine's tokens/s, acceptance overall and per depth, and the steps in the cost window."""
         o = self._overall
-        b, rate, fixed = self._fitted
+        step, row, drafting_step, drafting_row, token = self._cost
         return {
             "tau": self.tau,
-            "seconds_per_token": b,
-            "step_fixed_seconds": fixed,
-            "tokens_per_second": rate,
+            "seconds_per_token": token,
+            "seconds_per_drafting_row": drafting_row,
+            "seconds_per_drafting_step": drafting_step,
+            "seconds_per_row": row,
+            "step_fixed_seconds": step,
+            "tokens_per_second": self._rate,
             "acceptance": o.accepted / o.tried if o.tried else math.nan,
             "acceptance_by_depth": [d.accepted / d.tried if d.tried else math.nan for d in self._depths],
             "steps": float(len(self._steps)),
         }
+
+
+def _cost_fit(design: np.ndarray, seconds: np.ndarray) -> np.ndarray:
+    """Least squares of step seconds on ``design`` (intercept, rows, drafting step, drafting
+    rows, draft tokens) with every cost but the intercept >= 0 (an active set: the most
+    negative cost is dropped and the rest refitted), and a tiny ridge so that columns the data
+    cannot tell apart (one row per step: rows is the intercept, drafting step is drafting row)
+    share their cost instead of cancelling."""
+    active = np.ones(design.shape[1], dtype=bool)
+    gram = design.T @ design
+    ridge = 1e-6 * float(np.trace(gram)) / design.shape[1]
+    w = np.zeros(design.shape[1])
+    for _ in range(design.shape[1]):
+        idx = np.flatnonzero(active)
+        g = gram[np.ix_(idx, idx)] + ridge * np.diag((idx > 0).astype(float))
+        w = np.zeros(design.shape[1])
+        w[idx] = np.linalg.solve(g, design[:, idx].T @ seconds)
+        negative = np.flatnonzero((w < 0) & (np.arange(len(w)) > 0))
+        if not len(negative):
+            break
+        active[negative[np.argmin(w[negative])]] = False
+    return w

@@ -214,7 +214,7 @@ class FastdecProposer:
         #: the tracker's view of the rows at the last call
         self.last_matches: list[RowMatch | None] = []
         self._last_call: float | None = None
-        self._last_tokens = 0
+        self._last_drafts: list[int] = []
         self.counters = {"steps": 0, "rows": 0, "drafted": 0, "accepted": 0, "propose_seconds": 0.0}
 
     def make_drafter(self, max_requests: int) -> BatchDrafter:
@@ -284,7 +284,7 @@ class FastdecProposer:
                     accepted = self.length.observe(m.previous_draft, m.previous_confidence, emitted_ids)
                     self.counters["accepted"] += accepted
         if self._last_call is not None:
-            self.length.observe_step(self._last_tokens, start - self._last_call, emitted)
+            self.length.observe_step(self._last_drafts, start - self._last_call, emitted)
         drafts: list[list[int]] = [[] for _ in sampled_token_ids]
         todo = []  # (match, most draft tokens)
         for m in matches:
@@ -296,17 +296,18 @@ class FastdecProposer:
         if todo:
             budgets = np.full(len(todo), self.tree_budget, dtype=np.int32)
             trees = self.drafter.propose_batch([m.request.request_id for m, _ in todo], budgets)
+            chains = []  # (match, chain nodes, confidences)
             for b, (m, room) in enumerate(todo):
                 tree = trees[b]
-                if tree.num_nodes == 1:
-                    continue
-                nodes = tree.chain_view()[: room + 1]
-                confidence = chain_confidences(tree, nodes.tolist())
-                keep = self.length.cut(confidence)
+                if tree.num_nodes > 1:
+                    nodes = tree.chain_view()[: room + 1]
+                    chains.append((m, tree, nodes, chain_confidences(tree, nodes.tolist())))
+            keeps = self.length.cut_batch([conf for *_, conf in chains])
+            for (m, tree, nodes, confidence), keep in zip(chains, keeps, strict=True):
                 draft = tree.tokens[nodes[1 : keep + 1]].tolist()
                 drafts[m.row] = draft
                 m.request.draft, m.request.draft_confidence = draft, confidence[:keep]
-        self._last_tokens = sum(1 + len(d) for d in drafts) or len(drafts)
+        self._last_drafts = [len(d) for d in drafts]
         self._last_call = start
         c = self.counters
         c["steps"] += 1
