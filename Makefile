@@ -12,6 +12,8 @@
 #   make test-vllm    fastdec's proposers inside the real vLLM CPU engine (.venv-vllm, locks/vllm.txt;
 #                     .ci/run runs it)
 #   make vllm-bench-env  what benches/vllm.py needs on top (Arctic Inference for vLLM's `suffix`)
+#   make test-llama   fastdec's draft model and tree loop inside the real llama.cpp (llama-cpp-python,
+#                     .venv-llama, locks/llama.txt; its compiled wheel is cached; .ci/run runs it)
 #   make lock         rewrite locks/*.txt from fresh resolves (see README, "Refreshing the lock")
 PYTHON ?= python3
 VENV   ?= .venv
@@ -33,7 +35,7 @@ OLDEST_TESTS := tests/test_generate.py tests/test_generate_constrained.py tests/
 NO_DEPS_NEWEST ?= transformers
 
 .PHONY: demo test install install-test lint test-rust test-python test-oldest test-latest lock \
-	vllm-env test-vllm lock-vllm vllm-bench-env \
+	vllm-env test-vllm lock-vllm vllm-bench-env llama-env test-llama \
 	bench bench-rust format clean
 
 $(BIN)/python:
@@ -131,6 +133,43 @@ vllm-bench-env: vllm-env $(VLLM_VENV)/.arctic
 	$(VLLM_VENV)/bin/python tests/vllm/convert_model.py ../shared/models/smollm2-135m-instruct \
 		$(VLLM_VENV)/models/smollm2-135m-f32
 
+# fastdec inside the real llama.cpp: llama-cpp-python from its sdist, built with CMake. The native
+# default build crashed in `decode` on this VM (its CPU reports AMX), so the CPU features are named.
+# The build takes about 6 minutes: the wheel is kept in WHEEL_CACHE (outside the checkout, keyed by
+# version and flags) and later runs install it from there.
+LLAMA_VENV := .venv-llama
+LLAMA_CPP := llama-cpp-python==0.3.36
+LLAMA_CMAKE := -DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_AVX512=ON
+LLAMA_LOCK := locks/llama.txt
+WHEEL_CACHE ?= $(HOME)/.cache/fastdec/wheels
+LLAMA_WHEEL_DIR := $(WHEEL_CACHE)/llama-cpp-python-0.3.36-noNative-avx2-avx512
+LLAMA_PIP := $(LLAMA_VENV)/bin/python -m pip
+
+$(LLAMA_VENV)/bin/python:
+	$(PYTHON) -m venv $(LLAMA_VENV)
+	$(LLAMA_PIP) install -q -c $(LLAMA_LOCK) --upgrade pip
+
+$(LLAMA_WHEEL_DIR)/.built: | $(LLAMA_VENV)/bin/python
+	rm -rf $(LLAMA_WHEEL_DIR)
+	mkdir -p $(LLAMA_WHEEL_DIR)
+	CMAKE_ARGS="$(LLAMA_CMAKE)" $(LLAMA_PIP) wheel -q --no-cache-dir --no-deps \
+		--no-binary llama-cpp-python -c $(LLAMA_LOCK) --build-constraint $(LLAMA_LOCK) "$(LLAMA_CPP)" \
+		-w $(LLAMA_WHEEL_DIR)
+	touch $@
+
+$(LLAMA_VENV)/.installed: $(LLAMA_LOCK) $(LLAMA_WHEEL_DIR)/.built | $(LLAMA_VENV)/bin/python
+	$(LLAMA_PIP) install -q -c $(LLAMA_LOCK) --no-index --find-links $(LLAMA_WHEEL_DIR) --no-deps "$(LLAMA_CPP)"
+	$(LLAMA_PIP) install -q -c $(LLAMA_LOCK) "llama-cpp-python[server]==0.3.36" pytest pytest-timeout gguf maturin matplotlib
+	touch $@
+
+llama-env: $(LLAMA_VENV)/.installed
+	rm -rf $(LLAMA_VENV)/dist/fastdec
+	$(LLAMA_VENV)/bin/maturin build --release --locked -q -o $(LLAMA_VENV)/dist/fastdec
+	$(LLAMA_PIP) install -q --no-deps --force-reinstall $(LLAMA_VENV)/dist/fastdec/fastdec-*.whl
+
+test-llama: llama-env
+	$(LLAMA_VENV)/bin/python -m pytest -q -c tests/llama/pytest.ini tests/llama
+
 # Rewrites locks/vllm.txt from a fresh resolve of the recipe above (review, `make test-vllm`, commit).
 lock-vllm:
 	echo "# (being resolved by make lock-vllm)" > $(VLLM_LOCK)
@@ -162,4 +201,4 @@ format:
 	$(BIN)/ruff check --fix python tests benches
 
 clean:
-	rm -rf $(VENV) .venv-oldest .venv-latest .venv-lock $(VLLM_VENV) target
+	rm -rf $(VENV) .venv-oldest .venv-latest .venv-lock $(VLLM_VENV) $(LLAMA_VENV) target

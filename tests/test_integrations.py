@@ -106,7 +106,8 @@ def test_import_pulls_in_no_server_or_torch() -> None:
         "before = sorted(m for m in sys.modules if m.startswith('fastdec.integrations.'))\n"
         "import fastdec.integrations.vllm, fastdec.integrations.sglang\n"
         "import fastdec.integrations.transformers\n"
-        "for name in fi.__all__: getattr(fi, name)\n"
+        "for name in fi.__all__:\n"
+        "    if name != 'FastdecLlama': getattr(fi, name)  # needs llama-cpp-python\n"
         f"heavy = sorted(m for m in sys.modules if m.split('.')[0] in {HEAVY!r})\n"
         "print(json.dumps([before, heavy]))\n"
     )
@@ -120,7 +121,12 @@ def test_import_pulls_in_no_server_or_torch() -> None:
 
 def test_lazy_names() -> None:
     assert sorted(integrations.__all__) == sorted(set(integrations.__all__))
+    needs_llama = {"FastdecLlama"}  # its module subclasses llama_cpp.Llama
     for name in integrations.__all__:
+        if name in needs_llama and importlib.util.find_spec("llama_cpp") is None:
+            with pytest.raises(ImportError, match=r"fastdec\[llama\]"):
+                getattr(integrations, name)
+            continue
         assert getattr(integrations, name) is not None
         assert name in dir(integrations)
     assert integrations.FastdecProposer is fd_vllm.FastdecProposer
@@ -132,7 +138,7 @@ def test_lazy_names() -> None:
 
 @pytest.mark.parametrize(
     "module",
-    ["_common", "vllm", "vllm_requests", "draft_length", "sglang", "transformers"],
+    ["_common", "vllm", "vllm_requests", "draft_length", "sglang", "transformers", "llama_cpp"],
     ids=lambda name: name,
 )
 def test_doctests(module: str) -> None:

@@ -21,6 +21,8 @@ EXTRAS: dict[str, str] = {
     "cupy": "cuda",
     "cuda": "cuda",  # cuda.bindings (NVRTC)
     "matplotlib": "bench",
+    "llama_cpp": "llama",
+    "uvicorn": "llama",
 }
 
 

@@ -7,6 +7,9 @@ tokens accepted per step, the tree size ``budget="auto"`` settled on and why, an
 outputs are identical (they must be: greedy speculative decoding is lossless)::
 
     fastdec demo --drafter hybrid --max-new-tokens 256
+
+``fastdec serve-llama MODEL.gguf --drafter trie`` serves a GGUF model with llama-cpp-python's
+OpenAI-compatible server on fastdec's tree loop (:mod:`fastdec.integrations.llama_cpp_server`).
 """
 
 from __future__ import annotations
@@ -36,10 +39,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse exits on --help (0) and on bad arguments (2)
         return exc.code if isinstance(exc.code, int) else 2
-    if args.command != "demo":
+    if args.command not in ("demo", "serve-llama"):
         parser.print_help(sys.stderr)
         return 2
     try:
+        if args.command == "serve-llama":
+            from fastdec.integrations import llama_cpp_server
+
+            return llama_cpp_server.serve(args)
         return _demo(args)
     except (ValueError, OSError) as err:
         print(f"fastdec: error: {err}", file=sys.stderr)
@@ -74,6 +81,16 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--no-baseline", action="store_true", help="skip the two runs without speculation (HF and fastdec's)"
     )
+    serve = commands.add_parser(
+        "serve-llama",
+        help="an OpenAI-compatible llama.cpp server that verifies fastdec draft trees",
+        description="Serves a GGUF model with llama-cpp-python's server app on 127.0.0.1; greedy "
+        "requests (temperature 0) run fastdec's tree loop, the rest decode as usual. Needs "
+        "llama-cpp-python[server].",
+    )
+    from fastdec.integrations.llama_cpp_server import add_arguments
+
+    add_arguments(serve)
     return parser
 
 

@@ -9,11 +9,16 @@
 ``make_candidate_generator`` transformers assisted-generation ``CandidateGenerator``
 ``assisted_by``              and a context manager that makes ``model.generate`` use it
 ``draft_candidates``         (:mod:`.transformers`; the draft logic needs only numpy)
+``FastdecDraftModel``        llama-cpp-python ``LlamaDraftModel`` (:mod:`.llama_cpp`)
+``FastdecLlama``             a ``llama_cpp.Llama`` whose greedy generation verifies draft
+                             trees in one ``llama_decode`` a step (:mod:`.llama_cpp_tree`;
+                             ``fastdec serve-llama`` serves it, :mod:`.llama_cpp_server`)
 ===========================  =============================================================
 
-Importing this package (or any of its modules) imports neither torch, transformers, vLLM nor
-SGLang: names load their module on first access, and the transformers adapter imports torch
-and transformers only when a generator is built.
+Importing this package (or any of its modules but :mod:`.llama_cpp_tree` and
+:mod:`.llama_cpp_server`, which need llama-cpp-python) imports neither torch, transformers,
+vLLM, llama-cpp-python nor SGLang: names load their module on first access, and the
+transformers adapter imports torch and transformers only when a generator is built.
 """
 
 from __future__ import annotations
@@ -22,6 +27,8 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from fastdec.integrations.llama_cpp import FastdecDraftModel
+    from fastdec.integrations.llama_cpp_tree import FastdecLlama
     from fastdec.integrations.sglang import (
         SGLangDrafts,
         SGLangNgramCache,
@@ -38,6 +45,8 @@ if TYPE_CHECKING:
 
 #: public name -> the submodule defining it
 _LAZY: dict[str, str] = {
+    "FastdecDraftModel": "llama_cpp",
+    "FastdecLlama": "llama_cpp_tree",
     "FastdecProposer": "vllm",
     "SGLangDrafts": "sglang",
     "SGLangNgramCache": "sglang",
@@ -50,6 +59,8 @@ _LAZY: dict[str, str] = {
 }
 
 __all__ = [
+    "FastdecDraftModel",
+    "FastdecLlama",
     "FastdecProposer",
     "SGLangDrafts",
     "SGLangNgramCache",
