@@ -32,8 +32,6 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-# this file's name is the package it benchmarks: keep benches/ off the import path
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != ROOT / "benches"]
 MODEL = ROOT.parent / "shared" / "models" / "smollm2-135m-instruct" / "SmolLM2-135M-Instruct.Q4_1.gguf"
 METHODS = ["plain", "prompt-lookup", "draft-model", "loop-pld", "loop-trie", "loop-hybrid"]
 TARGETS = [  # (workload, method, baseline, least ratio)
@@ -213,6 +211,8 @@ def main() -> None:
     ap.add_argument("--n-ctx", type=int, default=4096)
     ap.add_argument("--out", type=Path, default=ROOT / "benches" / "results")
     args = ap.parse_args()
+    # this file's name is the package it benchmarks: keep benches/ off the import path
+    sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != ROOT / "benches"]
     methods = list(dict.fromkeys(["plain", *args.methods]))
     work = _vllm_workload(args.per_category)
     raw = {}
