@@ -14,6 +14,9 @@
 #   make vllm-bench-env  what benches/vllm.py needs on top (Arctic Inference for vLLM's `suffix`)
 #   make test-llama   fastdec's draft model and tree loop inside the real llama.cpp (llama-cpp-python,
 #                     .venv-llama, locks/llama.txt; its compiled wheel is cached; .ci/run runs it)
+#   make test-sglang  fastdec's NgramCorpus and FASTDEC plugin against SGLang 0.5.23's own Python code
+#                     (.venv-sglang, locks/sglang.txt; not the engine, which needs a GPU or source-built
+#                     sgl-kernel; .ci/run runs it)
 #   make lock         rewrite locks/*.txt from fresh resolves (see README, "Refreshing the lock")
 PYTHON ?= python3
 VENV   ?= .venv
@@ -35,7 +38,7 @@ OLDEST_TESTS := tests/test_generate.py tests/test_generate_constrained.py tests/
 NO_DEPS_NEWEST ?= transformers
 
 .PHONY: demo test install install-test lint test-rust test-python test-oldest test-latest lock \
-	vllm-env test-vllm lock-vllm vllm-bench-env llama-env test-llama \
+	vllm-env test-vllm lock-vllm vllm-bench-env llama-env test-llama sglang-env test-sglang \
 	bench bench-rust format clean
 
 $(BIN)/python:
@@ -170,6 +173,29 @@ llama-env: $(LLAMA_VENV)/.installed
 test-llama: llama-env
 	$(LLAMA_VENV)/bin/python -m pytest -q -c tests/llama/pytest.ini tests/llama
 
+# fastdec against SGLang 0.5.23's own Python code (tests/sglang/conftest.py says what runs). SGLang's
+# PyPI requirements are CUDA-only, so the venv gets exactly locks/sglang.txt, every package with
+# --no-deps; the fastdec wheel is rebuilt (cargo reuses target/) and reinstalled each run. The tests
+# JIT-build SGLang's C++ NgramCorpus with the host C++ compiler (cached in ~/.cache/sglang).
+SGLANG_VENV := .venv-sglang
+SGLANG_LOCK := locks/sglang.txt
+SGLANG_PIP := $(SGLANG_VENV)/bin/python -m pip
+
+$(SGLANG_VENV)/.installed: $(SGLANG_LOCK)
+	rm -rf $(SGLANG_VENV)
+	$(PYTHON) -m venv $(SGLANG_VENV)
+	$(SGLANG_PIP) install -q -c $(SGLANG_LOCK) --upgrade pip
+	$(SGLANG_PIP) install -q --no-deps -r $(SGLANG_LOCK)
+	touch $@
+
+sglang-env: $(SGLANG_VENV)/.installed
+	rm -rf $(SGLANG_VENV)/dist/fastdec
+	$(SGLANG_VENV)/bin/maturin build --release --locked -q -o $(SGLANG_VENV)/dist/fastdec
+	$(SGLANG_PIP) install -q --no-deps --force-reinstall $(SGLANG_VENV)/dist/fastdec/fastdec-*.whl
+
+test-sglang: sglang-env
+	$(SGLANG_VENV)/bin/python -m pytest -q -c tests/sglang/pytest.ini tests/sglang
+
 # Rewrites locks/vllm.txt from a fresh resolve of the recipe above (review, `make test-vllm`, commit).
 lock-vllm:
 	echo "# (being resolved by make lock-vllm)" > $(VLLM_LOCK)
@@ -201,4 +227,4 @@ format:
 	$(BIN)/ruff check --fix python tests benches
 
 clean:
-	rm -rf $(VENV) .venv-oldest .venv-latest .venv-lock $(VLLM_VENV) $(LLAMA_VENV) target
+	rm -rf $(VENV) .venv-oldest .venv-latest .venv-lock $(VLLM_VENV) $(LLAMA_VENV) $(SGLANG_VENV) target

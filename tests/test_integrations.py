@@ -104,7 +104,7 @@ def test_import_pulls_in_no_server_or_torch() -> None:
         "import json, sys\n"
         "import fastdec.integrations as fi\n"
         "before = sorted(m for m in sys.modules if m.startswith('fastdec.integrations.'))\n"
-        "import fastdec.integrations.vllm, fastdec.integrations.sglang\n"
+        "import fastdec.integrations.vllm, fastdec.integrations.sglang, fastdec.integrations.sglang_plugin\n"
         "import fastdec.integrations.transformers\n"
         "for name in fi.__all__:\n"
         "    if name != 'FastdecLlama': getattr(fi, name)  # needs llama-cpp-python\n"
@@ -224,7 +224,7 @@ def test_sglang_rejects_bad_input() -> None:
     assert empty.tree_mask_3d().shape == (0, 4, 4)
     assert empty.retrive_next_token.shape == (0, 4)
     with pytest.raises(ValueError, match="draft_token_num"):
-        fd_sglang.SGLangNgramCache(fastdec.NgramDrafter(), 0)
+        fd_sglang.FastdecNgramCorpus(draft_token_num=0)
 
 
 def sglang_contexts() -> list[list[int]]:
@@ -236,36 +236,37 @@ def sglang_contexts() -> list[list[int]]:
     ]
 
 
-def test_sglang_stateless_pld_chains() -> None:
+def sglang_step(corpus: fd_sglang.FastdecNgramCorpus, contexts: list[list[int]]) -> fd_sglang.SGLangDrafts:
+    """One ``batch_get`` as SGLang's NGRAM worker calls it (ids, tails, lengths)."""
+    rids = [f"req-{b}" for b in range(len(contexts))]
+    tokens, mask = corpus.batch_get(rids, contexts, [len(c) for c in contexts])
+    drafts = corpus.last_drafts
+    assert drafts is not None
+    assert np.array_equal(tokens, drafts.draft_tokens)
+    assert np.array_equal(mask, drafts.tree_mask)
+    return drafts
+
+
+def test_sglang_corpus_pld_chains() -> None:
     n = 6
-    cache = fd_sglang.SGLangNgramCache(fastdec.NgramDrafter("pld", num_pred=10), n)
+    corpus = fd_sglang.FastdecNgramCorpus(draft_token_num=n, settings={"drafter": "pld"})
     contexts = sglang_contexts()
-    drafts = cache.propose(contexts)
-    seq_lens = [len(c) - 1 for c in contexts]
-    check_sglang_layout(drafts, len(contexts), n, seq_lens)
+    drafts = sglang_step(corpus, contexts)
+    check_sglang_layout(drafts, len(contexts), n, [len(c) - 1 for c in contexts])
     for b, context in enumerate(contexts):
         chain = [context[-1], *earliest_lookup(context, 1, 3, n - 1)]
         expected = chain + [0] * (n - len(chain))
         assert drafts.draft_tokens[b * n : (b + 1) * n].tolist() == expected
         assert drafts.num_nodes[b] == len(chain)
     assert drafts.draft_tokens[:n].tolist() == [6, 7, 8, 5, 6, 7]
-    # NgramCache.batch_get's two flat arrays
-    tokens, mask = cache.batch_get(contexts)
-    assert np.array_equal(tokens, drafts.draft_tokens)
-    assert np.array_equal(mask, drafts.tree_mask)
-    cache.batch_put(contexts)
-    cache.synchronize()
-    cache.reset()
-    explicit = cache.propose(contexts, seq_lens=[100, 200, 300, 400])
-    assert explicit.positions.reshape(-1, n)[:, 0].tolist() == [100, 200, 300, 400]
 
 
-def test_sglang_stateless_trees() -> None:
+def test_sglang_corpus_trees() -> None:
     n = 8
     drafter = fastdec.NgramDrafter("tree", num_pred=4)
-    cache = fd_sglang.SGLangNgramCache(drafter, n, pad_id=0)
+    corpus = fd_sglang.FastdecNgramCorpus(draft_token_num=n, drafter=fastdec.NgramDrafter("tree", num_pred=4))
     contexts = sglang_contexts()
-    drafts = cache.propose(contexts)
+    drafts = sglang_step(corpus, contexts)
     check_sglang_layout(drafts, len(contexts), n, [len(c) - 1 for c in contexts])
     mask = drafts.tree_mask_3d()
     for b, context in enumerate(contexts):
@@ -276,33 +277,6 @@ def test_sglang_stateless_trees() -> None:
         assert np.array_equal(mask[b, :m, :m], tree.ancestor_mask())
     assert drafts.num_nodes[0] > drafts.retrive_next_token[0].max() > 0  # a real branch
     assert (drafts.retrive_next_sibling[0] >= 0).any()
-
-
-def test_sglang_stateful_matches_stateless() -> None:
-    n = 6
-    adapter = fd_sglang.SGLangRequestDrafter(fastdec.NgramDrafter("pld", num_pred=10), n)
-    stateless = fd_sglang.SGLangNgramCache(fastdec.NgramDrafter("pld", num_pred=10), n)
-    prompts = {"r0": [5, 6, 7, 8, 5], "r1": [1, 2, 3, 4], "r2": [3, 3, 3]}
-    outputs: dict[str, list[int]] = {"r0": [6], "r1": [1], "r2": [3, 3]}
-    for step, more in enumerate([{"r0": [7, 9], "r1": [2], "r2": [3]}, {"r0": [5, 6], "r1": [], "r2": []}]):
-        ids = list(prompts)
-        for rid in ids:
-            adapter.observe(rid, prompts[rid], outputs[rid])
-        drafts = adapter.propose(ids)
-        contexts = [prompts[r] + outputs[r] for r in ids]
-        expected = stateless.propose(contexts)
-        for field in ("draft_tokens", "tree_mask", "positions", "retrive_next_token", "retrive_next_sibling"):
-            assert np.array_equal(getattr(drafts, field), getattr(expected, field)), (step, field)
-        for rid, tokens in more.items():
-            outputs[rid] = outputs[rid] + tokens
-    assert adapter.num_requests == 3
-    adapter.retain(["r1"])
-    assert adapter.num_requests == 1
-    with pytest.raises(KeyError, match="r0"):
-        adapter.propose(["r0"])
-    adapter.stop("r1")
-    adapter.stop("r1")  # unknown ids are ignored
-    assert adapter.num_requests == 0
 
 
 # --------------------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import llama_cpp
 import pytest
-from fastdec.integrations.llama_cpp import FastdecDraftModel
+from fastdec.integrations.llama_cpp import MAX_TREE, FastdecDraftModel
 from fastdec.integrations.llama_cpp_tree import FastdecLlama
 from llama_cpp.llama_speculative import LlamaDraftModel
 
@@ -69,22 +69,48 @@ def test_every_emitted_token_is_the_verifying_argmax(q4_gguf: Path) -> None:
     assert max(tree.num_nodes for tree, _, _ in steps) > 2  # real trees, not only chains
 
 
-@pytest.mark.parametrize("drafter", ["trie", "hybrid", "pld"])
+@pytest.mark.parametrize("drafter", ["trie", "hybrid", "pld", "none"])
 def test_f32_tree_loop_equals_plain_decoding(f32_gguf: Path, drafter: str) -> None:
     """With F32 weights llama.cpp's arithmetic does not depend on the batch: the tree loop's
-    greedy output equals llama-cpp-python's plain loop token for token, on every prompt."""
+    greedy output equals llama-cpp-python's plain loop token for token, on every prompt
+    (``none``: the loop's one-token steps)."""
     plain = llama_cpp.Llama(str(f32_gguf), **COMMON)
     fast = FastdecLlama(str(f32_gguf), drafter=drafter, tree_budget=16, **COMMON)
     for prompt in PROMPTS:
         assert tree_tokens(fast, prompt, 48) == plain_tokens(plain, prompt, 48), prompt
-    assert fast.spec_stats["accepted"] > 0
+    if drafter == "none":
+        assert fast.spec_stats["drafted"] == 0
+        assert fast.spec_stats["steps"] == fast.spec_stats["emitted"]
+    else:
+        assert fast.spec_stats["accepted"] > 0
+
+
+def test_auto_tree_budget_measures_sizes_and_equals_plain(f32_gguf: Path) -> None:
+    """``tree_budget="auto"`` (the default): one controller per instance tries tree sizes
+    (plain decoding, size 1, among them), keeps what it learnt across requests, reports its
+    choice, and changes no token (F32)."""
+    plain = llama_cpp.Llama(str(f32_gguf), **COMMON)
+    fast = FastdecLlama(str(f32_gguf), drafter="pld", **COMMON)
+    auto = fast.auto_budget
+    assert auto is not None
+    for prompt in PROMPTS:
+        assert tree_tokens(fast, prompt, 64) == plain_tokens(plain, prompt, 64), prompt
+    tried = [size for size, runs in auto.runs.items() if runs]
+    assert 1 in tried, auto.runs
+    assert len(tried) >= 3, auto.runs
+    assert sum(auto.runs.values()) == fast.spec_stats["steps"]
+    assert fast.budget_note().startswith("auto budget:"), fast.budget_note()
+    assert FastdecLlama(str(f32_gguf), drafter="none", **COMMON).auto_budget is None
+    fixed = FastdecLlama(str(f32_gguf), drafter="trie", tree_budget=8, **COMMON)
+    assert fixed.auto_budget is None
+    assert fixed.budget_note() == "fixed tree budget: 8 nodes"
 
 
 def test_completion_api_and_cross_request_memory(f32_gguf: Path) -> None:
     """``create_completion`` runs the tree loop at temperature 0 (and plain decoding above it);
     the trie remembers the first answer, so the same request again is accepted more (F32: the
     two answers are equal whatever trees verified them)."""
-    llm = FastdecLlama(str(f32_gguf), drafter="trie", **COMMON)
+    llm = FastdecLlama(str(f32_gguf), drafter="trie", tree_budget=16, **COMMON)
     first = llm.create_completion(PROMPTS[2], max_tokens=48, temperature=0.0)
     s1 = dict(llm.spec_stats)
     second = llm.create_completion(PROMPTS[2], max_tokens=48, temperature=0.0)
@@ -113,8 +139,9 @@ def test_bad_drafter_and_bad_path_are_named(q4_gguf: Path, tmp_path: Path) -> No
         FastdecLlama(str(q4_gguf), drafter="nope", **COMMON)
     with pytest.raises(ValueError, match=r"missing\.gguf"):
         FastdecLlama(str(tmp_path / "missing.gguf"), **COMMON)
-    with pytest.raises(ValueError, match="tree_budget = 1"):
-        FastdecLlama(str(q4_gguf), tree_budget=1, **COMMON)
+    for bad_budget in (1, MAX_TREE + 1, "big"):
+        with pytest.raises(ValueError, match=f"tree_budget = {bad_budget!r}"):
+            FastdecLlama(str(q4_gguf), tree_budget=bad_budget, **COMMON)
     run = [sys.executable, "-m", "fastdec", "serve-llama"]
     bad = subprocess.run([*run, str(tmp_path / "missing.gguf")], capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2, bad.stderr
@@ -124,6 +151,12 @@ def test_bad_drafter_and_bad_path_are_named(q4_gguf: Path, tmp_path: Path) -> No
     )
     assert bad.returncode == 2, bad.stderr
     assert "'nope'" in bad.stderr
+    for budget in ("1", "big"):
+        bad = subprocess.run(
+            [*run, str(q4_gguf), "--tree-budget", budget], capture_output=True, text=True, timeout=120
+        )
+        assert bad.returncode == 2, bad.stderr
+        assert f"--tree-budget {budget}" in bad.stderr or f"'{budget}'" in bad.stderr, bad.stderr
 
 
 def _free_port() -> int:
@@ -143,7 +176,9 @@ def test_serve_llama_answers_and_stops(q4_gguf: Path) -> None:
     answer equals the in-process tree loop's, and SIGTERM stops it with status 0."""
     port = _free_port()
     cmd = [sys.executable, "-m", "fastdec", "serve-llama", str(q4_gguf), "--port", str(port)]
-    cmd += ["--n-ctx", "1024", "--n-threads", "2", "--drafter", "trie"]
+    # a fixed tree size: with Q4_1 the answer depends on the trees verified, and the auto
+    # controller's choice on the clock
+    cmd += ["--n-ctx", "1024", "--n-threads", "2", "--drafter", "trie", "--tree-budget", "16"]
     proc = subprocess.Popen(
         cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=dict(os.environ)
     )
@@ -162,7 +197,7 @@ def test_serve_llama_answers_and_stops(q4_gguf: Path) -> None:
         assert models["data"][0]["id"] == q4_gguf.name
         body = {"prompt": PROMPTS[2], "max_tokens": 24, "temperature": 0, "repeat_penalty": 1.0}
         text = _post(f"{base}/v1/completions", body)["choices"][0]["text"]
-        local = FastdecLlama(str(q4_gguf), drafter="trie", **COMMON)
+        local = FastdecLlama(str(q4_gguf), drafter="trie", tree_budget=16, **COMMON)
         assert (
             text == local.create_completion(PROMPTS[2], max_tokens=24, temperature=0.0)["choices"][0]["text"]
         )
@@ -186,7 +221,7 @@ def test_chat_runs_the_tree_loop_and_equals_plain(f32_gguf: Path) -> None:
     does, so chat answers go through the loop and equal plain decoding's (F32)."""
     messages = [{"role": "user", "content": "List the days of the week, then list them again."}]
     plain = llama_cpp.Llama(str(f32_gguf), **COMMON)
-    fast = FastdecLlama(str(f32_gguf), drafter="trie", **COMMON)
+    fast = FastdecLlama(str(f32_gguf), drafter="trie", tree_budget=16, **COMMON)
     want = plain.create_chat_completion(messages, max_tokens=64, temperature=0.0)
     got = fast.create_chat_completion(messages, max_tokens=64, temperature=0.0)
     assert got["choices"][0]["message"]["content"] == want["choices"][0]["message"]["content"]

@@ -3,9 +3,10 @@
 ===========================  =============================================================
 ``FastdecProposer``          vLLM V1 ``custom_class`` proposer: linear drafts per batch row
                              (:mod:`fastdec.integrations.vllm`)
-``SGLangNgramCache``         SGLang NGRAM-worker trees from per-request contexts, padded to
-``SGLangRequestDrafter``     ``draft_token_num`` with ancestor masks, positions and retrieve
-``build_sglang_drafts``      indices; stateless / by request id (:mod:`.sglang`)
+``FastdecNgramCorpus``       SGLang 0.5.23 ``NgramCorpus``: per-request trees by SGLang request
+``build_sglang_drafts``      id, padded to ``draft_token_num`` with ancestor masks, positions and
+                             retrieve indices (:mod:`.sglang`; the ``FASTDEC`` algorithm plugin
+                             is :mod:`.sglang_plugin`)
 ``make_candidate_generator`` transformers assisted-generation ``CandidateGenerator``
 ``assisted_by``              and a context manager that makes ``model.generate`` use it
 ``draft_candidates``         (:mod:`.transformers`; the draft logic needs only numpy)
@@ -29,12 +30,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from fastdec.integrations.llama_cpp import FastdecDraftModel
     from fastdec.integrations.llama_cpp_tree import FastdecLlama
-    from fastdec.integrations.sglang import (
-        SGLangDrafts,
-        SGLangNgramCache,
-        SGLangRequestDrafter,
-        build_sglang_drafts,
-    )
+    from fastdec.integrations.sglang import FastdecNgramCorpus, SGLangDrafts, build_sglang_drafts
     from fastdec.integrations.transformers import (
         assisted_by,
         candidate_input_ids,
@@ -48,9 +44,8 @@ _LAZY: dict[str, str] = {
     "FastdecDraftModel": "llama_cpp",
     "FastdecLlama": "llama_cpp_tree",
     "FastdecProposer": "vllm",
+    "FastdecNgramCorpus": "sglang",
     "SGLangDrafts": "sglang",
-    "SGLangNgramCache": "sglang",
-    "SGLangRequestDrafter": "sglang",
     "build_sglang_drafts": "sglang",
     "assisted_by": "transformers",
     "candidate_input_ids": "transformers",
@@ -61,10 +56,9 @@ _LAZY: dict[str, str] = {
 __all__ = [
     "FastdecDraftModel",
     "FastdecLlama",
+    "FastdecNgramCorpus",
     "FastdecProposer",
     "SGLangDrafts",
-    "SGLangNgramCache",
-    "SGLangRequestDrafter",
     "assisted_by",
     "build_sglang_drafts",
     "candidate_input_ids",

@@ -17,6 +17,14 @@ on a CPU makes it slower than plain decoding. :class:`FastdecLlama` is a ``Llama
   and reduced to an argmax per node; :meth:`fastdec.TokenTree.verify_greedy` walks the tree.
 * **KV compaction by sequence removal**: the accepted path's cells are tagged back into sequence
   0 (``seq_cp``) and every path id is removed (``seq_rm``), which frees the rejected nodes.
+* **Tree size from the step clock** (``tree_budget="auto"``, the default): on a CPU a batch of
+  ``n`` tokens costs far more than one (with 2 threads and SmolLM2 Q4_1, 16 tokens cost about 7
+  single-token steps: the weights stay in cache, so the matmuls are compute-bound, and Q4_1 has no
+  batched GEMM kernel on x86), so a fixed large tree loses to plain decoding even at 2-5 tokens
+  per step. :class:`fastdec.generation.budget.AutoBudget` (the controller of
+  ``fastdec.generate(budget="auto")``) measures tokens per step at every size counterfactually and
+  seconds per step on a cost line, and runs the size with the best tokens per second, size 1 (plain
+  decoding) included, so the loop does not lose where no tree pays.
 
 Greedy verification is exact: every emitted token is the argmax of the logits the verifying
 forward computed for its parent. Whether that equals plain decoding token for token depends on
@@ -31,6 +39,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import time
 from collections.abc import Generator, Sequence
 from typing import Any
 
@@ -38,6 +47,7 @@ import numpy as np
 
 from fastdec._core import TokenTree
 from fastdec._optional import require
+from fastdec.generation.budget import AutoBudget
 from fastdec.integrations._common import BatchDrafter
 from fastdec.integrations.llama_cpp import MAX_TREE, make_drafter
 
@@ -53,7 +63,9 @@ class FastdecLlama(_LlamaBase):  # type: ignore[misc]
         model_path: the GGUF file.
         drafter: ``"trie"`` (default), ``"pld"``, ``"hybrid"``, ``"none"`` or a stateful fastdec
             drafter. A trie keeps what earlier requests generated (cross-request memory).
-        tree_budget: draft-tree nodes per step, root included (2..64).
+        tree_budget: draft-tree nodes per step, root included (2..64), or ``"auto"`` (default):
+            the size with the best measured tokens per second, plain decoding included, learnt
+            across requests by one controller per instance (:attr:`auto_budget`).
         drafter_options: keyword arguments for the drafter a name builds.
         **kwargs: ``Llama`` arguments (``n_ctx``, ``n_threads``, ``n_batch``, ``verbose`` ...).
 
@@ -73,25 +85,32 @@ class FastdecLlama(_LlamaBase):  # type: ignore[misc]
         model_path: str,
         *,
         drafter: str | BatchDrafter = "trie",
-        tree_budget: int = 16,
+        tree_budget: int | str = "auto",
         drafter_options: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
         import os
 
-        if (
+        auto = tree_budget == "auto"
+        if not auto and (
             isinstance(tree_budget, bool)
             or not isinstance(tree_budget, int)
             or not 2 <= tree_budget <= MAX_TREE
         ):
-            raise ValueError(f"tree_budget = {tree_budget!r}: must be an int in 2..{MAX_TREE}")
+            raise ValueError(f"tree_budget = {tree_budget!r}: must be 'auto' or an int in 2..{MAX_TREE}")
         if not os.path.isfile(model_path):
             raise ValueError(f"GGUF model_path = {model_path!r}: no such file")
         self.fastdec_drafter = (
             make_drafter(drafter, **(drafter_options or {})) if isinstance(drafter, str) else drafter
         )
         self.drafter_name = drafter if isinstance(drafter, str) else type(drafter).__name__
-        self.tree_budget = tree_budget if self.fastdec_drafter is not None else 1
+        self.tree_budget = (MAX_TREE if auto else int(tree_budget)) if self.fastdec_drafter is not None else 1
+        #: the tree-size controller (``tree_budget="auto"`` with a drafter), else None
+        self.auto_budget: AutoBudget | None = (
+            AutoBudget(candidates=tuple(c for c in AutoBudget().candidates if c <= MAX_TREE))
+            if auto and self.fastdec_drafter is not None
+            else None
+        )
         kwargs.setdefault("n_batch", 512)
         kwargs["n_ubatch"] = max(int(kwargs.get("n_ubatch", 512)), self.tree_budget)
         super().__init__(model_path, **kwargs)
@@ -150,16 +169,23 @@ class FastdecLlama(_LlamaBase):  # type: ignore[misc]
     def _seq_rm(self, seq: int, p0: int, p1: int) -> None:
         llama_cpp.llama_memory_seq_rm(self._ctx.memory, seq, p0, p1)
 
-    def _verify(self, tree: Any, n_past: int) -> tuple[list[int], int, np.ndarray]:
+    def _verify(self, tree: Any, n_past: int) -> tuple[list[int], np.ndarray, np.ndarray]:
         """Decodes ``tree`` (root = the last emitted token, not yet cached) after ``n_past``
         cached tokens and keeps the accepted path in sequence 0.
 
         Returns:
-            ``(emitted, accepted, logits)``: the accepted draft tokens then the bonus token, how
-            many drafts were accepted, and the logits that chose each emitted token (a copy of
-            the accepted path's rows).
+            ``(emitted, nodes, logits)``: the accepted draft tokens then the bonus token, the
+            accepted path's node indices (root first), and the logits that chose each emitted
+            token (a copy of the accepted path's rows).
         """
         n = tree.num_nodes
+        if n == 1:  # no draft: a plain decoding step, straight into sequence 0
+            self._decode([int(tree.root_token)], [n_past], [(0,)], True)
+            row0 = np.ctypeslib.as_array(llama_cpp.llama_get_logits(self._ctx.ctx), shape=(1, self._n_vocab))
+            best = int(row0[0].argmax())
+            if self.record_steps:
+                self.recorded.append((tree, np.array([best], dtype=np.int32), [best]))
+            return [best], np.zeros(1, dtype=np.int32), row0.copy()
         paths = tree.leaf_paths()
         seqs: list[list[int]] = [[] for _ in range(n)]
         for r, path in enumerate(paths):
@@ -184,7 +210,7 @@ class FastdecLlama(_LlamaBase):  # type: ignore[misc]
         emitted = [*tree.tokens[nodes[1:]].tolist(), int(bonus)]
         if self.record_steps:
             self.recorded.append((tree, argmax, emitted))
-        return emitted, int(accepted), logits[nodes].copy()
+        return emitted, nodes, logits[nodes].copy()
 
     # -- generation ---------------------------------------------------------------------------
 
@@ -237,12 +263,15 @@ class FastdecLlama(_LlamaBase):  # type: ignore[misc]
         self.spec_stats["requests"] += 1
         root = tokens[-1]
         stats = self.spec_stats
+        auto = self.auto_budget
         try:
             while True:
                 room = self._n_ctx - self.n_tokens
                 if room <= 0:
                     return
-                budget = min(self.tree_budget, room)
+                t0 = time.perf_counter()
+                size = auto.next() if auto is not None else self.tree_budget
+                budget = min(size, room)
                 if drafter is not None and budget > 1:
                     tree = drafter.propose_batch([req], np.array([budget], dtype=np.int32))[0]
                     if tree.root_token != root:  # a drafter that lost the context: no draft
@@ -250,7 +279,8 @@ class FastdecLlama(_LlamaBase):  # type: ignore[misc]
                 else:
                     tree = TokenTree([root], [-1])
                 n0 = self.n_tokens
-                emitted, accepted, logits = self._verify(tree, n0)
+                emitted, nodes, logits = self._verify(tree, n0)
+                accepted = len(emitted) - 1
                 # committed: the root and the accepted drafts; the bonus token is the next root
                 committed = [root, *emitted[:-1]]
                 self.input_ids[self.n_tokens : self.n_tokens + len(committed)] = committed
@@ -261,6 +291,10 @@ class FastdecLlama(_LlamaBase):  # type: ignore[misc]
                 stats["accepted"] += accepted
                 if drafter is not None:
                     drafter.accept(req, np.asarray(emitted, dtype=np.int32))
+                if auto is not None:
+                    # drafting, the forward and the KV bookkeeping: what a step at this size costs
+                    per_size = auto.counterfactual(size, auto.candidates, [nodes.tolist()])
+                    auto.record(size, time.perf_counter() - t0, per_size, nodes=tree.num_nodes)
                 root = emitted[-1]
                 if stop is not None:
                     # as Llama.generate asks: the tokens evaluated so far and the logits that
@@ -280,6 +314,12 @@ class FastdecLlama(_LlamaBase):  # type: ignore[misc]
         """Frees the model and context (a no-op for an instance whose arguments were refused)."""
         if hasattr(self, "_stack"):
             super().close()
+
+    def budget_note(self) -> str:
+        """The tree size ``tree_budget="auto"`` runs and why, or the fixed size."""
+        if self.auto_budget is None:
+            return f"fixed tree budget: {self.tree_budget} nodes"
+        return self.auto_budget.explain()
 
     def mean_accepted_tokens(self) -> float:
         """Tokens emitted per verifying step (1 + accepted drafts per step) so far."""

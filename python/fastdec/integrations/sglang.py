@@ -1,49 +1,90 @@
-"""SGLang adapter: fixed-size tree drafts in the layout of SGLang's NGRAM worker.
+"""SGLang adapter: fastdec drafters behind the ``NgramCorpus`` interface of SGLang 0.5.23.
 
-SGLang's NGRAM worker (``ngram_worker.py``) gets, per decode step, ``bs`` trees of exactly
-``n = draft_token_num`` nodes (root = the request's last token, then the drafts) as two flat
-arrays from its ``NgramCache.batch_get``, copies them into its preallocated GPU buffers and
-derives the rest with the ``reconstruct_indices_from_tree_mask`` kernel. This module returns
-all of it at once (:class:`SGLangDrafts`), for ``bs`` requests and ``n`` nodes each:
+SGLang's NGRAM worker (``sglang/srt/speculative/ngram_worker.py``) drafts from a corpus object.
+Each decode step it calls ``synchronize()``, then ``batch_get(req_ids, batch_tokens,
+total_lens)`` with, per request, its id (``req.rid``), the last ``max_trie_depth`` tokens of
+prompt + output (with overlap scheduling the previous step's accepted tokens spliced in, since
+``output_ids`` lags a step) and its whole length. It asserts the returned tokens have ``bs * n``
+entries (``n = draft_token_num``), copies tokens and mask into its buffers and derives
+positions and retrieve indices with ``reconstruct_indices_from_tree_mask``. After verify it
+calls ``batch_put(batch_tokens)`` and ``erase_match_state(rids)`` for requests that left the
+decode batch; ``reset()`` on a cache flush.
+
+:class:`FastdecNgramCorpus` has that interface (the constructor takes the keyword arguments the
+worker passes) over a stateful fastdec drafter keyed by SGLang's request ids: a request is
+``start``-ed with the tokens of its first ``batch_get`` and then ``accept``-s the tokens its
+length grew by; ``erase_match_state`` and ``reset`` ``stop`` requests, which is when a
+:class:`fastdec.TrieDrafter` adds a request's output to its shared trie (cross-request memory,
+SGLang's own corpus inserts every step's tails instead; ``batch_put`` is a no-op here). At most
+``max_requests`` requests are kept; one more stops the least recently seen.
+:mod:`fastdec.integrations.sglang_plugin` registers a speculative algorithm ``FASTDEC`` whose
+worker is SGLang's NGRAM worker with this corpus.
+
+Per step it returns, for ``bs`` requests, ``bs`` trees of exactly ``n`` nodes (root = the
+request's last token, then the drafts) as SGLang's corpus does: ``draft_tokens [bs * n] int64``
+and ``tree_mask [bs * n * n] int64`` 0/1, request ``b``'s ``[n, n]`` row-major
+ancestor-or-self mask in ``[b * n * n, (b + 1) * n * n)``. :func:`build_sglang_drafts` builds
+that layout from trees, with everything else the worker derives from it (:class:`SGLangDrafts`):
 
 * ``draft_tokens [bs * n] int32`` -- request ``b``'s tree in ``[b * n, (b + 1) * n)``, root
   first, parents before children, padded with ``pad_id``.
-* ``tree_mask [bs * n * n] bool`` -- request ``b``'s ``[n, n]`` row-major ancestor-or-self
-  mask in ``[b * n * n, (b + 1) * n * n)``: ``tree_mask[b*n*n + i*n + j]`` is True iff node
-  ``j`` is on the root-to-``i`` path (``i`` included). A padding row sees only itself, so no
-  row is fully masked and no padding slot is anyone's ancestor.
+* ``tree_mask [bs * n * n] bool`` -- ``tree_mask[b*n*n + i*n + j]`` is True iff node ``j`` is
+  on the root-to-``i`` path (``i`` included). A padding row sees only itself, so no row is
+  fully masked and no padding slot is anyone's ancestor.
 * ``positions [bs * n] int32`` -- ``seq_lens[b] + depth``; padding slots get ``seq_lens[b]``.
 * ``retrive_index [bs, n] int32`` -- ``b * n + i``, the node's flat index.
 * ``retrive_next_token [bs, n] int32`` -- the node's lowest-index child, -1 for none.
 * ``retrive_next_sibling [bs, n] int32`` -- the node's next higher-index sibling, -1 for none.
 
-The last four are exactly what ``reconstruct_indices_from_tree_mask`` computes from
-``tree_mask`` and ``seq_lens`` (tested against a port of the kernel), so a worker may copy them
-instead of launching it. ``seq_lens[b]`` is the request's cached tokens, the root excluded:
-what the worker passes the kernel as ``batch.seq_lens``, and the ``len(origin_input_ids) +
-len(output_ids) - 1`` all-True prefix columns it puts before each ``[n, n]`` block when it
-builds its FULL_MASK form (``tree_mask`` here is the per-request ``[n, n]`` part it starts from).
+The last four are what ``reconstruct_indices_from_tree_mask`` computes from ``tree_mask`` and
+``seq_lens`` (tested against SGLang's Triton version of the kernel). ``seq_lens[b]`` is the
+request's cached tokens, the root excluded (``total_lens[b] - 1``).
 
 Padding differs from SGLang's ``fillResult``, which makes every padding slot a child of the
-root with token 0 (so a target predicting token 0 "accepts" it, and sibling tokens repeat):
-here padding slots are unreachable from the root (no ``retrive_next_token`` /
-``retrive_next_sibling`` leads to them), so the verify kernels never walk them.
+root with token 0 (so a target predicting token 0 "accepts" it): here padding slots are
+unreachable from the root (no ``retrive_next_token`` / ``retrive_next_sibling`` leads to them),
+so the verify kernels never walk them.
 
-SGLang's buffers are int64; ``buffer.copy_(torch.from_numpy(array))`` converts.
+Settings (:data:`SETTINGS`) come from the ``FASTDEC_SGLANG`` environment variable, a JSON object
+(SGLang passes the corpus only its own ``--speculative-ngram-*`` values): ``drafter`` (``"pld"``,
+``"trie"`` (default) or ``"hybrid"``), ``drafter_options`` (keyword arguments of the drafter's
+constructor), ``prompt_lookup_min`` / ``prompt_lookup_max`` (n-gram lengths of ``pld`` and of
+``hybrid``'s n-gram part, default 1 / 3), ``max_requests`` (default 1024) and ``pad_id``
+(default 0). A bad setting or SGLang value raises ``ValueError`` naming it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+import json
+import logging
+import os
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-from fastdec._core import TokenTree
-from fastdec.integrations._common import BatchDrafter, ContextDrafter, RequestId
+from fastdec._core import MAX_NODES, HybridDrafter, NgramDrafter, TokenTree, TrieDrafter
+from fastdec.integrations._common import BatchDrafter, RequestId
+from fastdec.integrations.vllm import DRAFTERS
 
 _I32 = npt.NDArray[np.int32]
+logger = logging.getLogger(__name__)
+
+#: the environment variable holding the settings (a JSON object)
+ENV_VAR = "FASTDEC_SGLANG"
+#: setting -> (type, meaning)
+SETTINGS: dict[str, tuple[type, str]] = {
+    "drafter": (str, f"one of {DRAFTERS}"),
+    "drafter_options": (dict, "keyword arguments of the drafter's constructor"),
+    "prompt_lookup_min": (int, "shortest n-gram matched (pld, hybrid), >= 1"),
+    "prompt_lookup_max": (int, "longest n-gram matched (pld, hybrid), <= 16"),
+    "max_requests": (int, "requests kept at once (least recently seen stopped beyond), >= 1"),
+    "pad_id": (int, "token of padding slots, >= 0"),
+}
+MATCH_TYPES = ("BFS", "PROB")  # SGLang's, checked but unused: the drafter decides
 
 
 @dataclass(frozen=True)
@@ -140,154 +181,310 @@ def build_sglang_drafts(
     )
 
 
-class SGLangNgramCache:
-    """Stateless SGLang drafting from per-request contexts (an ``NgramCache`` stand-in).
+def read_settings(settings: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """``settings``, or the JSON object in ``$FASTDEC_SGLANG`` when None, checked.
 
-    Each request's tree is ``drafter.propose_for(context, draft_token_num)``. The drafter sees
-    only the context it is given: SGLang's NGRAM worker passes the last
-    ``speculative_ngram_max_match_window_size`` tokens, so raise that window (or use
-    :class:`SGLangRequestDrafter`, which keeps every request's whole history in the drafter).
+    Raises:
+        ValueError: not a JSON object, an unknown setting or one of the wrong type (named).
+
+    >>> read_settings({"drafter": "pld", "max_requests": 64})
+    {'drafter': 'pld', 'max_requests': 64}
+    """
+    if settings is None:
+        text = os.environ.get(ENV_VAR, "").strip()
+        try:
+            settings = json.loads(text) if text else {}
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{ENV_VAR} = {text!r}: not JSON ({err})") from err
+    if not isinstance(settings, Mapping):
+        raise ValueError(f"{ENV_VAR} = {settings!r}: must be a JSON object of fastdec settings")
+    for name, value in settings.items():
+        if name not in SETTINGS:
+            raise ValueError(f"unknown fastdec SGLang setting {name!r}; known: {sorted(SETTINGS)}")
+        kind, meaning = SETTINGS[name]
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            raise ValueError(f"fastdec SGLang setting {name} = {value!r}: must be {meaning}")
+    return dict(settings)
+
+
+def make_drafter(
+    name: str,
+    *,
+    num_pred: int,
+    min_n: int = 1,
+    max_n: int = 3,
+    max_requests: int = 1024,
+    options: Mapping[str, Any] | None = None,
+) -> BatchDrafter:
+    """The fastdec drafter a name of :data:`fastdec.integrations.vllm.DRAFTERS` stands for, built
+    as the vLLM and llama.cpp adapters build it.
+
+    Raises:
+        ValueError: an unknown name, or options the drafter does not take (named).
+    """
+    if name not in DRAFTERS:
+        raise ValueError(f"fastdec SGLang setting drafter = {name!r}: must be one of {DRAFTERS}")
+    kwargs = dict(options or {})
+    try:
+        if name == "pld":
+            return NgramDrafter(
+                "pld", min_n=min_n, max_n=max_n, num_pred=num_pred, max_requests=max_requests, **kwargs
+            )
+        if name == "trie":
+            return TrieDrafter(max_requests=max_requests, **kwargs)
+        parts = [
+            TrieDrafter(max_requests=max_requests, **kwargs),
+            NgramDrafter("tree", min_n=min_n, max_n=max_n, max_requests=max_requests),
+        ]
+        return HybridDrafter(parts, weights=[1.0, 0.5], max_requests=max_requests)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"fastdec SGLang setting drafter_options = {kwargs!r}: {err}") from err
+
+
+def _check_int(name: str, value: Any, low: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+        raise ValueError(f"SGLang NgramCorpus {name} = {value!r}: must be an int >= {low}")
+    return int(value)
+
+
+class FastdecNgramCorpus:
+    """SGLang 0.5.23's ``NgramCorpus`` interface over a stateful fastdec drafter.
+
+    The positional and SGLang keyword arguments are ``NgramCorpus``'s, with its defaults; the
+    worker passes its ``--speculative-ngram-*`` values. ``draft_token_num`` is ``n``, the nodes
+    per request (root included); the others are checked as SGLang checks them and otherwise
+    unused (the drafter decides a tree's shape).
 
     Args:
-        drafter: any object with ``propose_for(context_ids, budget) -> TokenTree``.
-        draft_token_num: ``n``, nodes per request (root included), SGLang's
-            ``--speculative-num-draft-tokens``.
-        pad_id: the token of padding slots (>= 0).
+        max_trie_depth: tokens of each request the worker passes (> 1).
+        min_bfs_breadth, max_bfs_breadth: ``1 <= min <= max``.
+        draft_token_num: ``n`` (>= 1).
+        match_type: ``"BFS"`` or ``"PROB"``.
+        capacity: SGLang's trie size (>= 1).
+        external_sam_budget, external_corpus_max_tokens: external corpora (>= 0); loading one
+            raises ``ValueError``.
+        drafter: a stateful fastdec drafter to use instead of the one the settings name.
+        settings: fastdec settings (:data:`SETTINGS`); None reads ``$FASTDEC_SGLANG``.
 
-    >>> import fastdec
-    >>> cache = SGLangNgramCache(fastdec.NgramDrafter("pld", num_pred=2), draft_token_num=4)
-    >>> tokens, mask = cache.batch_get([[1, 2, 3, 1, 2]])
+    Raises:
+        ValueError: a bad SGLang value or fastdec setting (named in the message).
+
+    >>> corpus = FastdecNgramCorpus(draft_token_num=4, settings={"drafter": "pld"})
+    >>> tokens, mask = corpus.batch_get(["r0"], [[5, 6, 7, 5, 6]], [5])
     >>> tokens.tolist(), mask.reshape(4, 4).sum(axis=1).tolist()
-    ([2, 3, 1, 0], [1, 2, 3, 1])
+    ([6, 7, 5, 6], [1, 2, 3, 4])
+    >>> corpus.erase_match_state(["r0"]); corpus.num_requests
+    0
     """
 
-    def __init__(self, drafter: ContextDrafter, draft_token_num: int, *, pad_id: int = 0) -> None:
-        if draft_token_num < 1:
-            raise ValueError(f"draft_token_num = {draft_token_num}: must be >= 1")
-        self.drafter = drafter
-        self.draft_token_num = draft_token_num
-        self.pad_id = pad_id
-
-    def propose(
-        self, contexts: Sequence[npt.ArrayLike], seq_lens: npt.ArrayLike | None = None
-    ) -> SGLangDrafts:
-        """Trees for ``bs`` requests.
-
-        Args:
-            contexts: ``bs`` non-empty token sequences, each ending with its request's last token.
-            seq_lens: ``[bs] int`` cached tokens per request (root excluded); default
-                ``len(context) - 1``, right when each context is the whole sequence.
-
-        Returns:
-            The batch's :class:`SGLangDrafts`.
-        """
-        arrays = [np.asarray(context) for context in contexts]
-        trees = [self.drafter.propose_for(context, self.draft_token_num) for context in arrays]
-        if seq_lens is None:
-            seq_lens = [len(context) - 1 for context in arrays]
-        return build_sglang_drafts(trees, self.draft_token_num, seq_lens, pad_id=self.pad_id)
-
-    def batch_get(self, batch_tokens: Sequence[npt.ArrayLike]) -> tuple[_I32, npt.NDArray[np.bool_]]:
-        """``NgramCache.batch_get``: ``(draft_tokens [bs * n] int32, tree_mask [bs * n * n] bool)``."""
-        drafts = self.propose(batch_tokens)
-        return drafts.draft_tokens, drafts.tree_mask
-
-    def batch_put(self, batch_tokens: Sequence[npt.ArrayLike]) -> None:
-        """No-op: a stateless drafter learns nothing between calls."""
-
-    def synchronize(self) -> None:
-        """No-op (SGLang's cache waits for its background inserts here)."""
-
-    def reset(self) -> None:
-        """No-op (nothing is cached)."""
-
-
-class SGLangRequestDrafter:
-    """Stateful SGLang drafting keyed by request id (``req.rid``), batched in the drafter.
-
-    Per step, for every running request call :meth:`observe` with its ``origin_input_ids`` and
-    ``output_ids`` (the drafter is started on first sight and then fed only the new output
-    tokens), then :meth:`propose` for the batch; call :meth:`retain` with the running ids (or
-    :meth:`stop`) to free finished requests.
-
-    Args:
-        drafter: a :class:`fastdec.BaseDrafter` (``start``/``accept``/``stop``/``propose_batch``).
-        draft_token_num: ``n``, nodes per request (root included).
-        pad_id: the token of padding slots (>= 0).
-
-    >>> import fastdec
-    >>> adapter = SGLangRequestDrafter(fastdec.NgramDrafter("pld", num_pred=2), draft_token_num=3)
-    >>> adapter.observe("a", [1, 2, 3, 1], [2])
-    >>> drafts = adapter.propose(["a"])
-    >>> drafts.draft_tokens.tolist(), drafts.positions.tolist()
-    ([2, 3, 1], [4, 5, 6])
-    """
-
-    def __init__(self, drafter: BatchDrafter, draft_token_num: int, *, pad_id: int = 0) -> None:
-        if draft_token_num < 1:
-            raise ValueError(f"draft_token_num = {draft_token_num}: must be >= 1")
-        self.drafter = drafter
-        self.draft_token_num = draft_token_num
-        self.pad_id = pad_id
-        # request id -> (prompt length, output tokens the drafter has seen)
-        self._seen: dict[RequestId, tuple[int, int]] = {}
-
-    def observe(self, request_id: RequestId, prompt_ids: Sequence[int], output_ids: Sequence[int]) -> None:
-        """Brings the drafter up to date with a request's tokens.
-
-        Args:
-            request_id: the request's id.
-            prompt_ids: its prompt (``origin_input_ids``); read only on first sight.
-            output_ids: all its output tokens so far; only those not yet seen are fed.
-        """
-        seen = self._seen.get(request_id)
-        if seen is None:
-            self.drafter.start(request_id, np.asarray(prompt_ids, dtype=np.int64))
-            seen = (len(prompt_ids), 0)
-        prompt_len, num_seen = seen
-        if len(output_ids) > num_seen:
-            new = np.asarray(output_ids[num_seen:], dtype=np.int64)
-            self.drafter.accept(request_id, new)
-        self._seen[request_id] = (prompt_len, max(num_seen, len(output_ids)))
-
-    def propose(
-        self, request_ids: Sequence[RequestId], seq_lens: npt.ArrayLike | None = None
-    ) -> SGLangDrafts:
-        """Trees for the observed requests ``request_ids`` (one ``propose_batch`` call).
-
-        Args:
-            request_ids: ``bs`` observed request ids.
-            seq_lens: ``[bs] int`` cached tokens per request (root excluded); default the
-                observed ``prompt + output - 1``.
-
-        Returns:
-            The batch's :class:`SGLangDrafts`.
-
-        Raises:
-            KeyError: a request was never observed.
-        """
-        for request_id in request_ids:
-            if request_id not in self._seen:
-                raise KeyError(f"request {request_id!r} was never observed")
-        budgets = np.full(len(request_ids), self.draft_token_num, dtype=np.int32)
-        batch = self.drafter.propose_batch(request_ids, budgets)
-        trees = [batch[b] for b in range(len(request_ids))]
-        if seq_lens is None:
-            seq_lens = [sum(self._seen[request_id]) - 1 for request_id in request_ids]
-        return build_sglang_drafts(trees, self.draft_token_num, seq_lens, pad_id=self.pad_id)
-
-    def stop(self, request_id: RequestId) -> None:
-        """Frees a request's drafter state (no-op for an unknown id)."""
-        if self._seen.pop(request_id, None) is not None:
-            self.drafter.stop(request_id)
-
-    def retain(self, request_ids: Sequence[RequestId]) -> None:
-        """Stops every observed request not in ``request_ids`` (the running batch)."""
-        keep = set(request_ids)
-        for request_id in [r for r in self._seen if r not in keep]:
-            self.stop(request_id)
+    def __init__(
+        self,
+        max_trie_depth: int = 18,
+        min_bfs_breadth: int = 1,
+        max_bfs_breadth: int = 8,
+        draft_token_num: int = 8,
+        match_type: str = "BFS",
+        capacity: int = 1000000,
+        external_sam_budget: int = 0,
+        external_corpus_max_tokens: int = 10000000,
+        *,
+        drafter: BatchDrafter | None = None,
+        settings: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.max_trie_depth = _check_int("max_trie_depth", max_trie_depth, 2)
+        lo = _check_int("min_bfs_breadth", min_bfs_breadth, 1)
+        hi = _check_int("max_bfs_breadth", max_bfs_breadth, 1)
+        if lo > hi:
+            raise ValueError(
+                f"SGLang NgramCorpus min_bfs_breadth = {lo}, max_bfs_breadth = {hi}: need min <= max"
+            )
+        self.draft_token_num = _check_int("draft_token_num", draft_token_num, 1)
+        if match_type not in MATCH_TYPES:
+            raise ValueError(f"SGLang NgramCorpus match_type = {match_type!r}: must be one of {MATCH_TYPES}")
+        _check_int("capacity", capacity, 1)
+        self.external_sam_budget = _check_int("external_sam_budget", external_sam_budget, 0)
+        self.external_corpus_max_tokens = _check_int(
+            "external_corpus_max_tokens", external_corpus_max_tokens, 0
+        )
+        self.settings = read_settings(settings)
+        self.max_requests = int(self.settings.get("max_requests", 1024))
+        self.pad_id = int(self.settings.get("pad_id", 0))
+        min_n = int(self.settings.get("prompt_lookup_min", 1))
+        max_n = int(self.settings.get("prompt_lookup_max", 3))
+        for name, value, low in (("max_requests", self.max_requests, 1), ("pad_id", self.pad_id, 0)):
+            if value < low:
+                raise ValueError(f"fastdec SGLang setting {name} = {value}: must be >= {low}")
+        if not 1 <= min_n <= max_n <= 16:
+            raise ValueError(
+                f"fastdec SGLang settings prompt_lookup_min = {min_n}, prompt_lookup_max = {max_n}: "
+                "need 1 <= min <= max <= 16"
+            )
+        self.drafter_name = str(self.settings.get("drafter", "trie")) if drafter is None else "custom"
+        #: the stateful fastdec drafter (request ids are SGLang's ``req.rid``)
+        self.drafter: BatchDrafter = (
+            drafter
+            if drafter is not None
+            else make_drafter(
+                self.drafter_name,
+                num_pred=self.draft_token_num - 1,
+                min_n=min_n,
+                max_n=max_n,
+                max_requests=self.max_requests,
+                options=self.settings.get("drafter_options"),
+            )
+        )
+        # request id -> its total length when last seen; least recently seen first
+        self._lengths: dict[RequestId, int] = {}
+        #: the last ``batch_get``'s drafts with the positions and indices SGLang derives
+        self.last_drafts: SGLangDrafts | None = None
+        #: requests started, stopped (erased, reset or evicted) and restarted after a gap
+        self.counters = {"started": 0, "stopped": 0, "evicted": 0, "restarted": 0}
 
     @property
     def num_requests(self) -> int:
-        """Requests observed and not stopped."""
-        return len(self._seen)
+        """Requests with drafter state (started, not stopped)."""
+        return len(self._lengths)
+
+    def _start(self, rid: RequestId, tail: _I32) -> None:
+        self.drafter.start(rid, tail)
+        self.counters["started"] += 1
+
+    def _stop(self, rid: RequestId) -> None:
+        """Forgets a known request and stops it in the drafter."""
+        del self._lengths[rid]
+        self.counters["stopped"] += 1
+        with contextlib.suppress(KeyError):  # the drafter evicted it already (its own request cap)
+            self.drafter.stop(rid)
+
+    def _observe(self, rid: RequestId, tail: _I32, total_len: int) -> None:
+        """Brings the drafter up to date with a request's tail and length."""
+        seen = self._lengths.get(rid)
+        if seen is not None and not 0 <= total_len - seen <= len(tail):
+            # tokens were missed (or the length shrank): start over from this tail
+            self._stop(rid)
+            self.counters["restarted"] += 1
+            seen = None
+        if seen is None:
+            self._start(rid, tail)
+        elif total_len > seen:
+            try:
+                self.drafter.accept(rid, tail[len(tail) - (total_len - seen) :])
+            except KeyError:  # evicted by the drafter's own cap: start it again
+                self._start(rid, tail)
+        self._lengths.pop(rid, None)
+        self._lengths[rid] = total_len  # most recently seen last
+        while len(self._lengths) > self.max_requests:
+            self._stop(next(iter(self._lengths)))
+            self.counters["evicted"] += 1
+
+    def batch_get(
+        self,
+        req_ids: list[str],
+        batch_tokens: list[list[int]],
+        total_lens: list[int],
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """One decode step's trees: ``(draft_tokens [bs * n] int64, tree_mask [bs * n * n] int64)``.
+
+        Args:
+            req_ids: ``bs`` request ids.
+            batch_tokens: per request, its last (up to ``max_trie_depth``) tokens, non-empty.
+            total_lens: per request, its whole length (prompt + output, the tail included).
+
+        Raises:
+            ValueError: the three differ in length, or a tail is empty.
+        """
+        bs = len(req_ids)
+        if len(batch_tokens) != bs or len(total_lens) != bs:
+            raise ValueError(
+                f"batch_get: {bs} req_ids, {len(batch_tokens)} batch_tokens, {len(total_lens)} total_lens"
+            )
+        lens = np.asarray(total_lens, dtype=np.int64).reshape(bs)
+        for rid, tokens, total_len in zip(req_ids, batch_tokens, lens.tolist(), strict=True):
+            tail = np.asarray(tokens, dtype=np.int32).reshape(-1)
+            if not len(tail):
+                raise ValueError(f"batch_get: request {rid!r} has an empty token tail")
+            self._observe(rid, tail, int(total_len))
+        budgets = np.full(bs, min(self.draft_token_num, MAX_NODES), dtype=np.int32)
+        batch = self.drafter.propose_batch(list(req_ids), budgets)
+        trees = [batch[b] for b in range(bs)]
+        drafts = build_sglang_drafts(trees, self.draft_token_num, np.maximum(lens - 1, 0), pad_id=self.pad_id)
+        self.last_drafts = drafts
+        return drafts.draft_tokens.astype(np.int64), drafts.tree_mask.astype(np.int64)
+
+    def batch_put(self, batch_tokens: list[list[int]]) -> None:
+        """No-op: the drafter already learnt each request's tokens in :meth:`batch_get`."""
+
+    def synchronize(self) -> None:
+        """No-op (SGLang's corpus waits for its background inserts here)."""
+
+    def erase_match_state(self, req_ids: list[str]) -> None:
+        """Stops the requests (their output reaches a trie drafter's shared trie); unknown ids are
+        ignored."""
+        for rid in req_ids:
+            if rid in self._lengths:
+                self._stop(rid)
+
+    def reset(self) -> None:
+        """Stops every request (a cache flush); the drafter's shared state is kept."""
+        for rid in list(self._lengths):
+            self._stop(rid)
+
+    @property
+    def remaining_token_budget(self) -> int:
+        """``external_corpus_max_tokens`` (nothing is ever loaded)."""
+        return self.external_corpus_max_tokens
+
+    def load_external_corpus_named(self, corpus_id: str, chunks: Iterable[Sequence[int]]) -> int:
+        """Not supported.
+
+        Raises:
+            ValueError: always (leave ``--speculative-ngram-external-corpus-path`` unset).
+        """
+        raise ValueError(
+            f"external corpus {corpus_id!r}: fastdec's SGLang corpus does not load external corpora "
+            "(leave --speculative-ngram-external-corpus-path unset)"
+        )
+
+    def commit_external_corpus_load(self, corpus_id: str, loaded_token_count: int) -> None:
+        """Not supported (:meth:`load_external_corpus_named` never succeeds).
+
+        Raises:
+            ValueError: always.
+        """
+        raise ValueError(f"external corpus {corpus_id!r}: fastdec's SGLang corpus loads none")
+
+    def remove_external_corpus(self, corpus_id: str) -> None:
+        """No-op: no corpus is ever loaded (SGLang's removes an unknown id silently too)."""
+
+    def list_external_corpora(self) -> dict[str, int]:
+        """``{}``: no corpus is ever loaded."""
+        return {}
+
+    def leaf_paths_from_mask(self, tokens: list[int], tree_mask: list[list[int]]) -> list[list[int]]:
+        """The token paths of the rows whose ancestor set is no other kept row's subset (SGLang's
+        debugging helper, same semantics): the leaves, in order.
+
+        >>> FastdecNgramCorpus().leaf_paths_from_mask([9, 4, 5], [[1, 0, 0], [1, 1, 0], [1, 0, 1]])
+        [[9, 4], [9, 5]]
+        """
+        kept: list[set[int]] = []
+        rows: list[int] = []
+        for i in reversed(range(len(tree_mask))):
+            row = {j for j, v in enumerate(tree_mask[i]) if v == 1}
+            if any(row <= other for other in kept):
+                continue
+            kept.append(row)
+            rows.append(i)
+        return [[tokens[j] for j in range(len(tokens)) if tree_mask[r][j] == 1] for r in reversed(rows)]
+
+    def debug_result(
+        self, decoding_ids: np.ndarray, decoding_masks: np.ndarray, tokenizer: Any = None
+    ) -> None:
+        """Logs each request's draft paths (SGLang's debugging helper)."""
+        n = self.draft_token_num
+        ids = np.asarray(decoding_ids).reshape(-1, n)
+        masks = np.asarray(decoding_masks).reshape(-1, n, n)
+        for b in range(ids.shape[0]):
+            for path in self.leaf_paths_from_mask(ids[b].tolist(), masks[b].tolist()):
+                text = "" if tokenizer is None else f" -> {tokenizer.decode(path)}"
+                logger.info("draft path %d: %s%s", b, path, text)
