@@ -5,6 +5,7 @@
 //! root is the last token of the sequence) and `accept(id, emitted)` with the tokens the step
 //! appended (accepted drafts, then the bonus token); finally `stop(id)`.
 
+mod count_trie;
 mod hybrid;
 mod ngram;
 pub mod persist;
