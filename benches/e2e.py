@@ -44,7 +44,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import fastdec
-from fastdec.generation.loop import DEFAULT_DRAFTER, _make_drafter
+from fastdec.drafters import DEFAULT_DRAFTER
+from fastdec.generation.registry import make_drafter
 from plotting import pyplot, save
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -170,12 +171,12 @@ def make_methods(names: list[str], model: Any, tok: Any, max_new_tokens: int, bu
     def fd(drafter_name: str | None, b: int | str) -> Runner:
         # One fresh drafter for this method (state carries across its prompts); a throwaway for
         # the warm-up.
-        drafter = _make_drafter(drafter_name, vocab) if drafter_name else None
+        drafter = make_drafter(drafter_name, vocab) if drafter_name else None
 
         def run(ids: list[int], warmup: bool) -> tuple[list[int], int | None]:
             d = drafter
             if warmup and drafter_name:
-                d = _make_drafter(drafter_name, vocab)
+                d = make_drafter(drafter_name, vocab)
             with torch.inference_mode():
                 out = fastdec.generate(
                     model, [ids], drafter=d, max_new_tokens=max_new_tokens, eos_token_id=eos, budget=b

@@ -76,7 +76,7 @@ def test_static_cache_greedy_identical(stories: Any, drafter: str | None) -> Non
 
 @pytest.mark.parametrize("drafter", ["trie", "pld", "recycling"])
 def test_eos_and_max_new_tokens_cut_a_path(stories: Any, drafter: str) -> None:
-    from fastdec.generation.loop import _make_drafter
+    from fastdec.generation.registry import make_drafter
 
     # a prompt holding a story the model wrote: drafters can copy from it, so the first
     # occurrence of a token in the output can sit inside an accepted drafted path
@@ -84,7 +84,7 @@ def test_eos_and_max_new_tokens_cut_a_path(stories: Any, drafter: str) -> None:
     prompt = [1, *story, 1]
     vocab = stories.config.vocab_size
     free_out = fastdec.generate(
-        stories, [prompt], drafter=_make_drafter(drafter, vocab), max_new_tokens=80, budget=32
+        stories, [prompt], drafter=make_drafter(drafter, vocab), max_new_tokens=80, budget=32
     )
     free = free_out.sequences[0]
     assert free == hf_greedy(stories, prompt, 80, None)
@@ -97,7 +97,7 @@ def test_eos_and_max_new_tokens_cut_a_path(stories: Any, drafter: str) -> None:
         out = fastdec.generate(
             stories,
             [prompt],
-            drafter=_make_drafter(drafter, vocab),
+            drafter=make_drafter(drafter, vocab),
             max_new_tokens=80,
             eos_token_id=eos,
             budget=32,
@@ -109,7 +109,7 @@ def test_eos_and_max_new_tokens_cut_a_path(stories: Any, drafter: str) -> None:
         assert inside > 0
     for n in (1, 2, 7, 13):
         out = fastdec.generate(
-            stories, [prompt], drafter=_make_drafter(drafter, vocab), max_new_tokens=n, budget=32
+            stories, [prompt], drafter=make_drafter(drafter, vocab), max_new_tokens=n, budget=32
         )
         assert out.sequences[0] == free[:n]
 

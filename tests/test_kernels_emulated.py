@@ -259,7 +259,7 @@ def test_generate_through_the_kernels(
     # fresh drafters: a shared one would draft differently the second time (it learned the first
     # run's text), and sampling decisions depend on the drafts
     want = fastdec.generate(model, prompts, drafter=fastdec.TrieDrafter(), **kwargs)  # type: ignore[arg-type]
-    monkeypatch.setattr(loop, "_step_ops", lambda device: StepOps("cuda"))
+    monkeypatch.setattr(loop, "step_ops", lambda device: StepOps("cuda"))
     monkeypatch.setattr(launch, "run_cupy", emu)
     emu.launches.clear()
     got = fastdec.generate(model, prompts, drafter=fastdec.TrieDrafter(), **kwargs)  # type: ignore[arg-type]

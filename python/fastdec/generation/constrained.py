@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from fastdec import TokenTree
+from fastdec._core import TokenTree
 
 # Logit-ordered candidates checked before falling back to the full mask (greedy).
 GREEDY_CANDIDATES = 16

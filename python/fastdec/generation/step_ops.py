@@ -12,10 +12,11 @@ from typing import Any
 
 import torch
 
-from fastdec import TokenTree, kernels
+from fastdec import kernels
+from fastdec._core import TokenTree
+from fastdec.tree_batch import TreeBatch
 
 from . import tree_ops
-from .tree_ops import TreeBatch
 
 Layers = Sequence[tuple[torch.Tensor, torch.Tensor]]
 

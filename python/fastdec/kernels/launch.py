@@ -24,9 +24,9 @@ import numpy as np
 import torch
 
 from fastdec._optional import require
-from fastdec.generation.tree_ops import TreeBatch
 from fastdec.kernels.sources import KERNELS, OPTIONS, UNIT_TYPES, source
 from fastdec.sampling import CDF_CHUNK  # = CHUNK in verify.cu
+from fastdec.tree_batch import TreeBatch
 
 # The minimum of each mask dtype as raw bits: transformers fills masked positions with
 # torch.finfo(dtype).min, and the kernel writes bits so it needs no fp16/bf16 headers.
