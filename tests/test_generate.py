@@ -280,3 +280,25 @@ def test_bad_arguments(stories: Any, kwargs: dict[str, Any], error: type[Excepti
     args: dict[str, Any] = {"input_ids": [[1, 2, 3]], "max_new_tokens": 4, **kwargs}
     with pytest.raises(error, match=match):
         fastdec.generate(stories, args.pop("input_ids"), **args)
+
+
+def test_registry_keeps_drafters_and_budgets_per_model(stories: Any) -> None:
+    from fastdec.generation.registry import DrafterRegistry
+
+    reg = DrafterRegistry()
+    prompt = [1, *([300, 301, 302, 303] * 4)]
+    first = fastdec.generate(stories, [prompt], drafter="trie", max_new_tokens=12, registry=reg)
+    trie = reg.drafter(stories, "trie", stories.config.vocab_size)
+    assert isinstance(trie, fastdec.TrieDrafter)
+    assert trie.global_nodes > 0  # the finished request's output went into the shared trie
+    auto = reg.auto_budget(stories, trie)
+    assert sum(auto.runs.values()) == first.steps  # the call's steps were recorded there
+    # the next call drafts with the same objects (a hot start) ...
+    fastdec.generate(stories, [prompt], drafter="trie", max_new_tokens=12, registry=reg)
+    assert reg.drafter(stories, "trie", stories.config.vocab_size) is trie
+    assert reg.auto_budget(stories, trie) is auto
+    assert sum(auto.runs.values()) > first.steps
+    # ... and another registry, or a cleared one, starts cold
+    assert DrafterRegistry().drafter(stories, "trie", stories.config.vocab_size) is not trie
+    reg.clear()
+    assert reg.drafter(stories, "trie", stories.config.vocab_size) is not trie
