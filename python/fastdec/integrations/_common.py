@@ -9,13 +9,13 @@ token of the context; :func:`chain_tokens` keeps the root-to-deepest-leaf path o
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Protocol, runtime_checkable
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
 
-from fastdec._core import MAX_NODES, DraftBatch, TokenTree
+from fastdec._core import MAX_NODES, DraftBatch, HybridDrafter, NgramDrafter, TokenTree, TrieDrafter
 
 RequestId = int | str
 
@@ -72,3 +72,45 @@ def chain_tokens(tree: TokenTree, max_tokens: int) -> npt.NDArray[np.int32]:
         return np.empty(0, dtype=np.int32)
     nodes = tree.chain_view()[1 : max_tokens + 1]
     return tree.tokens[nodes]
+
+
+#: the drafters a server adapter builds from a name
+SERVER_DRAFTERS = ("pld", "trie", "hybrid")
+
+
+def server_drafter(
+    name: str,
+    *,
+    label: str,
+    num_pred: int,
+    pld_n: tuple[int, int],
+    tree_n: tuple[int, int],
+    max_requests: int,
+    options: Mapping[str, Any] | None = None,
+) -> BatchDrafter:
+    """The drafter ``name`` (one of :data:`SERVER_DRAFTERS`) as every server adapter builds it:
+    prompt lookup with ``pld_n = (min_n, max_n)`` and ``num_pred`` tokens; the trie; or the trie
+    fused with an n-gram tree over ``tree_n`` (weights 1 and 0.5). ``options``: the trie's (or
+    the lookup's) constructor keywords. ``label`` starts every error message (e.g. ``"fastdec
+    vLLM setting"``).
+
+    Raises:
+        ValueError: an unknown name, or options the drafter does not take (both named).
+    """
+    if name not in SERVER_DRAFTERS:
+        raise ValueError(f"{label} drafter = {name!r}: must be one of {SERVER_DRAFTERS}")
+    kwargs = dict(options or {})
+    try:
+        if name == "pld":
+            return NgramDrafter(
+                "pld", min_n=pld_n[0], max_n=pld_n[1], num_pred=num_pred, max_requests=max_requests, **kwargs
+            )
+        if name == "trie":
+            return TrieDrafter(max_requests=max_requests, **kwargs)
+        parts = [
+            TrieDrafter(max_requests=max_requests, **kwargs),
+            NgramDrafter("tree", min_n=tree_n[0], max_n=tree_n[1], max_requests=max_requests),
+        ]
+        return HybridDrafter(parts, weights=[1.0, 0.5], max_requests=max_requests)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{label} drafter_options = {kwargs!r}: {err}") from err

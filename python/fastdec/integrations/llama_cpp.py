@@ -27,8 +27,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from fastdec._core import HybridDrafter, NgramDrafter, TrieDrafter
-from fastdec.integrations._common import BatchDrafter
+from fastdec.integrations._common import BatchDrafter, server_drafter
 from fastdec.integrations.vllm import DRAFTERS, FastdecProposer
 
 _NO_LIMIT = 2**31 - 1  # llama-cpp-python clips drafts to its context itself
@@ -45,20 +44,17 @@ def make_drafter(name: str, *, max_requests: int = 1024, **options: Any) -> Batc
     """
     if name not in TREE_DRAFTERS:
         raise ValueError(f"fastdec llama.cpp drafter = {name!r}: must be one of {TREE_DRAFTERS}")
-    try:
-        if name == "none":
-            return None
-        if name == "pld":
-            return NgramDrafter("pld", min_n=1, max_n=3, num_pred=10, max_requests=max_requests, **options)
-        if name == "trie":
-            return TrieDrafter(max_requests=max_requests, **options)
-        parts = [
-            TrieDrafter(max_requests=max_requests, **options),
-            NgramDrafter("tree", min_n=1, max_n=3, max_requests=max_requests),
-        ]
-        return HybridDrafter(parts, weights=[1.0, 0.5], max_requests=max_requests)
-    except TypeError as err:
-        raise ValueError(f"fastdec llama.cpp drafter_options {options!r}: {err}") from err
+    if name == "none":
+        return None
+    return server_drafter(
+        name,
+        label="fastdec llama.cpp",
+        num_pred=10,
+        pld_n=(1, 3),
+        tree_n=(1, 3),
+        max_requests=max_requests,
+        options=options,
+    )
 
 
 class FastdecDraftModel:

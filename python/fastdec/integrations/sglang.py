@@ -66,8 +66,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from fastdec._core import MAX_NODES, HybridDrafter, NgramDrafter, TokenTree, TrieDrafter
-from fastdec.integrations._common import BatchDrafter, RequestId
+from fastdec._core import MAX_NODES, TokenTree
+from fastdec.integrations._common import BatchDrafter, RequestId, server_drafter
 from fastdec.integrations.vllm import DRAFTERS
 
 _I32 = npt.NDArray[np.int32]
@@ -222,23 +222,15 @@ def make_drafter(
     Raises:
         ValueError: an unknown name, or options the drafter does not take (named).
     """
-    if name not in DRAFTERS:
-        raise ValueError(f"fastdec SGLang setting drafter = {name!r}: must be one of {DRAFTERS}")
-    kwargs = dict(options or {})
-    try:
-        if name == "pld":
-            return NgramDrafter(
-                "pld", min_n=min_n, max_n=max_n, num_pred=num_pred, max_requests=max_requests, **kwargs
-            )
-        if name == "trie":
-            return TrieDrafter(max_requests=max_requests, **kwargs)
-        parts = [
-            TrieDrafter(max_requests=max_requests, **kwargs),
-            NgramDrafter("tree", min_n=min_n, max_n=max_n, max_requests=max_requests),
-        ]
-        return HybridDrafter(parts, weights=[1.0, 0.5], max_requests=max_requests)
-    except (TypeError, ValueError) as err:
-        raise ValueError(f"fastdec SGLang setting drafter_options = {kwargs!r}: {err}") from err
+    return server_drafter(
+        name,
+        label="fastdec SGLang setting",
+        num_pred=num_pred,
+        pld_n=(min_n, max_n),
+        tree_n=(min_n, max_n),
+        max_requests=max_requests,
+        options=options,
+    )
 
 
 def _check_int(name: str, value: Any, low: int) -> int:

@@ -49,12 +49,11 @@ from typing import Any, ClassVar
 import numpy as np
 import numpy.typing as npt
 
-from fastdec._core import HybridDrafter, NgramDrafter, TrieDrafter
-from fastdec.integrations._common import BatchDrafter, node_budget
+from fastdec.integrations._common import SERVER_DRAFTERS, BatchDrafter, node_budget, server_drafter
 from fastdec.integrations.draft_length import DraftLength, chain_confidences
 from fastdec.integrations.vllm_requests import RequestTracker, RowMatch
 
-DRAFTERS = ("pld", "trie", "hybrid")
+DRAFTERS = SERVER_DRAFTERS
 #: setting -> (type, meaning)
 SETTINGS: dict[str, tuple[type | tuple[type, ...], str]] = {
     "drafter": (str, f"one of {DRAFTERS}"),
@@ -223,26 +222,15 @@ class FastdecProposer:
         Raises:
             ValueError: ``drafter_options`` the drafter does not take (named).
         """
-        options = dict(self.settings.get("drafter_options", {}))
-        try:
-            if self.drafter_name == "pld":
-                return NgramDrafter(
-                    "pld",
-                    min_n=self.prompt_lookup_min,
-                    max_n=self.prompt_lookup_max,
-                    num_pred=self.num_speculative_tokens,
-                    max_requests=max_requests,
-                    **options,
-                )
-            if self.drafter_name == "trie":
-                return TrieDrafter(max_requests=max_requests, **options)
-            parts = [
-                TrieDrafter(max_requests=max_requests, **options),
-                NgramDrafter("tree", min_n=1, max_n=self.prompt_lookup_max, max_requests=max_requests),
-            ]
-            return HybridDrafter(parts, weights=[1.0, 0.5], max_requests=max_requests)
-        except TypeError as err:
-            raise ValueError(f"fastdec vLLM setting drafter_options = {options!r}: {err}") from err
+        return server_drafter(
+            self.drafter_name,
+            label="fastdec vLLM setting",
+            num_pred=self.num_speculative_tokens,
+            pld_n=(self.prompt_lookup_min, self.prompt_lookup_max),
+            tree_n=(1, self.prompt_lookup_max),
+            max_requests=max_requests,
+            options=self.settings.get("drafter_options", {}),
+        )
 
     def load_model(self, *args: Any, **kwargs: Any) -> None:
         """No model to load (vLLM calls this with the target model)."""
