@@ -60,6 +60,7 @@ test: install-test lint test-rust test-python
 lint:
 	cargo fmt --all --check
 	cargo clippy --locked --workspace --all-targets -- -D warnings
+	python3 .ci/rust_module_cycles.py
 	$(BIN)/ruff check python tests benches
 	$(BIN)/ruff format --check python tests benches
 	$(BIN)/mypy

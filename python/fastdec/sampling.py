@@ -31,8 +31,9 @@ the CPU and the GPU take the same decisions from the same coins.
 
 :func:`verify_stochastic_ref` is the readable specification;
 :func:`verify_stochastic` and :func:`verify_stochastic_batch` make exactly the same decisions
-with a few tensor operations (``tests/test_sampling.py`` checks both, and the law of the output
-by exact enumeration). This module imports torch: fastdec imports it lazily.
+with a few tensor operations (``tests/test_sampling.py`` checks both, and
+``tests/test_sampling_lossless.py`` the law of the output by exact enumeration). This module
+imports torch: fastdec imports it lazily.
 """
 
 from __future__ import annotations

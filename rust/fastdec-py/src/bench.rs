@@ -9,7 +9,7 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 
 use crate::error::to_py;
-use crate::tree::PyTreeTemplate;
+use crate::template::PyTreeTemplate;
 
 /// Times `steps` decoding steps (fill, positions, additive float32 mask, leaf paths, greedy
 /// verification) in Rust and returns the nanoseconds of each step. Each step allocates its

@@ -14,7 +14,8 @@ use pyo3::types::{PyDict, PyInt, PyString};
 
 use crate::convert::{count, maybe_detach, token_vec};
 use crate::error::to_py;
-use crate::tree::{PyTokenTree, PyTreeTemplate};
+use crate::template::PyTreeTemplate;
+use crate::tree::PyTokenTree;
 
 fn to_request_id(obj: &Bound<'_, PyAny>) -> PyResult<RequestId> {
     if let Ok(s) = obj.cast::<PyString>() {

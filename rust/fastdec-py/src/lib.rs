@@ -15,6 +15,7 @@ mod convert;
 mod drafter;
 mod error;
 mod grammar;
+mod template;
 mod tree;
 
 use pyo3::prelude::*;
@@ -34,7 +35,9 @@ mod _core {
     #[pymodule_export]
     use super::grammar::{PyGrammar, PyGrammarState, PyJsonSchema};
     #[pymodule_export]
-    use super::tree::{optimal_template, verify_greedy_batch, PyTokenTree, PyTreeTemplate};
+    use super::template::{optimal_template, PyTreeTemplate};
+    #[pymodule_export]
+    use super::tree::{verify_greedy_batch, PyTokenTree};
 
     use pyo3::prelude::*;
 

@@ -9,7 +9,7 @@
 //! disagrees with the constraint badly enough that many more draws may follow, it switches to a
 //! sum tree: O(log V) per draw.
 
-use super::awrs::BLOCK;
+use super::softmax::BLOCK;
 
 /// Removals after which [`Remaining`] builds a sum tree.
 pub(super) const TREE_AFTER: usize = 128;

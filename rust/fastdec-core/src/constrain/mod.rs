@@ -6,6 +6,8 @@ pub mod awrs;
 mod draws;
 pub mod grammar;
 pub mod regex;
+mod rng;
+mod softmax;
 pub mod vocab;
 
 pub use awrs::{Estimator, MaskFallback, Rng, Sample};

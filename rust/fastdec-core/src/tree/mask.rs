@@ -4,6 +4,7 @@
 use std::mem::MaybeUninit;
 use std::sync::OnceLock;
 
+use super::float_bits::{Bf16Bits, F16Bits};
 use super::shape::TreeShape;
 use super::token_tree::{checked_prefix, TokenTree};
 use crate::{Error, Result, TokenId, MAX_NODES};
@@ -13,16 +14,6 @@ pub const MAX_MASK_ELEMENTS: usize = 1 << 28;
 
 /// Trees up to this size cache their `[N, N]` mask block per dtype (256 KiB in float32).
 pub const MASK_CACHE_MAX_NODES: usize = 256;
-
-/// IEEE half-precision bits.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(transparent)]
-pub struct F16Bits(pub u16);
-
-/// bfloat16 bits.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(transparent)]
-pub struct Bf16Bits(pub u16);
 
 /// An element type of the additive mask: 0 where visible, the dtype's most negative finite
 /// value (`finfo(dtype).min`) where masked.

@@ -1,6 +1,7 @@
 //! Token trees: representation, derived buffers, construction, verification.
 
 mod build;
+mod float_bits;
 mod mask;
 mod sequoia;
 mod shape;
@@ -10,9 +11,8 @@ mod verify;
 
 pub(crate) use build::TrieBuilder;
 pub use build::{fuse, ScoreCombine, ScoreMode};
-pub use mask::{
-    Bf16Bits, F16Bits, MaskDtype, MaskValue, Padded, MASK_CACHE_MAX_NODES, MAX_MASK_ELEMENTS,
-};
+pub use float_bits::{Bf16Bits, F16Bits};
+pub use mask::{MaskDtype, MaskValue, Padded, MASK_CACHE_MAX_NODES, MAX_MASK_ELEMENTS};
 pub use sequoia::{optimal_template, AcceptanceTable, MAX_DP_WORK};
 pub use shape::{AncestorBits, Children, TreeShape};
 pub use template::TreeTemplate;

@@ -3,6 +3,7 @@
 
 use std::sync::OnceLock;
 
+use super::float_bits::{Bf16Bits, F16Bits};
 use crate::{Error, Result, MAX_NODES};
 
 /// Ancestor-or-self rows packed as bits: bit `j` of row `i` is set iff node `j` lies on the path
@@ -110,8 +111,8 @@ pub(crate) struct SiblingGroups {
 pub(crate) struct MaskBlocks {
     pub(crate) f32: OnceLock<Vec<f32>>,
     pub(crate) f64: OnceLock<Vec<f64>>,
-    pub(crate) f16: OnceLock<Vec<super::mask::F16Bits>>,
-    pub(crate) bf16: OnceLock<Vec<super::mask::Bf16Bits>>,
+    pub(crate) f16: OnceLock<Vec<F16Bits>>,
+    pub(crate) bf16: OnceLock<Vec<Bf16Bits>>,
 }
 
 impl PartialEq for TreeShape {
