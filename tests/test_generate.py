@@ -114,6 +114,17 @@ def test_eos_and_max_new_tokens_cut_a_path(stories: Any, drafter: str) -> None:
         assert out.sequences[0] == free[:n]
 
 
+def test_top_k_reaches_a_recycle_part_of_a_hybrid(stories: Any) -> None:
+    """generate asks the drafter (wants_topk), not its class, whether to pass top-k: a Token
+    Recycling part inside a hybrid learns ranks above 0, which emitted bigrams alone never fill."""
+    prompt = stories_prompts()[1]
+    recycle = fastdec.RecycleDrafter(stories.config.vocab_size)
+    hybrid = fastdec.HybridDrafter([recycle, fastdec.TrieDrafter()])
+    out = fastdec.generate(stories, [prompt], drafter=hybrid, max_new_tokens=30, budget=16)
+    assert out.sequences[0] == hf_greedy(stories, prompt, 30, None)
+    assert any(recycle.row(t)[1] >= 0 for t in out.sequences[0])
+
+
 def test_kv_compaction_matches_a_fresh_forward(stories: Any) -> None:
     """After every step, the next-token logits from the compacted cache equal those of a fresh
     forward over the whole accepted sequence (fp32, atol 1e-4), for ragged rows."""

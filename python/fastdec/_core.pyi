@@ -243,6 +243,12 @@ class BaseDrafter:
     def request_stats(self, request_id: int | str) -> dict[str, float]: ...
     def memory_bytes(self) -> int:
         """Heap bytes held by the drafter's tables and request states."""
+    def wants_topk(self) -> int | None:
+        """How many top-k columns ``accept(..., topk_ids=...)`` learns from (Token Recycling: its
+        ``k``; a hybrid: the largest over its parts), or ``None`` if it ignores ``topk_ids``, so
+        callers can skip computing them. ``topk_ids`` rows belong to the nodes of the tree the
+        last ``propose`` returned, columns best first; any ``k >= 1`` is accepted (the first
+        ``min(k, wants_topk())`` columns are used)."""
     def save(self, path: str | os.PathLike[str]) -> None:
         """Writes the state shared across requests (Token Recycling's table, the trie's shared
         outputs; nothing for n-grams) to ``path``: magic, format version, kind, payload and
@@ -299,8 +305,10 @@ class HybridDrafter(BaseDrafter):
     Each part drafts with the full budget; its scores are divided by its root score (a tree
     without scores counts 1 per node) and multiplied by its weight; equal paths add up
     (:meth:`TokenTree.fuse`) and the fused tree is pruned best-first to the budget. The
-    lifecycle (start/accept/stop) is forwarded to every part. ``topk_ids`` is not forwarded:
-    the fused tree is not the tree a part proposed.
+    lifecycle (start/accept/stop) is forwarded to every part. ``topk_ids`` (rows for the fused
+    tree) reaches each part that wants them (:meth:`wants_topk`) re-indexed by the nodes of the
+    tree that part proposed: a part node gets the row of the fused node with the same token
+    path; nodes that pruning dropped were not verified and teach the part nothing.
     """
 
     def __new__(

@@ -6,6 +6,8 @@ verifies it, and ``accept(request_id, accepted_ids, topk_ids)`` appends the toke
 emitted (accepted drafts, then the bonus token); ``topk_ids`` (``[num_nodes, k] int32``) is the
 target's top-k at every verified node, for drafters that learn from it (Token Recycling);
 finally ``stop(request_id)``. ``propose_for(context_ids, budget)`` is the stateless form.
+An optional ``wants_topk()`` returns how many top-k columns ``accept`` learns from, or ``None``;
+callers compute ``topk_ids`` only when it returns a number (a drafter without it gets none).
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from fastdec._core import BaseDrafter, RecycleDrafter, TokenTree
+from fastdec._core import BaseDrafter, TokenTree
 from fastdec.drafters import DEFAULT_DRAFTER, DRAFTER_NAMES
 from fastdec.tree_batch import pad_trees
 
@@ -118,7 +118,7 @@ def generate(
         kv_cache.prefill()
         out.prefill_seconds = time.perf_counter() - t0
         cleanup.enter_context(small_row_linears(model))
-        topk = _topk_width(draft)
+        topk = _topk_width(draft, vocab_size)
         while not all(r.done for r in rows):
             t_start = time.perf_counter()
             size = sizes.next()
@@ -218,9 +218,8 @@ def _draft(draft: BaseDrafter | None, rows: list[Row], size: int) -> list[TokenT
     return trees
 
 
-def _topk_width(draft: BaseDrafter | None) -> int:
-    """How many of the target's top tokens per node the drafter learns from (0: none)."""
+def _topk_width(draft: BaseDrafter | None, vocab_size: int) -> int:
+    """How many of the target's top tokens per node the drafter learns from (0: none), as its
+    ``wants_topk()`` says (Token Recycling, or a hybrid with a Token Recycling part)."""
     wants = getattr(draft, "wants_topk", None)
-    if wants is not None:
-        return int(wants() or 0)
-    return draft.k if isinstance(draft, RecycleDrafter) else 0
+    return min(int(wants() or 0), vocab_size) if wants is not None else 0

@@ -154,6 +154,11 @@ impl PyBaseDrafter {
         self.inner.memory_bytes()
     }
 
+    /// Top-k columns `accept(..., topk_ids=...)` learns from, or `None` if it ignores them.
+    fn wants_topk(&self) -> Option<usize> {
+        self.inner.wants_topk()
+    }
+
     /// Writes the shared state (versioned, checksummed) to `path`.
     fn save(&self, py: Python<'_>, path: std::path::PathBuf) -> PyResult<()> {
         let bytes = py.detach(|| self.inner.save());

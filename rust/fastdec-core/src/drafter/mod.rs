@@ -23,6 +23,10 @@ use rayon::prelude::*;
 
 use crate::{Error, Result, TokenId, TokenTree};
 
+/// The first entry of a `topk` row that carries no information (see [`Drafter::accept`]);
+/// never a valid token id.
+pub const NO_TOPK: TokenId = u32::MAX;
+
 /// Counters kept per drafter and per request.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct DraftStats {
@@ -86,7 +90,16 @@ pub trait Drafter: Send + Sync {
     fn propose(&self, id: &RequestId, budget: usize) -> Result<TokenTree>;
 
     /// Appends the tokens the last step emitted. `topk` (`[num_nodes, k]` row-major, with `k`)
-    /// carries the target's top-k at every verified node, for drafters that learn from it.
+    /// carries the target's top-k at every verified node, for drafters that learn from it
+    /// (see [`Drafter::wants_topk`]).
+    ///
+    /// The `topk` contract: row `i` belongs to node `i` of the tree this request's last
+    /// `propose` returned; columns are best first (as `torch.topk` sorts them), and `k` need not
+    /// equal `wants_topk` (a drafter uses the first `min(k, its k)` columns). A row whose first
+    /// entry is [`NO_TOPK`] carries no information: its node was not verified (a
+    /// [`HybridDrafter`] sends such rows for nodes of a part's tree that fusion pruned away).
+    /// Rows of nodes off the accepted path are real data (rejected branches were verified too),
+    /// so a caller must not fill them with anything but the target's top-k or `NO_TOPK` rows.
     ///
     /// # Errors
     /// Unknown request, invalid tokens.
@@ -96,6 +109,13 @@ pub trait Drafter: Send + Sync {
         emitted: &[TokenId],
         topk: Option<(&[TokenId], usize)>,
     ) -> Result<()>;
+
+    /// How many top-k columns this drafter learns from in [`Drafter::accept`] (`None`: it
+    /// ignores `topk`, so the caller can skip computing it). Token Recycling returns its `k`, a
+    /// hybrid the largest over its parts.
+    fn wants_topk(&self) -> Option<usize> {
+        None
+    }
 
     /// Proposals for many requests at once, in parallel on rayon's pool (requests have their own
     /// locks). `budgets` has one entry per request.

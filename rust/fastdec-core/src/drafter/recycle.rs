@@ -6,7 +6,7 @@
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Instant;
 
-use super::{DraftStats, Drafter, RequestId, Requests};
+use super::{DraftStats, Drafter, RequestId, Requests, NO_TOPK};
 use crate::tree::{ScoreCombine, TrieBuilder};
 use crate::{Error, Result, TokenId, TokenTree, TreeTemplate, MAX_NODES};
 
@@ -218,13 +218,15 @@ impl Drafter for RecycleDrafter {
         }
         self.check(emitted, "accepted token")?;
         if let Some((rows, k)) = topk {
-            self.check(rows, "topk token")?;
             if k == 0 {
                 return Err(Error::arg(
                     "topk_ids",
                     "[.., 0]",
                     "need at least one column",
                 ));
+            }
+            for row in rows.chunks(k).filter(|r| r[0] != NO_TOPK) {
+                self.check(row, "topk token")?;
             }
         }
         self.requests.accept_timed(id, t0, emitted.len(), |state| {
@@ -254,7 +256,11 @@ impl Drafter for RecycleDrafter {
                     .filter(|i| !on_path.contains(i))
                     .chain(path.iter().copied());
                 for i in order {
-                    self.set_row(tree.tokens()[i], &rows[i * k..(i + 1) * k]);
+                    let row = &rows[i * k..(i + 1) * k];
+                    // A node that was not verified (pruned by a hybrid) teaches nothing.
+                    if row[0] != NO_TOPK {
+                        self.set_row(tree.tokens()[i], row);
+                    }
                 }
             }
             let mut prev = state.last;
@@ -266,6 +272,10 @@ impl Drafter for RecycleDrafter {
             state.proposed = None;
             Ok(())
         })
+    }
+
+    fn wants_topk(&self) -> Option<usize> {
+        Some(self.k)
     }
 
     fn stop(&self, id: &RequestId) -> Result<()> {
