@@ -11,9 +11,9 @@ use pyo3::prelude::*;
 use crate::error::to_py;
 use crate::template::PyTreeTemplate;
 
-/// Times `steps` decoding steps (fill, positions, additive float32 mask, leaf paths, greedy
-/// verification) in Rust and returns the nanoseconds of each step. Each step allocates its
-/// outputs, as the Python API does.
+/// Benchmark helper: nanoseconds of each per-step set (fill, positions, float32 mask, leaf
+/// paths, greedy verification) timed inside Rust; ``tokens``/``target_argmax`` are ``[steps, N]``.
+// Each step allocates its outputs, as the Python API does.
 #[pyfunction]
 #[pyo3(signature = (template, tokens, target_argmax, *, prefix_len, mask_prefix_len))]
 pub fn _time_tree_step<'py>(

@@ -13,7 +13,13 @@ use crate::constraint_ops::{self as ops, SampleTuple};
 use crate::convert::{f32_vec, maybe_detach, token_arg, token_vec};
 use crate::error::to_py;
 
-/// Token byte strings of a model's vocabulary (see `fastdec.TokenVocab`).
+/// The bytes each token adds to the decoded text, the special tokens (never allowed by a
+/// constraint) and the end-of-sequence ids (allowed where the text is complete). Build one from
+/// a tokenizer with :meth:`fastdec.vocab.TokenVocabulary.from_hf_tokenizer`.
+///
+/// Raises:
+///     ValueError: an empty vocabulary or a negative id.
+///     IndexError: a special or eos id outside the vocabulary.
 #[pyclass(name = "TokenVocab", module = "fastdec._core", frozen)]
 pub struct PyTokenVocab {
     pub inner: Arc<TokenVocab>,
@@ -103,7 +109,17 @@ fn probs_of(py: Python<'_>, logits: &Bound<'_, PyAny>, temperature: f64) -> PyRe
     Ok(probs)
 }
 
-/// A regular-expression constraint on the decoded text (see `fastdec.Regex`).
+/// A regular expression (regex crate syntax) the whole decoded text must match, compiled to
+/// a DFA over the vocabulary's token bytes. A sequence's state is an ``int`` (the DFA state):
+/// free to copy, and rollback is keeping the old one.
+///
+/// ``mask_cache_bytes`` (default 64 MiB; 0 turns it off) bounds a cache of full masks by DFA
+/// state, least recently used out first: a mask is a function of the state alone, and decoding
+/// revisits states, so each state's trie walk is paid once.
+///
+/// Raises:
+///     ValueError: a syntax error (the message marks its position in the pattern) or a pattern
+///         whose automata would exceed ``max_dfa_bytes`` (default 256 MiB).
 #[pyclass(name = "Regex", module = "fastdec._core", frozen)]
 pub struct PyRegex {
     inner: RegexConstraint,
@@ -133,7 +149,7 @@ impl PyRegex {
         Ok(Self { inner })
     }
 
-    /// Number of full masks in the cache.
+    /// Full masks held by the cache (see ``mask_cache_bytes``).
     #[getter]
     fn cached_masks(&self) -> usize {
         self.inner.cached_masks()
@@ -154,10 +170,12 @@ impl PyRegex {
         self.inner.start()
     }
 
+    /// Whether the text can still be extended to a match.
     fn is_live(&self, state: u32) -> bool {
         self.inner.is_live(state)
     }
 
+    /// Whether the text matches the whole pattern (end of sequence is allowed).
     fn is_complete(&self, state: u32) -> bool {
         self.inner.is_complete(state)
     }
@@ -166,7 +184,7 @@ impl PyRegex {
         Ok(self.inner.allows(state, token_arg(token, "token")?))
     }
 
-    /// The state after `tokens` in order, or None as soon as one is not allowed.
+    /// The state after ``tokens``, or None as soon as one is not allowed.
     fn advance(&self, state: u32, tokens: &Bound<'_, PyAny>) -> PyResult<Option<u32>> {
         let tokens = token_vec(tokens, "tokens")?;
         let mut s = state;
@@ -179,7 +197,8 @@ impl PyRegex {
         Ok(Some(s))
     }
 
-    /// The allowed-token bitmask of `state` as int32 words, ceil(V / 32) of them.
+    /// The allowed tokens as an int32 bitmask of ``ceil(V / 32)`` words (bit ``t % 32`` of
+    /// word ``t // 32``), the layout of llguidance and XGrammar.
     fn mask<'py>(&self, py: Python<'py>, state: u32) -> PyResult<Bound<'py, PyArray1<i32>>> {
         let c = &self.inner;
         ops::mask_array(py, c.vocab().len(), |m| c.fill_mask(state, m))
@@ -197,7 +216,10 @@ impl PyRegex {
         ops::fill_mask_row(py, c.vocab().len(), out, row, |m| c.fill_mask(state, m))
     }
 
-    /// One AWRS step from `logits` at `temperature`: (token or None, weight, checks).
+    /// One AWRS step: ``(token or None at a dead end, weight, checks)``; ``estimator`` is
+    /// ``"none"``, ``"two-run"`` or ``"geometric"``. Without weights, after ``mask_after``
+    /// rejections (default 32; 0: never) the token is drawn under the full mask instead (same
+    /// law; bounds the cost when the model disagrees with the constraint).
     #[pyo3(signature = (state, logits, temperature=1.0, estimator="none", seed=0, mask_after=fastdec_core::constrain::awrs::MASK_AFTER))]
     #[allow(clippy::too_many_arguments)]
     fn sample(
@@ -257,9 +279,9 @@ pub fn f64_vec(obj: &Bound<'_, PyAny>) -> PyResult<Vec<f64>> {
     obj.extract()
 }
 
-/// AWRS with a Python callable as the constraint: `check(token) -> bool`. The sampler runs
-/// without the GIL and takes it back only around each call of `check`, so other Python threads
-/// run during the O(V) passes.
+/// AWRS with a Python predicate as the constraint: the sampler runs without the GIL and takes
+/// it only to call ``check``, once per distinct token checked.
+// Other Python threads run during the O(V) passes; `check(token) -> bool`.
 #[pyfunction]
 #[pyo3(signature = (probs, check, estimator="none", seed=0))]
 pub fn awrs_sample(
@@ -297,7 +319,7 @@ pub fn awrs_sample(
     Ok((s.token, s.weight, s.checks))
 }
 
-/// Softmax at a temperature as AWRS computes it (float64), for tests and callers.
+/// Softmax at a temperature in float64, as the AWRS reference uses (for tests).
 #[pyfunction]
 #[pyo3(name = "_softmax64", signature = (logits, temperature=1.0))]
 pub fn softmax64<'py>(

@@ -64,8 +64,14 @@ where
     PyClassInitializer::from(PyBaseDrafter { inner }).add_subclass(sub)
 }
 
-/// The lifecycle methods every drafter shares (see `fastdec.Drafter`); concrete drafters
-/// extend this class with their constructor and extras.
+/// The lifecycle every fastdec drafter shares (the :class:`fastdec.Drafter` protocol).
+///
+/// ``start(request_id, prompt_ids)``; each step ``propose(request_id, budget)`` (a tree of at
+/// most ``budget`` nodes whose root is the last token) and ``accept(request_id, accepted_ids,
+/// topk_ids=None)`` with the tokens the step emitted (accepted drafts, then the bonus token)
+/// and optionally the target's top-k at every verified node (``[num_nodes, k] int32``);
+/// ``stop(request_id)``. Request ids are int or str; an unknown id raises ``KeyError``.
+// Concrete drafters extend this class with their constructor and extras.
 #[pyclass(
     name = "BaseDrafter",
     module = "fastdec._core",
@@ -119,6 +125,7 @@ impl PyBaseDrafter {
         self.inner.stop(&to_request_id(request_id)?).map_err(to_py)
     }
 
+    /// A stateless proposal from a whole context (its last token is the root).
     fn propose_for(
         &self,
         py: Python<'_>,
@@ -134,6 +141,7 @@ impl PyBaseDrafter {
         .into())
     }
 
+    /// Totals: steps, drafted, emitted, mean_accepted (bonus included), propose_us, accept_us.
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         stats_dict(py, &self.inner.stats())
     }
@@ -150,23 +158,32 @@ impl PyBaseDrafter {
         stats_dict(py, &stats)
     }
 
+    /// Heap bytes held by the drafter's tables and request states.
     fn memory_bytes(&self) -> usize {
         self.inner.memory_bytes()
     }
 
-    /// Top-k columns `accept(..., topk_ids=...)` learns from, or `None` if it ignores them.
+    /// How many top-k columns ``accept(..., topk_ids=...)`` learns from (Token Recycling: its
+    /// ``k``; a hybrid: the largest over its parts), or ``None`` if it ignores ``topk_ids``, so
+    /// callers can skip computing them. ``topk_ids`` rows belong to the nodes of the tree the
+    /// last ``propose`` returned, columns best first; any ``k >= 1`` is accepted (the first
+    /// ``min(k, wants_topk())`` columns are used).
     fn wants_topk(&self) -> Option<usize> {
         self.inner.wants_topk()
     }
 
-    /// Writes the shared state (versioned, checksummed) to `path`.
+    /// Writes the state shared across requests (Token Recycling's table, the trie's shared
+    /// outputs; nothing for n-grams) to ``path``: magic, format version, kind, payload and
+    /// checksum. Per-request state is not saved.
     fn save(&self, py: Python<'_>, path: std::path::PathBuf) -> PyResult<()> {
         let bytes = py.detach(|| self.inner.save());
         std::fs::write(&path, bytes)
             .map_err(|e| pyo3::exceptions::PyOSError::new_err(format!("{}: {e}", path.display())))
     }
 
-    /// Replaces the shared state with the one saved at `path`.
+    /// Replaces the shared state with the one saved at ``path``; a foreign, truncated,
+    /// corrupted or differently configured file raises ``ValueError``, an unreadable one
+    /// ``OSError``.
     fn load(&self, py: Python<'_>, path: std::path::PathBuf) -> PyResult<()> {
         let bytes = std::fs::read(&path).map_err(|e| {
             pyo3::exceptions::PyOSError::new_err(format!("{}: {e}", path.display()))
@@ -175,7 +192,7 @@ impl PyBaseDrafter {
             .map_err(|e| PyValueError::new_err(format!("{}: {e}", path.display())))
     }
 
-    /// Stateless proposals for many contexts in parallel, without the GIL.
+    /// Stateless proposals for many contexts in parallel (rayon, GIL released).
     fn propose_for_batch(
         &self,
         py: Python<'_>,
@@ -196,7 +213,7 @@ impl PyBaseDrafter {
         Ok(PyDraftBatch::new(trees))
     }
 
-    /// Proposals for many requests in parallel, without the GIL.
+    /// Proposals for many requests in parallel (rayon, GIL released).
     fn propose_batch(
         &self,
         py: Python<'_>,
@@ -218,9 +235,9 @@ impl PyBaseDrafter {
     }
 }
 
-/// Drafts for a batch of requests in one flat ragged layout: tree `b` is
-/// `tokens[cu_num_nodes[b]:cu_num_nodes[b + 1]]` (parents local to each tree), and `batch[b]`
-/// is its `TokenTree`.
+/// Drafts for a batch in one flat ragged layout: tree ``b`` is
+/// ``tokens[cu_num_nodes[b]:cu_num_nodes[b + 1]]`` (parents local to each tree), and
+/// ``batch[b]`` is its :class:`TokenTree`. Arrays are read-only views.
 #[pyclass(name = "DraftBatch", module = "fastdec._core", frozen)]
 pub struct PyDraftBatch {
     trees: Vec<fastdec_core::TokenTree>,
@@ -285,7 +302,22 @@ impl PyDraftBatch {
     }
 }
 
-/// N-gram / prompt-lookup drafter (see `fastdec.NgramDrafter`).
+/// Prompt-lookup / n-gram drafter over an incremental per-request index.
+///
+/// Args:
+///     mode: ``"pld"`` is prompt lookup decoding (for n = max_n..min_n, the earliest earlier
+///         occurrence of the last n tokens; a chain of the up to ``num_pred`` tokens after it:
+///         Spec-Bench's published PLD figure); ``"pld_strict"`` is Spec-Bench's ``pld.py`` to
+///         the letter (an occurrence counts only if a full ``num_pred`` tokens follow it);
+///         ``"recent"`` takes the most recent occurrence of the longest matching suffix;
+///         ``"tree"`` merges the continuations of the ``max_matches`` most recent occurrences
+///         (occurrence i weighs ``decay**i``) into a tree pruned best-first to the budget.
+///     min_n, max_n: suffix lengths matched (1 <= min_n <= max_n <= 16).
+///     num_pred: draft tokens per continuation.
+///     max_requests: active requests kept; starting one more evicts the least recently used.
+///     max_context: tokens indexed per request; beyond it the index keeps the newest half.
+///
+/// Propose and accept cost O(max_n) hash operations plus the draft, whatever the context length.
 #[pyclass(name = "NgramDrafter", module = "fastdec._core", extends = PyBaseDrafter, frozen)]
 pub struct PyNgramDrafter {
     inner: Arc<NgramDrafter>,
@@ -347,7 +379,12 @@ impl PyNgramDrafter {
     }
 }
 
-/// Token Recycling drafter (see `fastdec.RecycleDrafter`).
+/// Token Recycling (Luo et al. 2024): a ``[vocab_size, k]`` table of candidate next tokens,
+/// shared by all requests, overwritten after each step with the target's top-k at every
+/// verified node (``accept(..., topk_ids=...)``; accepted-path rows win duplicates), and read by
+/// filling ``template`` (default: the 81-node "2.2.2" template). Without ``topk_ids`` the table
+/// still learns emitted bigrams into empty rows. Nodes without a candidate are left out;
+/// ``budget`` keeps the first nodes in template order. Memory: ``vocab_size * k * 4`` bytes.
 #[pyclass(name = "RecycleDrafter", module = "fastdec._core", extends = PyBaseDrafter, frozen)]
 pub struct PyRecycleDrafter {
     inner: Arc<RecycleDrafter>,
@@ -376,7 +413,7 @@ impl PyRecycleDrafter {
         Ok(extend_base(inner.clone(), PyRecycleDrafter { inner }))
     }
 
-    /// Row `token` of the table as int32, -1 where no candidate is known yet.
+    /// Row ``token`` of the table, -1 where no candidate is known yet.
     fn row<'py>(&self, py: Python<'py>, token: i128) -> PyResult<Bound<'py, numpy::PyArray1<i32>>> {
         let token = crate::convert::token_arg(token, "token")?;
         let row = self.inner.row(token).map_err(to_py)?;
@@ -407,7 +444,20 @@ impl PyRecycleDrafter {
     }
 }
 
-/// Trie retrieval drafter (see `fastdec.TrieDrafter`).
+/// Trie retrieval (Lookahead/PIA, with SuffixDecoding's local/global split).
+///
+/// Every window of up to ``depth`` tokens is counted in a per-request trie (prompt and output)
+/// and, once a request stops, its output in one shared trie (cross-request sharing). A draft
+/// matches the longest context suffix (up to ``max_match`` tokens) with continuations and
+/// expands them best-first by empirical path probability; the local and shared candidate trees
+/// are fused with weights ``1 - output_weight`` and ``output_weight`` and pruned to the budget.
+/// Shorter matching suffixes contribute too, each with ``match_decay`` times the weight of the
+/// next longer one (0: the longest only; at most ``match_parts`` lengths), and probabilities are
+/// smoothed as ``count / (sibling total + smoothing)``. Each shorter match expands at most
+/// ``part_budget_decay`` times as many nodes as the next longer one (its nodes weigh less, so
+/// fewer make the final cut).
+/// Tries above their node cap halve their counts and drop nodes below 1; a request keeps at most
+/// ``max_context`` tokens of history (the oldest half is dropped beyond).
 #[pyclass(name = "TrieDrafter", module = "fastdec._core", extends = PyBaseDrafter, frozen)]
 pub struct PyTrieDrafter {
     inner: Arc<TrieDrafter>,
@@ -455,7 +505,15 @@ impl PyTrieDrafter {
     }
 }
 
-/// Fusion of several fastdec drafters (see `fastdec.HybridDrafter`).
+/// Fuses the trees of several fastdec drafters under one budget.
+///
+/// Each part drafts with the full budget; its scores are divided by its root score (a tree
+/// without scores counts 1 per node) and multiplied by its weight; equal paths add up
+/// (:meth:`TokenTree.fuse`) and the fused tree is pruned best-first to the budget. The
+/// lifecycle (start/accept/stop) is forwarded to every part. ``topk_ids`` (rows for the fused
+/// tree) reaches each part that wants them (:meth:`wants_topk`) re-indexed by the nodes of the
+/// tree that part proposed: a part node gets the row of the fused node with the same token
+/// path; nodes that pruning dropped were not verified and teach the part nothing.
 #[pyclass(name = "HybridDrafter", module = "fastdec._core", extends = PyBaseDrafter, frozen)]
 pub struct PyHybridDrafter {}
 

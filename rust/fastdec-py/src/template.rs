@@ -9,7 +9,11 @@ use crate::convert::{count, token_arg, token_vec, tokens_as_i32, view1};
 use crate::error::to_py;
 use crate::tree::PyTokenTree;
 
-/// A tree of candidate ranks (see `fastdec.TreeTemplate`).
+/// A static tree of candidate *ranks* (Medusa "choices", Token Recycling "2.2.2").
+///
+/// Args:
+///     paths: rank paths of the non-root nodes, e.g. ``[[0], [1], [0, 0]]``; every proper
+///         prefix must be listed. Nodes are ordered by (depth, ranks).
 #[pyclass(name = "TreeTemplate", module = "fastdec._core", frozen)]
 pub struct PyTreeTemplate {
     inner: TreeTemplate,
@@ -93,6 +97,7 @@ impl PyTreeTemplate {
         })
     }
 
+    /// Token Recycling's 81-node "2.2.2" template (Luo et al. 2024).
     #[staticmethod]
     fn token_recycling() -> Self {
         PyTreeTemplate {
@@ -101,6 +106,7 @@ impl PyTreeTemplate {
         }
     }
 
+    /// Sequoia's DP-optimal template; see :func:`optimal_template`.
     #[staticmethod]
     #[pyo3(signature = (acceptance, *, budget, max_depth))]
     fn optimal(
@@ -120,11 +126,12 @@ impl PyTreeTemplate {
         })
     }
 
+    /// Expected accepted drafts per step under per-rank (or ``[depth, rank]``) acceptance.
     fn expected_accepted(&self, acceptance: &Bound<'_, PyAny>) -> PyResult<f64> {
         Ok(self.inner.expected_accepted(&acceptance_table(acceptance)?))
     }
 
-    /// Expected accepted drafts under the acceptance table the template was optimised for.
+    /// Expected accepted drafts under the table the template was optimised for.
     #[getter]
     fn optimal_value(&self) -> Option<f64> {
         self.expected
@@ -158,6 +165,8 @@ impl PyTreeTemplate {
         self.inner.paths()
     }
 
+    /// A tree from ``[N]`` tokens (root first) sharing this template's shape and buffers.
+    /// Siblings with equal tokens are merged (subtrees united) instead of rejected.
     fn fill(&self, tokens: &Bound<'_, PyAny>) -> PyResult<PyTokenTree> {
         Ok(self
             .inner
@@ -166,6 +175,8 @@ impl PyTreeTemplate {
             .into())
     }
 
+    /// Medusa-style fill from ``candidates [max_depth, k] int32``: the node at depth ``d``
+    /// with rank ``r`` takes ``candidates[d - 1, r]``.
     fn fill_ranked(&self, root: i128, candidates: &Bound<'_, PyAny>) -> PyResult<PyTokenTree> {
         let root = token_arg(root, "root")?;
         let arr = candidates.cast::<PyArray2<i32>>().map_err(|_| {
@@ -196,7 +207,13 @@ impl PyTreeTemplate {
     }
 }
 
-/// See `fastdec.optimal_template`.
+/// The template maximising expected accepted tokens (Sequoia, arXiv 2402.12374).
+///
+/// Args:
+///     acceptance: ``[ranks]`` or ``[depths, ranks]`` probabilities that the rank-``r`` child
+///         of an accepted node (at depth ``d``) is accepted; deeper levels reuse the last row.
+///     budget: nodes, root included.
+///     max_depth: depth limit.
 #[pyfunction]
 #[pyo3(signature = (acceptance, *, budget, max_depth))]
 pub fn optimal_template(

@@ -18,7 +18,19 @@ use crate::convert::{
 };
 use crate::error::to_py;
 
-/// A draft tree (see `fastdec.TokenTree` for the documentation).
+/// A draft tree: node 0 is the root, ``parents[i] < i``, siblings carry distinct tokens.
+///
+/// Args:
+///     tokens: ``[N]`` token ids (>= 0), ``tokens[0]`` the root.
+///     parents: ``[N]`` parent node ids, ``parents[0] == -1`` and ``0 <= parents[i] < i``.
+///     scores: optional ``[N]`` float scores (probabilities, log-probabilities, counts) that
+///         guide fusion, pruning and best-first selection.
+///
+/// Raises:
+///     ValueError: a malformed tree; the message names the offending node.
+///
+/// >>> TokenTree([5, 6, 7], [-1, 0, 0]).num_leaves
+/// 2
 #[pyclass(name = "TokenTree", module = "fastdec._core", frozen)]
 pub struct PyTokenTree {
     pub inner: TokenTree,
@@ -97,6 +109,7 @@ impl PyTokenTree {
         Ok(tree.into())
     }
 
+    /// A linear draft: ``tokens[0]`` is the root, every later token the child of the one before.
     #[staticmethod]
     fn chain(tokens: &Bound<'_, PyAny>) -> PyResult<Self> {
         Ok(TokenTree::chain(token_vec(tokens, "tokens")?)
@@ -104,6 +117,18 @@ impl PyTokenTree {
             .into())
     }
 
+    /// Best-first selection of ``budget`` nodes from a scored candidate expansion (EAGLE-2 rerank).
+    ///
+    /// Args:
+    ///     tokens, parents: the candidate tree (parents-first, distinct siblings).
+    ///     scores: ``[N]`` per-edge scores: log-probabilities (``score_mode="logprob"``, path
+    ///         score = sum), probabilities (``"prob"``, product) or path scores (``"path"``).
+    ///     budget: nodes to keep, root included.
+    ///     max_depth: drop candidates deeper than this.
+    ///
+    /// Returns:
+    ///     The ancestor-closed subtree of the best candidates in their original order, with
+    ///     path scores as ``scores``.
     #[staticmethod]
     #[pyo3(signature = (tokens, parents, scores, *, budget, max_depth = None, score_mode = "logprob"))]
     fn from_candidates(
@@ -132,6 +157,11 @@ impl PyTokenTree {
         .map_err(to_py)
     }
 
+    /// Best-first expansion (DySpec): grow the tree one best-scoring node at a time.
+    ///
+    /// ``expand(path_tokens)`` returns the candidate children ``(token, edge score)`` of the node
+    /// reached by ``path_tokens`` (root first); it is called once per added node above
+    /// ``max_depth``. Repeated sibling tokens are skipped.
     #[staticmethod]
     #[pyo3(signature = (root, expand, *, budget, max_depth, score_mode = "logprob"))]
     fn best_first(
@@ -176,6 +206,10 @@ impl PyTokenTree {
         }
     }
 
+    /// Merges trees with one root token: equal prefixes share a node, scores combine.
+    ///
+    /// Trees without scores count 1.0 per node, so ``combine="sum"`` counts how many trees
+    /// propose each path. With ``budget``, the fused tree is pruned best-first by score.
     #[staticmethod]
     #[pyo3(signature = (trees, *, budget = None, combine = "sum"))]
     fn fuse(
@@ -217,31 +251,39 @@ impl PyTokenTree {
     fn root_token(&self) -> u32 {
         self.inner.root_token()
     }
+    /// ``[N] int32`` tokens (read-only view).
     #[getter]
     fn tokens<'py>(slf: &Bound<'py, Self>) -> Bound<'py, PyArray1<i32>> {
         view1(slf.as_any(), tokens_as_i32(slf.get().inner.tokens()))
     }
+    /// ``[N] int32`` parent ids, -1 for the root (read-only view).
     #[getter]
     fn parents<'py>(slf: &Bound<'py, Self>) -> Bound<'py, PyArray1<i32>> {
         view1(slf.as_any(), slf.get().inner.parents())
     }
+    /// ``[N] int32`` depths, 0 for the root (read-only view).
     #[getter]
     fn depth<'py>(slf: &Bound<'py, Self>) -> Bound<'py, PyArray1<i32>> {
         view1(slf.as_any(), slf.get().inner.depth())
     }
+    /// ``[N] int32`` lowest-index child of every node, -1 for leaves (read-only view).
     #[getter]
     fn first_child<'py>(slf: &Bound<'py, Self>) -> Bound<'py, PyArray1<i32>> {
         view1(slf.as_any(), slf.get().inner.shape().first_child())
     }
+    /// ``[N] int32`` next higher-index sibling, -1 for none (read-only view).
     #[getter]
     fn next_sibling<'py>(slf: &Bound<'py, Self>) -> Bound<'py, PyArray1<i32>> {
         view1(slf.as_any(), slf.get().inner.shape().next_sibling())
     }
+    /// ``[N] float32`` scores if the tree has them (read-only view).
     #[getter]
     fn scores<'py>(slf: &Bound<'py, Self>) -> Option<Bound<'py, PyArray1<f32>>> {
         slf.get().inner.scores().map(|s| view1(slf.as_any(), s))
     }
 
+    /// ``[num_leaves, max_depth + 1] int32`` root-to-leaf node paths padded with -1
+    /// (Medusa/EAGLE "retrieve indices"), one row per leaf in ascending leaf id (read-only view).
     fn leaf_paths<'py>(slf: &Bound<'py, Self>) -> Bound<'py, PyArray2<i32>> {
         let shape = slf.get().inner.shape();
         view2(
@@ -252,6 +294,7 @@ impl PyTokenTree {
         )
     }
 
+    /// ``[N] int32`` position ids ``prefix_len + depth``.
     #[pyo3(signature = (prefix_len = 0))]
     fn position_ids<'py>(
         &self,
@@ -265,6 +308,8 @@ impl PyTokenTree {
         ))
     }
 
+    /// ``[N, (N + 31) // 32] int32`` packed ancestor-or-self rows: bit ``j % 32`` of word
+    /// ``j // 32`` of row ``i`` is set iff node ``j`` is on the path to node ``i``.
     fn ancestor_bits<'py>(&self, py: Python<'py>) -> Bound<'py, PyArray2<i32>> {
         let n = self.inner.num_nodes();
         owned2(
@@ -275,12 +320,21 @@ impl PyTokenTree {
         )
     }
 
+    /// ``[N, N] bool`` dense ancestor-or-self mask.
     fn ancestor_mask<'py>(&self, py: Python<'py>) -> Bound<'py, PyArray2<bool>> {
         let n = self.inner.num_nodes();
         let mask = maybe_detach(py, n * n, || self.inner.ancestor_mask());
         owned2(py, mask, n, n)
     }
 
+    /// ``[N, prefix_len + N]`` additive attention mask: 0 where visible (every prefix column
+    /// and each node's ancestors-or-self), ``finfo(dtype).min`` elsewhere.
+    ///
+    /// Args:
+    ///     prefix_len: cached tokens before the root.
+    ///     dtype: ``"float32"`` (default), ``"float64"``, ``"float16"`` or ``"bfloat16"`` (a
+    ///         name, numpy dtype or torch dtype). bfloat16 comes back as ``uint16`` bit
+    ///         patterns: ``torch.from_numpy(m).view(torch.bfloat16)``.
     #[pyo3(signature = (prefix_len = 0, dtype = None))]
     fn additive_mask<'py>(
         &self,
@@ -303,6 +357,7 @@ impl PyTokenTree {
         }
     }
 
+    /// Node ids of the root-to-``leaf`` path (default: the deepest leaf, lowest id on ties).
     #[pyo3(signature = (leaf = None))]
     fn chain_view<'py>(
         &self,
@@ -321,6 +376,8 @@ impl PyTokenTree {
         Ok(self.inner.chain_view(leaf).map_err(to_py)?.into_pyarray(py))
     }
 
+    /// SGLang-style fixed-size form: ``tokens [size]``, ``mask [size, size] bool`` (padded
+    /// rows see only themselves, so no row is fully masked) and ``positions [size]``.
     #[pyo3(signature = (size, *, pad_id = 0, prefix_len = 0))]
     fn padded<'py>(
         &self,
@@ -342,6 +399,15 @@ impl PyTokenTree {
         )
     }
 
+    /// Greedy verification.
+    ///
+    /// Args:
+    ///     target_argmax: ``[N] int32`` the target's argmax token at every node.
+    ///
+    /// Returns:
+    ///     ``(accepted_nodes, num_accepted, bonus_token)``: accepted node ids root first
+    ///     (``[num_accepted + 1] int32``), the number of accepted drafts, and the token to
+    ///     emit after them.
     fn verify_greedy<'py>(
         &self,
         py: Python<'py>,
@@ -357,6 +423,7 @@ impl PyTokenTree {
         ))
     }
 
+    /// The ``budget`` best nodes chosen best-first by score (breadth-first without scores).
     #[pyo3(signature = (budget, *, max_depth = None))]
     fn best_first_subtree(&self, budget: i128, max_depth: Option<i128>) -> PyResult<Self> {
         let budget = count(budget, "budget")?;
@@ -396,7 +463,15 @@ impl PyTokenTree {
     }
 }
 
-/// See `fastdec.verify_greedy_batch`.
+/// Greedy verification of many trees.
+///
+/// Args:
+///     trees: ``B`` trees.
+///     target_argmax: ``[sum of num_nodes] int32``, every tree's per-node argmax concatenated.
+///
+/// Returns:
+///     ``accepted_nodes [B, max(max_depth) + 1]`` (padded with -1), ``num_accepted [B]`` and
+///     ``bonus_token [B]``, all int32.
 #[pyfunction]
 pub fn verify_greedy_batch<'py>(
     py: Python<'py>,
