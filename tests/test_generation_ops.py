@@ -19,6 +19,29 @@ def build(cases: list) -> list[fastdec.TokenTree]:  # type: ignore[type-arg]
 
 
 @settings(max_examples=60, deadline=None)
+@given(cases=st.lists(trees(max_nodes=40, large=40, vocab="small"), min_size=1, max_size=6))
+def test_draft_batch_padded_view_is_the_python_padding(cases: list) -> None:  # type: ignore[type-arg]
+    """The padded view of the core batch type (padded in Rust) equals the padding of the same
+    trees in Python, and its ragged arrays are the trees back to back."""
+    ts = build(cases)
+    db = fastdec.DraftBatch(ts)
+    want, got = pad_trees(ts, CPU), pad_trees(db, CPU)
+    for name in ("tokens", "parents", "depth"):
+        assert getattr(got, name).dtype == torch.int64
+        torch.testing.assert_close(getattr(got, name), getattr(want, name), rtol=0, atol=0)
+    assert got.num_nodes == want.num_nodes == [t.num_nodes for t in ts]
+    assert db.cu_num_nodes.tolist() == np.cumsum([0, *want.num_nodes]).tolist()
+    assert db.tokens.tolist() == [int(x) for t in ts for x in t.tokens]
+    assert [db[b].tokens.tolist() for b in range(len(db))] == [t.tokens.tolist() for t in ts]
+
+
+def test_empty_draft_batch() -> None:
+    tokens, parents, depth, num_nodes = fastdec.DraftBatch([]).padded()
+    assert tokens.shape == parents.shape == depth.shape == (0, 0)
+    assert num_nodes.shape == (0,)
+
+
+@settings(max_examples=60, deadline=None)
 @given(
     cases=st.lists(trees(max_nodes=40, large=40, vocab="small"), min_size=1, max_size=4),
     past=st.integers(0, 12),

@@ -323,14 +323,22 @@ class HybridDrafter(BaseDrafter):
 class DraftBatch:
     """Drafts for a batch in one flat ragged layout: tree ``b`` is
     ``tokens[cu_num_nodes[b]:cu_num_nodes[b + 1]]`` (parents local to each tree), and
-    ``batch[b]`` is its :class:`TokenTree`. Arrays are read-only views."""
+    ``batch[b]`` is its :class:`TokenTree`. Arrays are read-only views. ``propose_batch``
+    returns one; ``DraftBatch(trees)`` builds one from any trees."""
 
+    def __new__(cls, trees: Sequence[TokenTree]) -> DraftBatch: ...
     @property
     def tokens(self) -> _IntArray: ...
     @property
     def parents(self) -> _IntArray: ...
     @property
     def cu_num_nodes(self) -> _IntArray: ...
+    def padded(
+        self,
+    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+        """The padded view: ``(tokens, parents, depth, num_nodes)``, the first three
+        ``[len, width] int64`` (``width`` = the largest tree's node count; pad slots hold token 0,
+        parent -1, depth 0) and ``num_nodes`` ``[len] int64``, the real nodes per tree."""
     def __len__(self) -> int: ...
     def __getitem__(self, key: int, /) -> TokenTree: ...
 

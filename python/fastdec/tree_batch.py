@@ -40,7 +40,13 @@ class TreeBatch:
 def pad_trees(trees: Sequence[TokenTree] | DraftBatch, device: torch.device) -> TreeBatch:
     """Stacks ragged trees into ``[B, max N]`` tensors (one host-to-device copy each)."""
     if isinstance(trees, DraftBatch):
-        trees = [trees[b] for b in range(len(trees))]
+        tokens, parents, depth, num_nodes = trees.padded()  # padded in Rust, one pass
+        return TreeBatch(
+            tokens=torch.from_numpy(tokens).to(device),
+            parents=torch.from_numpy(parents).to(device),
+            depth=torch.from_numpy(depth).to(device),
+            num_nodes=num_nodes.tolist(),
+        )
     sizes = [t.num_nodes for t in trees]
     n = max(sizes)
     tokens = np.zeros((len(trees), n), dtype=np.int64)

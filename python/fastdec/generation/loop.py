@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from fastdec._core import BaseDrafter, TokenTree
+from fastdec._core import BaseDrafter, DraftBatch, TokenTree
 from fastdec.drafters import DEFAULT_DRAFTER, DRAFTER_NAMES
 from fastdec.tree_batch import pad_trees
 
@@ -125,7 +125,7 @@ def generate(
             trees = _draft(draft, rows, size)
             pruned = verifier.prune(trees)
             t_draft = time.perf_counter()
-            batch = pad_trees(trees, kv_cache.device)
+            batch = pad_trees(DraftBatch(trees), kv_cache.device)  # padded in Rust
             logits = kv_cache.score(batch)
             t_fwd = time.perf_counter()
             verdict = verifier.verify(batch, trees, logits)

@@ -33,8 +33,8 @@ pub mod tree;
 pub use error::{Error, ErrorKind, Result};
 pub use tree::{
     fuse, optimal_template, verify_greedy_batch, AcceptanceTable, AncestorBits, Bf16Bits, F16Bits,
-    GreedyVerification, MaskDtype, MaskValue, Padded, ScoreCombine, ScoreMode, TokenTree,
-    TreeShape, TreeTemplate,
+    GreedyVerification, MaskDtype, MaskValue, Padded, PaddedTrees, ScoreCombine, ScoreMode,
+    TokenTree, TreeBatch, TreeShape, TreeTemplate,
 };
 
 /// A token id. Valid ids are `0..=MAX_TOKEN_ID`.

@@ -237,67 +237,80 @@ impl PyBaseDrafter {
 
 /// Drafts for a batch in one flat ragged layout: tree ``b`` is
 /// ``tokens[cu_num_nodes[b]:cu_num_nodes[b + 1]]`` (parents local to each tree), and
-/// ``batch[b]`` is its :class:`TokenTree`. Arrays are read-only views.
+/// ``batch[b]`` is its :class:`TokenTree`. Arrays are read-only views. ``propose_batch``
+/// returns one; ``DraftBatch(trees)`` builds one from any trees.
 #[pyclass(name = "DraftBatch", module = "fastdec._core", frozen)]
 pub struct PyDraftBatch {
-    trees: Vec<fastdec_core::TokenTree>,
-    tokens: Vec<i32>,
-    parents: Vec<i32>,
-    cu_num_nodes: Vec<i32>,
+    inner: fastdec_core::TreeBatch,
 }
 
 impl PyDraftBatch {
     fn new(trees: Vec<fastdec_core::TokenTree>) -> Self {
-        let total: usize = trees.iter().map(fastdec_core::TokenTree::num_nodes).sum();
-        let (mut tokens, mut parents) = (Vec::with_capacity(total), Vec::with_capacity(total));
-        let mut cu_num_nodes = Vec::with_capacity(trees.len() + 1);
-        cu_num_nodes.push(0);
-        for t in &trees {
-            tokens.extend(t.tokens().iter().map(|&x| x as i32));
-            parents.extend_from_slice(t.parents());
-            cu_num_nodes.push(tokens.len() as i32);
-        }
         PyDraftBatch {
-            trees,
-            tokens,
-            parents,
-            cu_num_nodes,
+            inner: fastdec_core::TreeBatch::new(trees),
         }
     }
 }
 
 #[pymethods]
 impl PyDraftBatch {
+    #[new]
+    fn py_new(trees: Vec<PyRef<'_, PyTokenTree>>) -> Self {
+        PyDraftBatch::new(trees.iter().map(|t| t.inner.clone()).collect())
+    }
     #[getter]
     fn tokens<'py>(slf: &Bound<'py, Self>) -> Bound<'py, numpy::PyArray1<i32>> {
-        crate::convert::view1(slf.as_any(), &slf.get().tokens)
+        crate::convert::view1(slf.as_any(), slf.get().inner.tokens())
     }
     #[getter]
     fn parents<'py>(slf: &Bound<'py, Self>) -> Bound<'py, numpy::PyArray1<i32>> {
-        crate::convert::view1(slf.as_any(), &slf.get().parents)
+        crate::convert::view1(slf.as_any(), slf.get().inner.parents())
     }
     #[getter]
     fn cu_num_nodes<'py>(slf: &Bound<'py, Self>) -> Bound<'py, numpy::PyArray1<i32>> {
-        crate::convert::view1(slf.as_any(), &slf.get().cu_num_nodes)
+        crate::convert::view1(slf.as_any(), slf.get().inner.cu_num_nodes())
+    }
+    /// The padded view: ``(tokens, parents, depth, num_nodes)``, the first three
+    /// ``[len, width] int64`` (``width`` = the largest tree's node count; pad slots hold token 0,
+    /// parent -1, depth 0) and ``num_nodes`` ``[len] int64``, the real nodes per tree.
+    #[allow(clippy::type_complexity)]
+    fn padded<'py>(
+        &self,
+        py: Python<'py>,
+    ) -> PyResult<(
+        Bound<'py, numpy::PyArray2<i64>>,
+        Bound<'py, numpy::PyArray2<i64>>,
+        Bound<'py, numpy::PyArray2<i64>>,
+        Bound<'py, numpy::PyArray1<i64>>,
+    )> {
+        let p = crate::convert::maybe_detach(py, self.inner.tokens().len(), || self.inner.padded());
+        let shape = [p.rows, p.width];
+        Ok((
+            numpy::PyArray1::from_vec(py, p.tokens).reshape(shape)?,
+            numpy::PyArray1::from_vec(py, p.parents).reshape(shape)?,
+            numpy::PyArray1::from_vec(py, p.depth).reshape(shape)?,
+            numpy::PyArray1::from_vec(py, p.num_nodes),
+        ))
     }
     fn __len__(&self) -> usize {
-        self.trees.len()
+        self.inner.len()
     }
     fn __getitem__(&self, index: isize) -> PyResult<PyTokenTree> {
-        let n = self.trees.len() as isize;
+        let trees = self.inner.trees();
+        let n = trees.len() as isize;
         let i = if index < 0 { index + n } else { index };
         if !(0..n).contains(&i) {
             return Err(pyo3::exceptions::PyIndexError::new_err(format!(
                 "batch index {index} out of range for {n} trees"
             )));
         }
-        Ok(self.trees[i as usize].clone().into())
+        Ok(trees[i as usize].clone().into())
     }
     fn __repr__(&self) -> String {
         format!(
             "DraftBatch(num_trees={}, num_nodes={})",
-            self.trees.len(),
-            self.tokens.len()
+            self.inner.len(),
+            self.inner.tokens().len()
         )
     }
 }

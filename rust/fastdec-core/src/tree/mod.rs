@@ -1,5 +1,6 @@
 //! Token trees: representation, derived buffers, construction, verification.
 
+mod batch;
 mod build;
 mod float_bits;
 mod mask;
@@ -9,6 +10,7 @@ mod template;
 mod token_tree;
 mod verify;
 
+pub use batch::{PaddedTrees, TreeBatch};
 pub(crate) use build::TrieBuilder;
 pub use build::{fuse, ScoreCombine, ScoreMode};
 pub use float_bits::{Bf16Bits, F16Bits};
