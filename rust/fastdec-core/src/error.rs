@@ -12,6 +12,8 @@ pub enum ErrorKind {
     Index,
     /// A missing key such as an unknown request id (`KeyError`).
     Key,
+    /// A file that cannot be read or written (`OSError`).
+    Io,
 }
 
 /// Errors returned by fastdec-core. Caller input never panics; it ends up here.
@@ -121,6 +123,22 @@ pub enum Error {
         /// The compiler's message (it names the position).
         message: String,
     },
+    /// A file that cannot be read or written.
+    #[error("{path}: {message}")]
+    Io {
+        /// The file.
+        path: String,
+        /// The operating system's message.
+        message: String,
+    },
+    /// An error about the contents of a file (it keeps the kind of `error`).
+    #[error("{path}: {error}")]
+    InFile {
+        /// The file.
+        path: String,
+        /// What is wrong with its contents.
+        error: Box<Error>,
+    },
 }
 
 impl Error {
@@ -129,7 +147,16 @@ impl Error {
         match self {
             Error::IndexOutOfRange { .. } => ErrorKind::Index,
             Error::UnknownRequest { .. } => ErrorKind::Key,
+            Error::Io { .. } => ErrorKind::Io,
+            Error::InFile { error, .. } => error.kind(),
             _ => ErrorKind::Value,
+        }
+    }
+
+    pub(crate) fn io(path: &std::path::Path, err: &std::io::Error) -> Self {
+        Error::Io {
+            path: path.display().to_string(),
+            message: err.to_string(),
         }
     }
 

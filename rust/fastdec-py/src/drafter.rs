@@ -176,20 +176,14 @@ impl PyBaseDrafter {
     /// outputs; nothing for n-grams) to ``path``: magic, format version, kind, payload and
     /// checksum. Per-request state is not saved.
     fn save(&self, py: Python<'_>, path: std::path::PathBuf) -> PyResult<()> {
-        let bytes = py.detach(|| self.inner.save());
-        std::fs::write(&path, bytes)
-            .map_err(|e| pyo3::exceptions::PyOSError::new_err(format!("{}: {e}", path.display())))
+        py.detach(|| self.inner.save_file(&path)).map_err(to_py)
     }
 
     /// Replaces the shared state with the one saved at ``path``; a foreign, truncated,
     /// corrupted or differently configured file raises ``ValueError``, an unreadable one
     /// ``OSError``.
     fn load(&self, py: Python<'_>, path: std::path::PathBuf) -> PyResult<()> {
-        let bytes = std::fs::read(&path).map_err(|e| {
-            pyo3::exceptions::PyOSError::new_err(format!("{}: {e}", path.display()))
-        })?;
-        py.detach(|| self.inner.load(&bytes))
-            .map_err(|e| PyValueError::new_err(format!("{}: {e}", path.display())))
+        py.detach(|| self.inner.load_file(&path)).map_err(to_py)
     }
 
     /// Stateless proposals for many contexts in parallel (rayon, GIL released).

@@ -1,8 +1,8 @@
 //! Core errors to Python exceptions: bad values `ValueError`, bad indices `IndexError`,
-//! missing keys `KeyError` (the orphan rule forbids `From<core::Error> for PyErr` here).
+//! missing keys `KeyError`, files `OSError` (the orphan rule forbids `From<core::Error> for PyErr` here).
 
 use fastdec_core::{Error, ErrorKind};
-use pyo3::exceptions::{PyIndexError, PyKeyError, PyValueError};
+use pyo3::exceptions::{PyIndexError, PyKeyError, PyOSError, PyValueError};
 use pyo3::PyErr;
 
 /// Maps a core error to the matching Python exception, message unchanged.
@@ -12,5 +12,6 @@ pub fn to_py(err: Error) -> PyErr {
         ErrorKind::Index => PyIndexError::new_err(msg),
         ErrorKind::Key => PyKeyError::new_err(msg),
         ErrorKind::Value => PyValueError::new_err(msg),
+        ErrorKind::Io => PyOSError::new_err(msg),
     }
 }

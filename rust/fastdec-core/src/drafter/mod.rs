@@ -219,6 +219,27 @@ pub trait Drafter: Send + Sync {
         self.load_state(persist::unframe(self.kind(), bytes)?)
     }
 
+    /// Writes [`Drafter::save`]'s bytes to the file `path`.
+    ///
+    /// # Errors
+    /// [`Error::Io`] when the file cannot be written.
+    fn save_file(&self, path: &std::path::Path) -> Result<()> {
+        std::fs::write(path, self.save()).map_err(|e| Error::io(path, &e))
+    }
+
+    /// Loads the file `path` made by [`Drafter::save_file`].
+    ///
+    /// # Errors
+    /// [`Error::Io`] when the file cannot be read; [`Error::InFile`] around the error of
+    /// [`Drafter::load`] for a foreign, truncated, corrupted or mismatched one.
+    fn load_file(&self, path: &std::path::Path) -> Result<()> {
+        let bytes = std::fs::read(path).map_err(|e| Error::io(path, &e))?;
+        self.load(&bytes).map_err(|error| Error::InFile {
+            path: path.display().to_string(),
+            error: Box::new(error),
+        })
+    }
+
     /// Counters of one active request.
     ///
     /// # Errors

@@ -375,3 +375,39 @@ impl Drafter for TrieDrafter {
         self.requests.with(id, |_, stats| Ok(*stats))
     }
 }
+
+#[cfg(test)]
+mod file_tests {
+    use super::{TrieConfig, TrieDrafter};
+    use crate::drafter::{Drafter, RequestId};
+    use crate::{Error, ErrorKind};
+
+    #[test]
+    fn save_file_and_load_file_round_trip_and_name_the_path() {
+        let dir = std::env::temp_dir().join(format!("fastdec-persist-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("a temp dir");
+        let path = dir.join("trie.state");
+        let trie = TrieDrafter::new(TrieConfig::default()).expect("defaults are valid");
+        trie.start(RequestId::Int(1), &[1, 2, 3, 1, 2, 3])
+            .expect("start");
+        trie.accept(&RequestId::Int(1), &[1, 2], None)
+            .expect("accept");
+        trie.stop(&RequestId::Int(1)).expect("stop");
+        trie.save_file(&path).expect("written");
+        let fresh = TrieDrafter::new(TrieConfig::default()).expect("defaults are valid");
+        fresh.load_file(&path).expect("read back");
+        assert_eq!(fresh.save(), trie.save());
+
+        let missing = dir.join("missing.state");
+        let err = fresh.load_file(&missing).expect_err("no such file");
+        assert_eq!(err.kind(), ErrorKind::Io);
+        assert!(err.to_string().starts_with(&missing.display().to_string()));
+
+        std::fs::write(&path, b"not a state file").expect("written");
+        let err = fresh.load_file(&path).expect_err("garbage");
+        assert!(matches!(err, Error::InFile { .. }));
+        assert_eq!(err.kind(), ErrorKind::Value);
+        assert!(err.to_string().starts_with(&path.display().to_string()));
+        std::fs::remove_dir_all(&dir).expect("cleaned up");
+    }
+}
