@@ -209,13 +209,11 @@ def _start(cleanup: ExitStack, draft: BaseDrafter | None, rows: list[Row], strea
 def _draft(draft: BaseDrafter | None, rows: list[Row], size: int) -> list[TokenTree]:
     """One tree per row: the live rows' proposals in one ``propose_batch`` call (parallel, GIL
     released); a finished row, or a step without drafting, gets its last token alone."""
-    trees = [TokenTree.chain([row.last]) for row in rows]
     live = [b for b, row in enumerate(rows) if not row.done]
-    if draft is not None and size > 1 and live:
-        proposed = draft.propose_batch([rows[b].request_id for b in live], [size] * len(live))
-        for i, b in enumerate(live):
-            trees[b] = proposed[i]
-    return trees
+    if draft is None or size == 1 or not live:
+        return [TokenTree.chain([row.last]) for row in rows]
+    proposed = iter(draft.propose_batch([rows[b].request_id for b in live], [size] * len(live)))
+    return [TokenTree.chain([row.last]) if row.done else next(proposed) for row in rows]
 
 
 def _topk_width(draft: BaseDrafter | None, vocab_size: int) -> int:

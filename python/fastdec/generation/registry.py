@@ -61,7 +61,9 @@ class DrafterRegistry:
     def auto_budget(self, model: Any, drafter: BaseDrafter) -> AutoBudget:
         """The tree-size controller of ``drafter`` on ``model`` (built on first use)."""
         per_model = self._budgets.setdefault(model, weakref.WeakKeyDictionary())
-        return per_model.setdefault(drafter, AutoBudget())
+        if drafter not in per_model:
+            per_model[drafter] = AutoBudget()
+        return per_model[drafter]
 
     def clear(self) -> None:
         """Forgets every kept drafter and controller (the next call starts cold)."""
