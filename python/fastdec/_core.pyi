@@ -20,6 +20,7 @@ __all__ = [
     "JsonSchema",
     "NgramDrafter",
     "RecycleDrafter",
+    "PrunedTree",
     "Regex",
     "TokenTree",
     "TokenVocab",
@@ -513,6 +514,37 @@ class Regex:
     def sample_probs(
         self, state: int, probs: Sequence[float], estimator: str = "none", seed: int = 0
     ) -> _Sample: ...
+    def prune_tree(self, tree: TokenTree, state: int) -> PrunedTree:
+        """The subtree of ``tree`` whose every token the regex allows after the text in ``state``
+        (the root stands for text already there), one walk in Rust; tokens outside the
+        vocabulary are pruned."""
+    def verify_tree(
+        self,
+        pruned: PrunedTree,
+        *,
+        logits: npt.NDArray[np.float32] | None = None,
+        probs: npt.NDArray[np.float32] | npt.NDArray[np.float64] | None = None,
+        seed: int = 0,
+    ) -> tuple[list[int], int | None, int]:
+        """Verifies a tree from :meth:`prune_tree` against the target's rows at its nodes: greedy
+        from ``logits`` (float32 ``[num_nodes, vocab_size]``; the allowed token of highest
+        logit, lowest id among ties) or sampled from ``probs`` (float32/float64, one AWRS draw
+        per visited node from ``seed``). Returns ``(accepted_nodes, bonus_token, state)``:
+        accepted node ids root first, the token after them (None at a dead end: nothing allowed
+        has mass) and the state after it."""
+
+@final
+class PrunedTree:
+    """A draft tree cut down to what a constraint allows after a sequence's text (from
+    ``Regex.prune_tree`` or ``Grammar.prune_tree``); it holds each kept node's state for that
+    constraint's ``verify_tree``."""
+
+    @property
+    def tree(self) -> TokenTree:
+        """The kept nodes, renumbered in their original order."""
+    @property
+    def changed(self) -> bool:
+        """Whether nodes were removed (the tree's node ids no longer match the proposal)."""
 
 @final
 class GrammarState:
@@ -556,6 +588,24 @@ class Grammar:
     def sample_probs(
         self, state: GrammarState, probs: Sequence[float], estimator: str = "none", seed: int = 0
     ) -> _Sample: ...
+    def prune_tree(self, tree: TokenTree, state: GrammarState) -> PrunedTree:
+        """The subtree of ``tree`` whose every token the grammar allows after the text in
+        ``state`` (the root stands for text already there), one walk in Rust; tokens outside
+        the vocabulary are pruned."""
+    def verify_tree(
+        self,
+        pruned: PrunedTree,
+        *,
+        logits: npt.NDArray[np.float32] | None = None,
+        probs: npt.NDArray[np.float32] | npt.NDArray[np.float64] | None = None,
+        seed: int = 0,
+    ) -> tuple[list[int], int | None, GrammarState]:
+        """Verifies a tree from :meth:`prune_tree` against the target's rows at its nodes: greedy
+        from ``logits`` (float32 ``[num_nodes, vocab_size]``; the allowed token of highest
+        logit, lowest id among ties) or sampled from ``probs`` (float32/float64, one AWRS draw
+        per visited node from ``seed``). Returns ``(accepted_nodes, bonus_token, state)``:
+        accepted node ids root first, the token after them (None at a dead end: nothing allowed
+        has mass) and the state after it."""
 
 @final
 class JsonSchema(Grammar):

@@ -16,17 +16,29 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-import torch
 
 from fastdec._core import TokenTree
 
-# Logit-ordered candidates checked before falling back to the full mask (greedy).
+# Logit-ordered candidates checked before falling back to the full mask (greedy); equals
+# GREEDY_CANDIDATES in the Rust core.
 GREEDY_CANDIDATES = 16
+
+
+def is_native(constraint: Any) -> bool:
+    """Whether ``constraint`` prunes and verifies trees in Rust."""
+    return hasattr(constraint, "prune_tree") and hasattr(constraint, "verify_tree")
+
+
+def top_candidates(row: np.ndarray, k: int) -> list[int]:
+    """The ``k`` tokens of highest logit, best first, lower id first among equal logits (the
+    order in which the first allowed token is the argmax of the masked row)."""
+    return [int(t) for t in np.argsort(-row, kind="stable")[:k]]
 
 
 def prune_tree(tree: TokenTree, constraint: Any, state: Any) -> tuple[TokenTree, list[Any]]:
     """The subtree of ``tree`` whose every token the constraint allows after the text in
-    ``state`` (the root stands for text already there), and each kept node's state."""
+    ``state`` (the root stands for text already there), and each kept node's state. Tokens
+    outside the vocabulary are pruned."""
     parents = tree.parents.tolist()
     tokens = tree.tokens.tolist()
     keep = [0]
@@ -34,7 +46,7 @@ def prune_tree(tree: TokenTree, constraint: Any, state: Any) -> tuple[TokenTree,
     states = [state]
     for i in range(1, len(tokens)):
         p = new_id.get(parents[i])
-        if p is None:
+        if p is None or not 0 <= tokens[i] < constraint.vocab_size:  # the target cannot emit it
             continue
         nxt = constraint.advance(states[p], [tokens[i]])
         if nxt is None:
@@ -51,18 +63,17 @@ def verify_constrained(
     tree: TokenTree,
     states: list[Any],
     constraint: Any,
-    logits: torch.Tensor,
-    top: np.ndarray | None,
-    probs: torch.Tensor | None,
+    *,
+    logits: np.ndarray | None = None,
+    probs: np.ndarray | None = None,
     seed: Callable[[], int],
 ) -> tuple[list[int], int | None, Any]:
     """One row's verification under the constraint.
 
     Args:
         tree: the pruned tree; ``states[i]`` is the state after node ``i``'s text.
-        logits: ``[N, V]`` logits of the row (greedy reads them when no top candidate passes).
-        top: ``[N, k]`` token ids by descending logit (greedy), or None when sampling.
-        probs: ``[N, V]`` warped probabilities (sampling), or None for greedy.
+        logits: ``[N, V]`` float32 logits of the row (greedy), or None when sampling.
+        probs: ``[N, V]`` float64 warped probabilities (sampling), or None for greedy.
         seed: a fresh 64-bit seed per AWRS step.
 
     Returns:
@@ -80,20 +91,24 @@ def verify_constrained(
         s = states[u]
         y: int | None = None
         if probs is None:
-            assert top is not None
-            for cand in top[u].tolist():
+            assert logits is not None
+            row = logits[u]
+            if np.isnan(row).any():
+                raise ValueError(f"logits of node {u} hold a NaN")
+            for cand in top_candidates(row, GREEDY_CANDIDATES):
                 if constraint.allows(s, cand):
-                    y = int(cand)
+                    y = cand
                     break
             if y is None:  # no top candidate passes: the full mask decides
                 words = constraint.mask(s).view(np.uint32)
-                allowed = np.unpackbits(words.view(np.uint8), bitorder="little")[: logits.shape[-1]]
-                if allowed.any():
-                    row = logits[u].float().cpu().numpy()
-                    y = int(np.argmax(np.where(allowed.astype(bool), row, -np.inf)))
+                allowed = np.unpackbits(words.view(np.uint8), bitorder="little")[: row.shape[-1]]
+                idx = np.flatnonzero(allowed)
+                if idx.size:
+                    y = int(idx[np.argmax(row[idx])])
         else:
-            row64 = probs[u].double().cpu().numpy()
-            y, _, _ = constraint.sample_probs(s, row64, "none", seed())
+            y, _, _ = constraint.sample_probs(
+                s, np.ascontiguousarray(probs[u], dtype=np.float64), "none", seed()
+            )
         if y is None:
             return path, None, s
         nxt = child_of[u].get(y)

@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 
 from fastdec._core import TokenTree
@@ -86,48 +87,61 @@ class ConstrainedVerifier(GreedyVerifier):
         super().__init__(ops)
         self.constraint = constraint
         self.states = [constraint.start() for _ in range(rows)]
-        self.node_states: list[list[Any]] = []
+        # Per row: a PrunedTree (native constraints keep the states in Rust) or a list of states.
+        self.node_states: list[Any] = []
         self.warp = warp
         self.gen = gen
 
     def prune(self, trees: list[TokenTree]) -> list[bool]:
+        c = self.constraint
+        if constrained.is_native(c):  # one walk per tree in Rust; the states stay there
+            self.node_states = [
+                c.prune_tree(tree, state) for tree, state in zip(trees, self.states, strict=True)
+            ]
+            trees[:] = [p.tree for p in self.node_states]
+            return [p.changed for p in self.node_states]
         self.node_states = []
         pruned = []
         for b, tree in enumerate(trees):
-            kept, states = constrained.prune_tree(tree, self.constraint, self.states[b])
+            kept, states = constrained.prune_tree(tree, c, self.states[b])
             pruned.append(kept is not tree)
             trees[b] = kept
             self.node_states.append(states)
         return pruned
 
     def verify(self, batch: TreeBatch, trees: Sequence[TokenTree], logits: torch.Tensor) -> Verdict:
-        probs = top_c = None
         if self.warp is None:
-            k = min(constrained.GREEDY_CANDIDATES, logits.shape[-1])
-            top_c = logits.topk(k, dim=-1).indices.cpu().numpy()
+            rows, key = _host(logits, torch.float32), "logits"
         else:
             from fastdec import sampling
 
-            probs = sampling.warp_probs(logits.float(), *self.warp)
+            rows, key = _host(sampling.warp_probs(logits.float(), *self.warp), torch.float64), "probs"
+        native = constrained.is_native(self.constraint)
         out = Verdict([], [], [])
         for b, tree in enumerate(trees):
-            n = tree.num_nodes
-            path, y, self.states[b] = constrained.verify_constrained(
-                tree,
-                self.node_states[b],
-                self.constraint,
-                logits[b, :n],
-                top_c[b, :n] if top_c is not None else None,
-                probs[b, :n] if probs is not None else None,
-                self._seed,
-            )
+            target = {key: rows[b, : tree.num_nodes]}
+            if native:
+                path, y, self.states[b] = self.constraint.verify_tree(
+                    self.node_states[b], seed=self._seed(), **target
+                )
+            else:
+                path, y, self.states[b] = constrained.verify_constrained(
+                    tree, self.node_states[b], self.constraint, seed=self._seed, **target
+                )
             out.paths.append(path)
             out.dead.append(y is None)
             out.bonus.append(-1 if y is None else y)
         return out
 
     def _seed(self) -> int:
+        if self.gen is None:  # greedy reads no randomness
+            return 0
         return int(torch.randint(2**62, (1,), generator=self.gen))
+
+
+def _host(t: torch.Tensor, dtype: torch.dtype) -> np.ndarray:
+    """``t`` as a C-contiguous numpy array of ``dtype`` on the host (a view where it already is)."""
+    return np.ascontiguousarray(t.detach().to(device="cpu", dtype=dtype).numpy())
 
 
 def choose_verifier(

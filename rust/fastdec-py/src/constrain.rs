@@ -1,8 +1,10 @@
 //! Binding of `fastdec_core::constrain`: token vocabularies, regex constraints and AWRS.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
-use fastdec_core::constrain::{awrs, Estimator, GrammarCompiler, RegexConstraint, Rng, TokenVocab};
+use fastdec_core::constrain::{
+    awrs, Estimator, GrammarCompiler, LazyGrammarCompiler, RegexConstraint, Rng, TokenVocab,
+};
 use fastdec_core::TokenId;
 use numpy::{PyArray1, PyArrayMethods};
 use pyo3::exceptions::PyValueError;
@@ -10,8 +12,10 @@ use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
 use crate::constraint_ops::{self as ops, SampleTuple};
+use crate::constraint_tree::{self as ctree, NodeStates, PyPrunedTree};
 use crate::convert::{f32_vec, maybe_detach, token_arg, token_vec};
 use crate::error::to_py;
+use crate::tree::PyTokenTree;
 
 /// The bytes each token adds to the decoded text, the special tokens (never allowed by a
 /// constraint) and the end-of-sequence ids (allowed where the text is complete). Build one from
@@ -24,19 +28,13 @@ use crate::error::to_py;
 pub struct PyTokenVocab {
     pub inner: Arc<TokenVocab>,
     /// llguidance's index of this vocabulary, built by the first grammar over it.
-    grammar: OnceLock<Arc<GrammarCompiler>>,
+    grammar: LazyGrammarCompiler,
 }
 
 impl PyTokenVocab {
-    /// The grammar compiler of this vocabulary (built once; takes ~100 ms for 50k tokens).
+    /// The grammar compiler of this vocabulary (built once, without the GIL).
     pub fn grammar_compiler(&self, py: Python<'_>) -> PyResult<Arc<GrammarCompiler>> {
-        if let Some(c) = self.grammar.get() {
-            return Ok(c.clone());
-        }
-        let v = self.inner.clone();
-        let built = Arc::new(py.detach(|| GrammarCompiler::new(v)).map_err(to_py)?);
-        // Two threads may both build one; either is fine.
-        Ok(self.grammar.get_or_init(|| built).clone())
+        py.detach(|| self.grammar.get(&self.inner)).map_err(to_py)
     }
 }
 
@@ -53,7 +51,7 @@ impl PyTokenVocab {
             .map_err(to_py)?;
         Ok(Self {
             inner: Arc::new(inner),
-            grammar: OnceLock::new(),
+            grammar: LazyGrammarCompiler::default(),
         })
     }
 
@@ -264,6 +262,35 @@ impl PyRegex {
         ops::sample_probs(py, c.vocab().len(), &probs, est, seed, |t| {
             c.allows(state, t)
         })
+    }
+
+    /// The subtree of ``tree`` whose every token the regex allows after the text in ``state``
+    /// (the root stands for text already there), one walk in Rust; tokens outside the
+    /// vocabulary are pruned.
+    fn prune_tree(&self, py: Python<'_>, tree: &PyTokenTree, state: u32) -> PyResult<PyPrunedTree> {
+        ctree::prune(py, &self.inner, tree, state, NodeStates::Dfa)
+    }
+
+    /// Verifies a tree from :meth:`prune_tree` against the target's rows at its nodes: greedy
+    /// from ``logits`` (float32 ``[num_nodes, vocab_size]``; the allowed token of highest
+    /// logit, lowest id among ties) or sampled from ``probs`` (float32/float64, one AWRS draw
+    /// per visited node from ``seed``). Returns ``(accepted_nodes, bonus_token, state)``:
+    /// accepted node ids root first, the token after them (None at a dead end: nothing allowed
+    /// has mass) and the state after it.
+    #[pyo3(signature = (pruned, *, logits=None, probs=None, seed=0))]
+    fn verify_tree(
+        &self,
+        py: Python<'_>,
+        pruned: &PyPrunedTree,
+        logits: Option<&Bound<'_, PyAny>>,
+        probs: Option<&Bound<'_, PyAny>>,
+        seed: u64,
+    ) -> PyResult<(Vec<i32>, Option<u32>, u32)> {
+        let r = ctree::verify(py, &self.inner, pruned, logits, probs, seed, |s| match s {
+            NodeStates::Dfa(v) => Some(v),
+            NodeStates::Grammar(_) => None,
+        })?;
+        Ok((r.accepted_nodes, r.bonus_token, r.state))
     }
 
     fn __repr__(&self) -> String {

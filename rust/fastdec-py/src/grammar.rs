@@ -11,8 +11,10 @@ use pyo3::types::PyString;
 
 use crate::constrain::{estimator, f64_vec, PyTokenVocab};
 use crate::constraint_ops::{self as ops, SampleTuple};
+use crate::constraint_tree::{self as ctree, NodeStates, PyPrunedTree};
 use crate::convert::{token_arg, token_vec};
 use crate::error::to_py;
+use crate::tree::PyTokenTree;
 
 /// The parse state of one sequence under a :class:`Grammar`: an immutable value (methods
 /// return new states), so tree nodes and particles may share one.
@@ -196,6 +198,41 @@ impl PyGrammar {
         ops::sample_probs(py, c.vocab().len(), &probs, est, seed, |t| {
             c.allows(st, t).unwrap_or(false)
         })
+    }
+
+    /// The subtree of ``tree`` whose every token the grammar allows after the text in
+    /// ``state`` (the root stands for text already there), one walk in Rust; tokens outside
+    /// the vocabulary are pruned.
+    fn prune_tree(
+        &self,
+        py: Python<'_>,
+        tree: &PyTokenTree,
+        state: &PyGrammarState,
+    ) -> PyResult<PyPrunedTree> {
+        let s = state.lock().clone();
+        ctree::prune(py, &*self.inner, tree, s, NodeStates::Grammar)
+    }
+
+    /// Verifies a tree from :meth:`prune_tree` against the target's rows at its nodes: greedy
+    /// from ``logits`` (float32 ``[num_nodes, vocab_size]``; the allowed token of highest
+    /// logit, lowest id among ties) or sampled from ``probs`` (float32/float64, one AWRS draw
+    /// per visited node from ``seed``). Returns ``(accepted_nodes, bonus_token, state)``:
+    /// accepted node ids root first, the token after them (None at a dead end: nothing allowed
+    /// has mass) and the state after it.
+    #[pyo3(signature = (pruned, *, logits=None, probs=None, seed=0))]
+    fn verify_tree(
+        &self,
+        py: Python<'_>,
+        pruned: &PyPrunedTree,
+        logits: Option<&Bound<'_, PyAny>>,
+        probs: Option<&Bound<'_, PyAny>>,
+        seed: u64,
+    ) -> PyResult<(Vec<i32>, Option<u32>, Py<PyGrammarState>)> {
+        let r = ctree::verify(py, &*self.inner, pruned, logits, probs, seed, |s| match s {
+            NodeStates::Grammar(v) => Some(v),
+            NodeStates::Dfa(_) => None,
+        })?;
+        Ok((r.accepted_nodes, r.bonus_token, new_state(py, r.state)?))
     }
 
     fn __repr__(&self) -> String {

@@ -11,6 +11,7 @@
 mod bench;
 mod constrain;
 mod constraint_ops;
+mod constraint_tree;
 mod convert;
 mod drafter;
 mod error;
@@ -27,6 +28,8 @@ mod _core {
     use super::bench::_time_tree_step;
     #[pymodule_export]
     use super::constrain::{awrs_sample, softmax64, PyRegex, PyTokenVocab};
+    #[pymodule_export]
+    use super::constraint_tree::PyPrunedTree;
     #[pymodule_export]
     use super::drafter::{
         PyBaseDrafter, PyDraftBatch, PyHybridDrafter, PyNgramDrafter, PyRecycleDrafter,
