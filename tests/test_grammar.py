@@ -230,7 +230,7 @@ def test_bad_schemas_and_grammars(json_vocab: fastdec.TokenVocab) -> None:
     g = fastdec.Grammar('start: "a"', json_vocab)
     with pytest.raises(IndexError, match="token 999 out of range"):
         g.allows(g.start(), 999)
-    with pytest.raises(ValueError, match="logits have 3 entries"):
+    with pytest.raises(ValueError, match="logits has length 3, expected 90"):
         g.sample(g.start(), np.zeros(3, dtype=np.float32))
 
 

@@ -25,6 +25,8 @@
 //! one machine word (the fast path). Token ids are at most `i32::MAX` so that they cross into
 //! int32 arrays unchanged.
 
+#[doc(hidden)]
+pub mod bench;
 pub mod constrain;
 pub mod drafter;
 pub mod error;
@@ -32,9 +34,9 @@ pub mod tree;
 
 pub use error::{Error, ErrorKind, Result};
 pub use tree::{
-    fuse, optimal_template, verify_greedy_batch, AcceptanceTable, AncestorBits, Bf16Bits, F16Bits,
-    GreedyVerification, MaskDtype, MaskValue, Padded, PaddedTrees, ScoreCombine, ScoreMode,
-    TokenTree, TreeBatch, TreeShape, TreeTemplate,
+    fuse, optimal_template, verify_greedy_batch, verify_greedy_batch_padded, AcceptanceTable,
+    AncestorBits, Bf16Bits, F16Bits, GreedyVerification, MaskDtype, MaskValue, Padded, PaddedTrees,
+    PaddedVerifications, ScoreCombine, ScoreMode, TokenTree, TreeBatch, TreeShape, TreeTemplate,
 };
 
 /// A token id. Valid ids are `0..=MAX_TOKEN_ID`.

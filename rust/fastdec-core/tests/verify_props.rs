@@ -7,7 +7,7 @@ mod reference;
 
 use arb::{sizes_small, tree_case, TreeCase};
 use common::{build, expected_of};
-use fastdec_core::{verify_greedy_batch, TokenTree};
+use fastdec_core::{verify_greedy_batch, verify_greedy_batch_padded, TokenTree};
 use proptest::collection::vec;
 use proptest::prelude::*;
 use reference::Expected;
@@ -88,7 +88,19 @@ proptest! {
             prop_assert_eq!(want.last().unwrap().bonus_token as i32, bonus);
             flat.extend(argmax);
         }
-        prop_assert_eq!(verify_greedy_batch(&refs, &flat).unwrap(), want);
+        prop_assert_eq!(&verify_greedy_batch(&refs, &flat).unwrap(), &want);
+        // The padded layout holds the same outcomes, row by row.
+        let padded = verify_greedy_batch_padded(&refs, &flat).unwrap();
+        let width = trees.iter().map(|t| t.max_depth() + 1).max().unwrap();
+        prop_assert_eq!((padded.rows, padded.width), (trees.len(), width));
+        for (b, w) in want.iter().enumerate() {
+            let row = &padded.accepted_nodes[b * width..(b + 1) * width];
+            let k = w.accepted_nodes.len();
+            prop_assert_eq!(&row[..k], &w.accepted_nodes[..]);
+            prop_assert!(row[k..].iter().all(|&x| x == -1));
+            prop_assert_eq!(padded.num_accepted[b] as usize, w.num_accepted());
+            prop_assert_eq!(padded.bonus_tokens[b] as u32, w.bonus_token);
+        }
 
         let total = flat.len();
         let mut longer = flat.clone();
@@ -110,6 +122,11 @@ proptest! {
 #[test]
 fn verify_greedy_batch_empty() {
     assert_eq!(verify_greedy_batch(&[], &[]), Ok(vec![]));
+    let padded = verify_greedy_batch_padded(&[], &[]).unwrap();
+    assert_eq!(
+        (padded.rows, padded.width, padded.accepted_nodes.len()),
+        (0, 1, 0)
+    );
     assert_eq!(
         verify_greedy_batch(&[], &[1]).map_err(|e| expected_of(&e)),
         Err(Expected::LengthMismatch {

@@ -3,11 +3,10 @@
 use std::sync::Arc;
 
 use fastdec_core::constrain::{
-    awrs, Estimator, GrammarCompiler, LazyGrammarCompiler, RegexConstraint, Rng, TokenVocab,
+    awrs, Constraint, GrammarCompiler, LazyGrammarCompiler, RegexConstraint, Rng, TokenVocab,
 };
 use fastdec_core::TokenId;
-use numpy::{PyArray1, PyArrayMethods};
-use pyo3::exceptions::PyValueError;
+use numpy::PyArray1;
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
@@ -83,17 +82,6 @@ impl PyTokenVocab {
 
     fn __repr__(&self) -> String {
         format!("TokenVocab(size={})", self.inner.len())
-    }
-}
-
-pub fn estimator(name: &str) -> PyResult<Estimator> {
-    match name {
-        "none" => Ok(Estimator::None),
-        "two-run" => Ok(Estimator::TwoRun),
-        "geometric" => Ok(Estimator::Geometric),
-        _ => Err(PyValueError::new_err(format!(
-            "invalid estimator={name:?}: expected 'none', 'two-run' or 'geometric'"
-        ))),
     }
 }
 
@@ -179,27 +167,20 @@ impl PyRegex {
     }
 
     fn allows(&self, state: u32, token: i128) -> PyResult<bool> {
-        Ok(self.inner.allows(state, token_arg(token, "token")?))
+        let t = token_arg(token, "token")?;
+        Constraint::allows(&self.inner, &mut { state }, t).map_err(to_py)
     }
 
     /// The state after ``tokens``, or None as soon as one is not allowed.
     fn advance(&self, state: u32, tokens: &Bound<'_, PyAny>) -> PyResult<Option<u32>> {
         let tokens = token_vec(tokens, "tokens")?;
-        let mut s = state;
-        for t in tokens {
-            match self.inner.advance(s, t) {
-                Some(next) => s = next,
-                None => return Ok(None),
-            }
-        }
-        Ok(Some(s))
+        Constraint::advance(&self.inner, &state, &tokens).map_err(to_py)
     }
 
     /// The allowed tokens as an int32 bitmask of ``ceil(V / 32)`` words (bit ``t % 32`` of
     /// word ``t // 32``), the layout of llguidance and XGrammar.
     fn mask<'py>(&self, py: Python<'py>, state: u32) -> PyResult<Bound<'py, PyArray1<i32>>> {
-        let c = &self.inner;
-        ops::mask_array(py, c.vocab().len(), |m| c.fill_mask(state, m))
+        ops::mask_array(py, &self.inner, &mut { state })
     }
 
     /// Writes the mask of `state` into row `row` of an int32 array [rows, ceil(V / 32)].
@@ -210,8 +191,7 @@ impl PyRegex {
         out: &Bound<'_, PyAny>,
         row: usize,
     ) -> PyResult<()> {
-        let c = &self.inner;
-        ops::fill_mask_row(py, c.vocab().len(), out, row, |m| c.fill_mask(state, m))
+        ops::fill_mask_row(py, &self.inner, &mut { state }, out, row)
     }
 
     /// One AWRS step: ``(token or None at a dead end, weight, checks)``; ``estimator`` is
@@ -230,19 +210,16 @@ impl PyRegex {
         seed: u64,
         mask_after: usize,
     ) -> PyResult<SampleTuple> {
-        let est = self::estimator(estimator)?;
         let c = &self.inner;
-        ops::sample_logits(
+        ops::sample(
             py,
-            c.vocab().len(),
+            c,
+            &mut { state },
             logits,
             temperature,
-            est,
+            estimator,
             seed,
             mask_after,
-            |t| c.allows(state, t),
-            // The mask has the vocabulary's length by construction.
-            |m| drop(c.fill_mask(state, m)),
         )
     }
 
@@ -256,12 +233,7 @@ impl PyRegex {
         estimator: &str,
         seed: u64,
     ) -> PyResult<SampleTuple> {
-        let est = self::estimator(estimator)?;
-        let probs = f64_vec(probs)?;
-        let c = &self.inner;
-        ops::sample_probs(py, c.vocab().len(), &probs, est, seed, |t| {
-            c.allows(state, t)
-        })
+        ops::sample_probs(py, &self.inner, &mut { state }, probs, estimator, seed)
     }
 
     /// The subtree of ``tree`` whose every token the regex allows after the text in ``state``
@@ -298,14 +270,6 @@ impl PyRegex {
     }
 }
 
-/// A float64 numpy array (copied in one go) or any sequence of floats.
-pub fn f64_vec(obj: &Bound<'_, PyAny>) -> PyResult<Vec<f64>> {
-    if let Ok(arr) = obj.cast::<PyArray1<f64>>() {
-        return Ok(arr.readonly().as_array().iter().copied().collect());
-    }
-    obj.extract()
-}
-
 /// AWRS with a Python predicate as the constraint: the sampler runs without the GIL and takes
 /// it only to call ``check``, once per distinct token checked.
 // Other Python threads run during the O(V) passes; `check(token) -> bool`.
@@ -318,8 +282,8 @@ pub fn awrs_sample(
     estimator: &str,
     seed: u64,
 ) -> PyResult<SampleTuple> {
-    let est = self::estimator(estimator)?;
-    let probs = f64_vec(probs)?;
+    let est = ops::estimator(estimator)?;
+    let probs = ops::f64_vec(probs)?;
     let mut err: Option<PyErr> = None;
     let s = py
         .detach(|| {

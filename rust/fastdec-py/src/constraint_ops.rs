@@ -1,9 +1,8 @@
-//! What every constraint class does the same way once it can check one token and fill a mask:
+//! The methods every constraint class has, written once over the core's `Constraint` trait:
 //! the bitmask as numpy, a mask row written in place, and AWRS steps from logits or
-//! probabilities. Each class supplies `check` and `fill` closures over its own state.
+//! probabilities. `Regex` and `Grammar` call these with their own constraint and state.
 
-use fastdec_core::constrain::{awrs, Estimator, MaskFallback, Rng};
-use fastdec_core::{Result, TokenId};
+use fastdec_core::constrain::{Constraint, Estimator, Rng};
 use numpy::{PyArray1, PyArrayMethods};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
@@ -15,25 +14,27 @@ use crate::error::to_py;
 pub type SampleTuple = (Option<u32>, f64, u32);
 
 /// The allowed-token bitmask as int32 words, ceil(V / 32) of them.
-pub fn mask_array<'py>(
+pub fn mask_array<'py, C: Constraint>(
     py: Python<'py>,
-    vocab_len: usize,
-    fill: impl FnOnce(&mut [u32]) -> Result<()> + Send,
+    c: &C,
+    state: &mut C::State,
 ) -> PyResult<Bound<'py, PyArray1<i32>>> {
+    let vocab_len = c.vocab().len();
     let mut words = vec![0u32; vocab_len.div_ceil(32)];
-    maybe_detach(py, vocab_len, || fill(&mut words)).map_err(to_py)?;
+    maybe_detach(py, vocab_len, || c.fill_mask(state, &mut words)).map_err(to_py)?;
     let as_i32: Vec<i32> = words.into_iter().map(|w| w as i32).collect();
     Ok(array1_from(py, &as_i32))
 }
 
 /// Writes the mask into row `row` of an int32 array `[rows, ceil(V / 32)]`.
-pub fn fill_mask_row(
+pub fn fill_mask_row<C: Constraint>(
     py: Python<'_>,
-    vocab_len: usize,
+    c: &C,
+    state: &mut C::State,
     out: &Bound<'_, PyAny>,
     row: usize,
-    fill: impl FnOnce(&mut [u32]) -> Result<()> + Send,
 ) -> PyResult<()> {
+    let vocab_len = c.vocab().len();
     let arr = out
         .cast::<numpy::PyArray2<i32>>()
         .map_err(|_| PyValueError::new_err("out must be a 2-D int32 numpy array"))?;
@@ -49,50 +50,34 @@ pub fn fill_mask_row(
         )));
     }
     let mut buf = vec![0u32; words];
-    maybe_detach(py, vocab_len, || fill(&mut buf)).map_err(to_py)?;
+    maybe_detach(py, vocab_len, || c.fill_mask(state, &mut buf)).map_err(to_py)?;
     for (dst, w) in view.row_mut(row).iter_mut().zip(buf) {
         *dst = w as i32;
     }
     Ok(())
 }
 
-fn check_len(got: usize, vocab_len: usize, what: &str) -> PyResult<()> {
-    if got == vocab_len {
-        Ok(())
-    } else {
-        Err(PyValueError::new_err(format!(
-            "{what} have {got} entries, the vocabulary {vocab_len}"
-        )))
-    }
-}
-
-/// One AWRS step from logits at a temperature, with the full mask as the fallback after
-/// `mask_after` rejections when no weight is wanted (0: never).
+/// One AWRS step from logits at a temperature (see `Constraint::sample`).
 #[allow(clippy::too_many_arguments)]
-pub fn sample_logits(
+pub fn sample<C: Constraint>(
     py: Python<'_>,
-    vocab_len: usize,
+    c: &C,
+    state: &mut C::State,
     logits: &Bound<'_, PyAny>,
     temperature: f64,
-    est: Estimator,
+    estimator: &str,
     seed: u64,
     mask_after: usize,
-    mut check: impl FnMut(TokenId) -> bool + Send,
-    mut fill: impl FnMut(&mut [u32]) + Send,
 ) -> PyResult<SampleTuple> {
+    let est = self::estimator(estimator)?;
     let logits = f32_vec(logits, "logits")?;
-    check_len(logits.len(), vocab_len, "logits")?;
     let s = maybe_detach(py, logits.len(), || {
-        let fallback = (mask_after > 0).then_some(MaskFallback {
-            after: mask_after,
-            fill: &mut fill,
-        });
-        awrs::sample_logits_with_mask(
+        c.sample(
+            state,
             &logits,
             temperature,
-            &mut check,
-            fallback,
             est,
+            mask_after,
             &mut Rng::new(seed),
         )
     })
@@ -100,19 +85,40 @@ pub fn sample_logits(
     Ok((s.token, s.weight, s.checks))
 }
 
-/// One AWRS step from float64 probabilities.
-pub fn sample_probs(
+/// One AWRS step from float64 probabilities (see `Constraint::sample_probs`).
+pub fn sample_probs<C: Constraint>(
     py: Python<'_>,
-    vocab_len: usize,
-    probs: &[f64],
-    est: Estimator,
+    c: &C,
+    state: &mut C::State,
+    probs: &Bound<'_, PyAny>,
+    estimator: &str,
     seed: u64,
-    mut check: impl FnMut(TokenId) -> bool + Send,
 ) -> PyResult<SampleTuple> {
-    check_len(probs.len(), vocab_len, "logits/probs")?;
+    let est = self::estimator(estimator)?;
+    let probs = f64_vec(probs)?;
     let s = maybe_detach(py, probs.len(), || {
-        awrs::sample(probs, &mut check, est, &mut Rng::new(seed))
+        c.sample_probs(state, &probs, est, &mut Rng::new(seed))
     })
     .map_err(to_py)?;
     Ok((s.token, s.weight, s.checks))
+}
+
+/// The AWRS weight estimator named `name`.
+pub fn estimator(name: &str) -> PyResult<Estimator> {
+    match name {
+        "none" => Ok(Estimator::None),
+        "two-run" => Ok(Estimator::TwoRun),
+        "geometric" => Ok(Estimator::Geometric),
+        _ => Err(PyValueError::new_err(format!(
+            "invalid estimator={name:?}: expected 'none', 'two-run' or 'geometric'"
+        ))),
+    }
+}
+
+/// A float64 numpy array (copied in one go) or any sequence of floats.
+pub fn f64_vec(obj: &Bound<'_, PyAny>) -> PyResult<Vec<f64>> {
+    if let Ok(arr) = obj.cast::<PyArray1<f64>>() {
+        return Ok(arr.readonly().as_array().iter().copied().collect());
+    }
+    obj.extract()
 }

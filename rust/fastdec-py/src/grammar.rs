@@ -9,7 +9,7 @@ use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
 use pyo3::types::PyString;
 
-use crate::constrain::{estimator, f64_vec, PyTokenVocab};
+use crate::constrain::PyTokenVocab;
 use crate::constraint_ops::{self as ops, SampleTuple};
 use crate::constraint_tree::{self as ctree, NodeStates, PyPrunedTree};
 use crate::convert::{token_arg, token_vec};
@@ -127,8 +127,7 @@ impl PyGrammar {
         py: Python<'py>,
         state: &PyGrammarState,
     ) -> PyResult<Bound<'py, PyArray1<i32>>> {
-        let c = &self.inner;
-        ops::mask_array(py, c.vocab().len(), |m| c.fill_mask(&mut state.lock(), m))
+        ops::mask_array(py, &*self.inner, &mut state.lock())
     }
 
     /// Writes the mask of `state` into row `row` of an int32 array [rows, ceil(V / 32)].
@@ -139,10 +138,7 @@ impl PyGrammar {
         out: &Bound<'_, PyAny>,
         row: usize,
     ) -> PyResult<()> {
-        let c = &self.inner;
-        ops::fill_mask_row(py, c.vocab().len(), out, row, |m| {
-            c.fill_mask(&mut state.lock(), m)
-        })
+        ops::fill_mask_row(py, &*self.inner, &mut state.lock(), out, row)
     }
 
     /// One AWRS step from `logits` at `temperature`: (token or None, weight, checks).
@@ -158,25 +154,16 @@ impl PyGrammar {
         seed: u64,
         mask_after: usize,
     ) -> PyResult<SampleTuple> {
-        let est = self::estimator(estimator)?;
-        let c = &self.inner;
-        let n = c.vocab().len();
-        let mut guard = state.lock();
-        // Both closures need the state mutably, one at a time (an uncontended lock).
-        let st = Mutex::new(&mut *guard);
-        ops::sample_logits(
+        let c = &*self.inner;
+        ops::sample(
             py,
-            n,
+            c,
+            &mut state.lock(),
             logits,
             temperature,
-            est,
+            estimator,
             seed,
             mask_after,
-            |t| c.allows(&mut relock(&st), t).unwrap_or(false),
-            // The mask has the vocabulary's length by construction.
-            |m| {
-                let _ = c.fill_mask(&mut relock(&st), m);
-            },
         )
     }
 
@@ -190,14 +177,7 @@ impl PyGrammar {
         estimator: &str,
         seed: u64,
     ) -> PyResult<SampleTuple> {
-        let est = self::estimator(estimator)?;
-        let probs = f64_vec(probs)?;
-        let c = &self.inner;
-        let mut guard = state.lock();
-        let st: &mut GrammarState = &mut guard;
-        ops::sample_probs(py, c.vocab().len(), &probs, est, seed, |t| {
-            c.allows(st, t).unwrap_or(false)
-        })
+        ops::sample_probs(py, &*self.inner, &mut state.lock(), probs, estimator, seed)
     }
 
     /// The subtree of ``tree`` whose every token the grammar allows after the text in

@@ -480,26 +480,16 @@ pub fn verify_greedy_batch<'py>(
 ) -> PyResult<Bound<'py, PyTuple>> {
     let argmax = i32_vec(target_argmax, "target_argmax")?;
     let refs: Vec<&TokenTree> = trees.iter().map(|t| &t.inner).collect();
-    let results = maybe_detach(py, argmax.len(), || {
-        fastdec_core::verify_greedy_batch(&refs, &argmax)
+    let v = maybe_detach(py, argmax.len(), || {
+        fastdec_core::verify_greedy_batch_padded(&refs, &argmax)
     })
     .map_err(to_py)?;
-    let width = refs.iter().map(|t| t.max_depth() + 1).max().unwrap_or(1);
-    let b = results.len();
-    let mut nodes = vec![-1i32; b * width];
-    let mut num = Vec::with_capacity(b);
-    let mut bonus = Vec::with_capacity(b);
-    for (row, r) in nodes.chunks_exact_mut(width).zip(&results) {
-        row[..r.accepted_nodes.len()].copy_from_slice(&r.accepted_nodes);
-        num.push(r.num_accepted() as i32);
-        bonus.push(r.bonus_token as i32);
-    }
     PyTuple::new(
         py,
         [
-            owned2(py, nodes, b, width).into_any(),
-            num.into_pyarray(py).into_any(),
-            bonus.into_pyarray(py).into_any(),
+            owned2(py, v.accepted_nodes, v.rows, v.width).into_any(),
+            v.num_accepted.into_pyarray(py).into_any(),
+            v.bonus_tokens.into_pyarray(py).into_any(),
         ],
     )
 }

@@ -8,8 +8,10 @@
 //! `&mut` to *ask* a question of a state (the parser runs forward and rolls back); those
 //! methods leave it observably unchanged.
 
+use std::cell::RefCell;
 use std::sync::Arc;
 
+use super::awrs::{self, Estimator, MaskFallback, Rng, Sample};
 use super::grammar::{GrammarConstraint, GrammarState};
 use super::regex::RegexConstraint;
 use super::vocab::TokenVocab;
@@ -90,6 +92,72 @@ pub trait Constraint: Send + Sync {
             }
         }
         Ok(Some(s))
+    }
+
+    /// One AWRS step from `logits / temperature` under the constraint. Without weights
+    /// ([`Estimator::None`]), after `mask_after` rejections (0: never) the token is drawn
+    /// under the full mask instead: the same law, and a bounded cost when the model disagrees
+    /// with the constraint ([`awrs::MaskFallback`]).
+    ///
+    /// # Errors
+    /// Logits that are not one per vocabulary entry, or as [`awrs::sample_logits`].
+    fn sample(
+        &self,
+        state: &mut Self::State,
+        logits: &[f32],
+        temperature: f64,
+        estimator: Estimator,
+        mask_after: usize,
+        rng: &mut Rng,
+    ) -> Result<Sample> {
+        self.check_row(logits.len(), "logits")?;
+        // The check and the mask both read the state mutably, never at the same time.
+        let state = RefCell::new(state);
+        let mut check = |t: TokenId| self.allows_unchecked(&mut state.borrow_mut(), t);
+        // The mask has the vocabulary's length by construction, so filling cannot fail.
+        let mut fill = |m: &mut [u32]| drop(self.fill_mask(&mut state.borrow_mut(), m));
+        let fallback = (mask_after > 0).then_some(MaskFallback {
+            after: mask_after,
+            fill: &mut fill,
+        });
+        awrs::sample_logits_with_mask(logits, temperature, &mut check, fallback, estimator, rng)
+    }
+
+    /// One AWRS step from probabilities (need not be normalised) under the constraint.
+    ///
+    /// # Errors
+    /// Probabilities that are not one per vocabulary entry, or as [`awrs::sample`].
+    fn sample_probs(
+        &self,
+        state: &mut Self::State,
+        probs: &[f64],
+        estimator: Estimator,
+        rng: &mut Rng,
+    ) -> Result<Sample> {
+        self.check_row(probs.len(), "probs")?;
+        awrs::sample(
+            probs,
+            &mut |t| self.allows_unchecked(state, t),
+            estimator,
+            rng,
+        )
+    }
+
+    /// Checks that a row of scores has one entry per vocabulary token.
+    ///
+    /// # Errors
+    /// [`Error::LengthMismatch`].
+    fn check_row(&self, len: usize, what: &'static str) -> Result<()> {
+        let expected = self.vocab().len();
+        if len == expected {
+            Ok(())
+        } else {
+            Err(Error::LengthMismatch {
+                what,
+                expected,
+                got: len,
+            })
+        }
     }
 }
 

@@ -20,4 +20,6 @@ pub use shape::{AncestorBits, Children, TreeShape};
 pub use template::TreeTemplate;
 pub(crate) use token_tree::check_token_ids;
 pub use token_tree::TokenTree;
-pub use verify::{verify_greedy_batch, GreedyVerification};
+pub use verify::{
+    verify_greedy_batch, verify_greedy_batch_padded, GreedyVerification, PaddedVerifications,
+};

@@ -110,3 +110,44 @@ pub fn verify_greedy_batch(
         })
         .collect()
 }
+
+/// The outcomes of a batch in padded arrays (the layout batched callers and the CUDA kernel
+/// use): row `b` of `accepted_nodes` is tree `b`'s path, root first, padded with -1.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PaddedVerifications {
+    /// Trees in the batch.
+    pub rows: usize,
+    /// Columns of `accepted_nodes`: the longest possible path (largest depth + 1).
+    pub width: usize,
+    /// `[rows, width]` accepted node ids, -1 past each path.
+    pub accepted_nodes: Vec<i32>,
+    /// `[rows]` accepted draft tokens (root excluded).
+    pub num_accepted: Vec<i32>,
+    /// `[rows]` bonus tokens.
+    pub bonus_tokens: Vec<i32>,
+}
+
+/// [`verify_greedy_batch`] with its outcomes padded ([`PaddedVerifications`]; width 1 for an
+/// empty batch).
+///
+/// # Errors
+/// As [`verify_greedy_batch`].
+pub fn verify_greedy_batch_padded(
+    trees: &[&TokenTree],
+    target_argmax: &[i32],
+) -> Result<PaddedVerifications> {
+    let results = verify_greedy_batch(trees, target_argmax)?;
+    let width = trees.iter().map(|t| t.max_depth() + 1).max().unwrap_or(1);
+    let mut accepted_nodes = vec![-1i32; results.len() * width];
+    for (row, r) in accepted_nodes.chunks_exact_mut(width).zip(&results) {
+        row[..r.accepted_nodes.len()].copy_from_slice(&r.accepted_nodes);
+    }
+    Ok(PaddedVerifications {
+        rows: results.len(),
+        width,
+        accepted_nodes,
+        num_accepted: results.iter().map(|r| r.num_accepted() as i32).collect(),
+        // Token ids are at most i32::MAX (`MAX_TOKEN_ID`).
+        bonus_tokens: results.iter().map(|r| r.bonus_token as i32).collect(),
+    })
+}
