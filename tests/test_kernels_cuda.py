@@ -77,7 +77,8 @@ def test_verify_stochastic(rows: int, n: int, vocab: int) -> None:
             logits[b, t.parents[i], t.tokens[i]] += 9.0
     probs = sampling.warp_probs(logits.to(GPU), 1.0)
     coins = sampling.draw_coins(gen, (rows, batch.tokens.shape[1], 2))
-    want = sampling.verify_stochastic_batch([(t.tokens, t.parents) for t in ts], probs, coins)
+    want = fastdec._core.verify_stochastic_batch(ts, probs.cpu().numpy(), coins.numpy())  # the Rust reference
+    assert sampling.verify_stochastic_batch([(t.tokens, t.parents) for t in ts], probs, coins) == want
     paths, bonus = launch.verify_stochastic(batch, probs, coins)
     assert list(zip(paths, bonus, strict=True)) == want
 

@@ -176,18 +176,26 @@ def children(parents: list[int]) -> list[list[int]]:
     return kids
 
 
-PROB_KINDS = ("dirichlet", "sparse", "onehot", "children_only", "deficient")
+PROB_KINDS = ("dirichlet", "sparse", "onehot", "children_only", "deficient", "zero_child")
 COIN0_KINDS = ("uniform", "zero", "boundary", "below", "max")
 COIN1_KINDS = ("uniform", "zero", "boundary", "below", "max")
 MAX_BELOW_ONE = 1.0 - 2.0**-53
 
 
 @st.composite
-def cases(draw: st.DrawFn, max_nodes: int = 12, big_vocab: bool = False) -> Case:
+def cases(
+    draw: st.DrawFn,
+    max_nodes: int = 12,
+    big_vocab: bool = False,
+    vocabs: st.SearchStrategy[int] | None = None,
+) -> Case:
     """A parents-first tree with distinct sibling tokens, target rows and coins near the edges.
-    ``big_vocab``: vocabularies of a few CDF chunks, so the chunked summation order matters."""
+    ``big_vocab``: vocabularies of a few CDF chunks, so the chunked summation order matters;
+    ``vocabs`` overrides the vocabulary sizes."""
     chunk = sampling.CDF_CHUNK
-    vocab = draw(st.integers(chunk - 3, 3 * chunk + 5) if big_vocab else st.integers(1, 7))
+    if vocabs is None:
+        vocabs = st.integers(chunk - 3, 3 * chunk + 5) if big_vocab else st.integers(1, 7)
+    vocab = draw(vocabs)
     n = draw(st.integers(1, max_nodes))
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
     parents, tokens = [-1], [int(rng.integers(vocab))]
@@ -214,6 +222,12 @@ def cases(draw: st.DrawFn, max_nodes: int = 12, big_vocab: bool = False) -> Case
                 row[int(rng.integers(vocab))] = 1.0
         elif kind == "onehot":
             row = np.eye(vocab)[int(rng.integers(vocab))]
+        elif kind == "zero_child":  # a child with probability 0 (never accepted, no fallback target)
+            row = rng.dirichlet(np.ones(vocab))
+            if child_toks:
+                row[child_toks[int(rng.integers(len(child_toks)))]] = 0.0
+            if row.sum() == 0:
+                row[int(rng.integers(vocab))] = 1.0
         else:  # the children hold all the mass (exactly, or 0.9 of it: the Z == 0 fallback)
             row = np.zeros(vocab)
             if child_toks:

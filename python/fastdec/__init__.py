@@ -50,6 +50,7 @@ from fastdec._core import (
     awrs_sample,
     optimal_template,
     verify_greedy_batch,
+    verify_stochastic_batch,
 )
 from fastdec.constraints import CallbackConstraint, Constraint
 from fastdec.drafters import Drafter
@@ -96,4 +97,5 @@ __all__ = [
     "optimal_template",
     "smc",
     "verify_greedy_batch",
+    "verify_stochastic_batch",
 ]

@@ -32,6 +32,7 @@ __all__ = [
     "awrs_sample",
     "optimal_template",
     "verify_greedy_batch",
+    "verify_stochastic_batch",
 ]
 #: Largest tree (nodes, root included) fastdec builds.
 MAX_NODES: int
@@ -171,6 +172,29 @@ class TokenTree:
             ``(accepted_nodes, num_accepted, bonus_token)``: accepted node ids root first
             (``[num_accepted + 1] int32``), the number of accepted drafts, and the token to
             emit after them.
+        """
+    def verify_stochastic(
+        self, probs: npt.NDArray[np.float32] | npt.NDArray[np.float64], coins: _Floats
+    ) -> tuple[_IntArray, int, int]:
+        """Lossless stochastic verification (the single-coin point-mass rule, trees.md §2.3).
+
+        The reference implementation: ``fastdec.sampling`` and the CUDA kernel take the same
+        decisions from the same coins.
+
+        Args:
+            probs: ``[N, V]`` float32 or float64 target probabilities; row ``i`` is the
+                distribution of the token after node ``i`` (read in place when C-contiguous).
+            coins: ``[N, 2]`` uniforms in ``[0, 1)`` (float64): ``[:, 0]`` for acceptance,
+                ``[:, 1]`` for the bonus draw.
+
+        Returns:
+            ``(accepted_nodes, num_accepted, bonus_token)`` as :meth:`verify_greedy`.
+
+        Raises:
+            ValueError: shapes that do not match, coins outside ``[0, 1)``, a token outside the
+                vocabulary, a negative or non-finite probability among those read, or a stop
+                row with no mass.
+            TypeError: ``probs`` is not a float32 or float64 numpy array.
         """
     def best_first_subtree(self, budget: int, *, max_depth: int | None = None) -> TokenTree:
         """The ``budget`` best nodes chosen best-first by score (breadth-first without scores)."""
@@ -412,6 +436,31 @@ def verify_greedy_batch(
     Returns:
         ``accepted_nodes [B, max(max_depth) + 1]`` (padded with -1), ``num_accepted [B]`` and
         ``bonus_token [B]``, all int32.
+    """
+
+def verify_stochastic_batch(
+    trees: Sequence[TokenTree] | DraftBatch,
+    probs: npt.NDArray[np.float32] | npt.NDArray[np.float64],
+    coins: _Floats,
+) -> list[tuple[list[int], int]]:
+    """Stochastic verification of many trees padded to ``M`` nodes: ``TokenTree.verify_stochastic``
+    for every tree, in parallel for large batches.
+
+    Args:
+        trees: ``B`` trees, or a :class:`DraftBatch`.
+        probs: ``[B, M, V]`` float32 or float64 target probabilities, ``M`` at least every
+            tree's node count; rows past a tree's nodes are ignored (read in place when
+            C-contiguous).
+        coins: ``[B, M, 2]`` uniforms in ``[0, 1)`` (float64); rows past a tree's nodes are
+            ignored.
+
+    Returns:
+        One ``(accepted_nodes, bonus_token)`` per tree: the accepted node ids root first (a
+        list) and the bonus token.
+
+    Raises:
+        ValueError: as ``TokenTree.verify_stochastic``, or a tree of more than ``M`` nodes.
+        TypeError: ``trees`` or ``probs`` of the wrong type.
     """
 
 def optimal_template(acceptance: _Floats, *, budget: int, max_depth: int) -> TreeTemplate:

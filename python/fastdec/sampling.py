@@ -29,10 +29,13 @@ the chunk totals before ``t``'s chunk plus the sequential sum within it up to ``
 vocabulary of at most ``CDF_CHUNK`` tokens is plain sequential summation. The fixed order makes
 the CPU and the GPU take the same decisions from the same coins.
 
-:func:`verify_stochastic_ref` is the readable specification;
+:func:`verify_stochastic_ref` is the specification: it calls the Rust core's implementation
+(``TokenTree.verify_stochastic``, ``fastdec._core.verify_stochastic_batch``; the plain Python
+loops it replaced live on in ``tests/stochastic_oracle.py`` as an independent check).
 :func:`verify_stochastic` and :func:`verify_stochastic_batch` make exactly the same decisions
-with a few tensor operations (``tests/test_sampling.py`` checks both, and
-``tests/test_sampling_lossless.py`` the law of the output by exact enumeration). This module
+with a few tensor operations, reading only a few rows of ``probs`` wherever they are (for
+tensors on an accelerator); ``tests/test_sampling.py`` checks both, and
+``tests/test_sampling_lossless.py`` the law of the output by exact enumeration. This module
 imports torch: fastdec imports it lazily.
 """
 
@@ -40,10 +43,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 import torch
+
+from fastdec._core import TokenTree
 
 __all__ = [
     "draw_coins",
@@ -234,6 +240,20 @@ def _bonus_fast(row: npt.NDArray[np.float64], excluded: list[int], coin: float) 
 # the specification
 
 
+def _host_probs(probs: torch.Tensor | npt.ArrayLike) -> npt.NDArray[Any]:
+    """Probabilities as a float32 or float64 host array, exactly and without a copy when they
+    already are one (narrower floats widen to float32, which holds them exactly)."""
+    if isinstance(probs, torch.Tensor):
+        t = probs.detach()
+        if t.dtype not in (torch.float32, torch.float64):
+            t = t.float()
+        return np.asarray(t.cpu().numpy())
+    p = np.asarray(probs)
+    if p.dtype == np.float32 or p.dtype == np.float64:
+        return p
+    return p.astype(np.float32 if p.dtype == np.float16 else np.float64)
+
+
 def verify_stochastic_ref(
     tokens: npt.ArrayLike,
     parents: npt.ArrayLike,
@@ -242,89 +262,38 @@ def verify_stochastic_ref(
 ) -> tuple[list[int], int]:
     """Reference single-coin point-mass verification of one tree (the specification).
 
+    The rule is implemented once, in the Rust core (``TokenTree.verify_stochastic``); this
+    converts the arguments and calls it.
+
     Args:
         tokens: ``[num_nodes]`` int token ids, node 0 the root.
         parents: ``[num_nodes]`` int, parents-first, distinct sibling tokens.
         probs: ``[num_nodes, vocab_size]`` target probabilities (any float dtype, any device).
         coins: ``[num_nodes, 2]`` uniforms in ``[0, 1)``: ``[:, 0]`` for acceptance, ``[:, 1]``
-            for the bonus draw. Only the coins of visited nodes are read.
+            for the bonus draw.
 
     Returns:
         ``(accepted_nodes, bonus_token)``: accepted node ids root first, and the bonus token.
 
     Raises:
         ValueError: malformed tree, shapes that do not match, coins outside ``[0, 1)``, negative
-            or non-finite probabilities, or a stop node whose row has no mass at all.
+            or non-finite probabilities (of the values read: the children's and the stop rows'),
+            or a stop node whose row has no mass at all.
 
-    Rounding: all sums are float64 sums in ascending order. When the children of the stop node
-    carry all of its mass (``Z == 0``), ``coins[u, 0]`` exceeded their float sum only by rounding
-    (it is ``1`` up to a few ulps), so the last child with nonzero probability is accepted.
+    Rounding: all sums are float64 sums in a fixed order (see the module docstring). When the
+    children of the stop node carry all of its mass (``Z == 0``), ``coins[u, 0]`` exceeded their
+    float sum only by rounding (it is ``1`` up to a few ulps), so the last child with nonzero
+    probability is accepted and the walk goes on.
 
     >>> verify_stochastic_ref([0, 1, 2], [-1, 0, 0], [[0.25, 0.25, 0.5], [1, 0, 0], [0, 1, 0]],
     ...                       [[0.3, 0.9], [0.0, 0.5], [0.0, 0.5]])
     ([0, 2], 1)
     """
     tok, par = _tree_arrays(tokens, parents)
-    n = len(tok)
-    _check_probs_shape(probs, n)
-    if isinstance(probs, torch.Tensor):
-        probs = _f64(probs)
-    p = np.asarray(probs, dtype=np.float64)
-    if not np.all(np.isfinite(p) & (p >= 0.0)):
-        raise ValueError("probs must be finite and non-negative")
-    vocab = p.shape[1]
-    _check_tokens(tok, vocab)
-    c = _coins_f64(coins, n)
-    kids = _children(par)
-
-    nodes = [0]
-    u = 0
-    while True:
-        # Acceptance: the first child whose cumulative probability exceeds the coin.
-        coin = float(c[u, 0])
-        cum = 0.0
-        nxt = -1
-        for child in kids[u]:
-            cum += float(p[u, tok[child]])
-            if coin < cum:
-                nxt = child
-                break
-        if nxt < 0:
-            # Bonus: inverse CDF of p_u without the children's tokens, renormalised by z.
-            # The CDF is summed chunk by chunk (CDF_CHUNK tokens, see the module docstring).
-            excluded = {tok[child] for child in kids[u]}
-            masked = [0.0 if t in excluded else float(p[u, t]) for t in range(vocab)]
-            starts = range(0, vocab, CDF_CHUNK)
-            totals = []
-            for s in starts:
-                total = 0.0
-                for m in masked[s : s + CDF_CHUNK]:
-                    total += m
-                totals.append(total)
-            z = 0.0
-            for total in totals:
-                z += total
-            if z > 0.0:
-                x = float(c[u, 1]) * z
-                last = -1
-                offset = 0.0
-                for s, total in zip(starts, totals, strict=True):
-                    acc = 0.0
-                    for t in range(s, min(s + CDF_CHUNK, vocab)):
-                        acc += masked[t]
-                        if masked[t] > 0.0:
-                            last = t
-                            if x < offset + acc:
-                                return nodes, t
-                    offset += total
-                return nodes, last  # rounding guard: x rounded up to z
-            # z == 0: the children hold all the mass; fall back to the last one that has some.
-            positive = [child for child in kids[u] if p[u, tok[child]] > 0.0]
-            if not positive:
-                raise ValueError(f"probs row {u} has no mass")
-            nxt = positive[-1]
-        nodes.append(nxt)
-        u = nxt
+    _check_probs_shape(probs, len(tok))
+    c = _f64(coins) if isinstance(coins, torch.Tensor) else np.asarray(coins, dtype=np.float64)
+    nodes, _, bonus = TokenTree(tok, par).verify_stochastic(_host_probs(probs), c)
+    return [int(i) for i in nodes], int(bonus)
 
 
 # ------------------------------------------------------------------------------------------------

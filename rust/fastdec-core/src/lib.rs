@@ -34,9 +34,10 @@ pub mod tree;
 
 pub use error::{Error, ErrorKind, Result};
 pub use tree::{
-    fuse, optimal_template, verify_greedy_batch, verify_greedy_batch_padded, AcceptanceTable,
-    AncestorBits, Bf16Bits, F16Bits, GreedyVerification, MaskDtype, MaskValue, Padded, PaddedTrees,
-    PaddedVerifications, ScoreCombine, ScoreMode, TokenTree, TreeBatch, TreeShape, TreeTemplate,
+    fuse, optimal_template, verify_greedy_batch, verify_greedy_batch_padded,
+    verify_stochastic_batch, AcceptanceTable, AncestorBits, Bf16Bits, F16Bits, MaskDtype,
+    MaskValue, Padded, PaddedTrees, PaddedVerifications, Prob, ScoreCombine, ScoreMode, TokenTree,
+    TreeBatch, TreeShape, TreeTemplate, Verification, CDF_CHUNK,
 };
 
 /// A token id. Valid ids are `0..=MAX_TOKEN_ID`.

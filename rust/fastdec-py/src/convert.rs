@@ -1,13 +1,17 @@
 //! Conversions at the boundary: int32/float arrays in (copied, so that no numpy borrow outlives
-//! a GIL release), read-only zero-copy views and owned arrays out.
+//! a GIL release, except probabilities: borrowed read-only through rust-numpy's borrow
+//! tracking), read-only zero-copy views and owned arrays out.
 #![allow(unsafe_code)]
 
 use std::mem::MaybeUninit;
 
 use fastdec_core::{token_ids_from_i32, TokenId};
 use numpy::ndarray::{ArrayView1, ArrayView2};
-use numpy::{Element, PyArray1, PyArray2, PyArrayMethods, PyReadonlyArray1, PyUntypedArrayMethods};
-use pyo3::exceptions::PyValueError;
+use numpy::{
+    Element, PyArray1, PyArray2, PyArrayDyn, PyArrayMethods, PyReadonlyArray1, PyReadonlyArrayDyn,
+    PyUntypedArray, PyUntypedArrayMethods,
+};
+use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 
 use crate::error::to_py;
@@ -182,4 +186,129 @@ pub fn tokens_as_i32(tokens: &[TokenId]) -> &[i32] {
     // SAFETY: u32 and i32 have the same size and alignment, and every TokenId is at most
     // i32::MAX (checked when trees are built), so the values read back unchanged.
     unsafe { std::slice::from_raw_parts(tokens.as_ptr().cast::<i32>(), tokens.len()) }
+}
+
+/// A C-contiguous float32 or float64 numpy array, borrowed read-only: probabilities are read in
+/// place (a step reads a few of their rows; copying all of them would cost more than that).
+pub enum FloatArray<'py> {
+    /// float32 values.
+    F32(PyReadonlyArrayDyn<'py, f32>),
+    /// float64 values.
+    F64(PyReadonlyArrayDyn<'py, f64>),
+}
+
+impl FloatArray<'_> {
+    /// The array's shape.
+    pub fn shape(&self) -> &[usize] {
+        match self {
+            FloatArray::F32(a) => a.shape(),
+            FloatArray::F64(a) => a.shape(),
+        }
+    }
+}
+
+/// Borrows a float32 or float64 numpy array of `ndim` dimensions (a non-contiguous one is first
+/// copied by `numpy.ascontiguousarray`).
+pub fn float_array<'py>(
+    obj: &Bound<'py, PyAny>,
+    ndim: usize,
+    what: &str,
+) -> PyResult<FloatArray<'py>> {
+    let not_floats = || {
+        PyTypeError::new_err(format!(
+            "{what} must be a float32 or float64 numpy array, got {}",
+            describe(obj)
+        ))
+    };
+    let arr = obj.cast::<PyUntypedArray>().map_err(|_| not_floats())?;
+    if arr.ndim() != ndim {
+        return Err(PyValueError::new_err(format!(
+            "{what} must have {ndim} dimensions, got shape {}",
+            shape_str(arr.shape())
+        )));
+    }
+    let arr = if arr.is_c_contiguous() {
+        arr.clone()
+    } else {
+        let numpy = obj.py().import("numpy")?;
+        numpy
+            .call_method1("ascontiguousarray", (arr,))?
+            .cast_into::<PyUntypedArray>()?
+    };
+    if let Ok(a) = arr.cast::<PyArrayDyn<f32>>() {
+        return Ok(FloatArray::F32(a.try_readonly().map_err(borrowed)?));
+    }
+    if let Ok(a) = arr.cast::<PyArrayDyn<f64>>() {
+        return Ok(FloatArray::F64(a.try_readonly().map_err(borrowed)?));
+    }
+    Err(not_floats())
+}
+
+/// Runs `$body` with `$p` bound to the values of a [`FloatArray`] as a slice of its own type.
+macro_rules! with_floats {
+    ($arr:expr, |$p:ident| $body:expr) => {
+        match $arr {
+            $crate::convert::FloatArray::F32(a) => {
+                let $p = a.as_slice().map_err($crate::convert::not_contiguous)?;
+                $body
+            }
+            $crate::convert::FloatArray::F64(a) => {
+                let $p = a.as_slice().map_err($crate::convert::not_contiguous)?;
+                $body
+            }
+        }
+    };
+}
+pub(crate) use with_floats;
+
+/// Reads `[..shape, 2]` float64 pairs (any array-like numpy can convert; copied: they are few).
+pub fn coin_pairs(obj: &Bound<'_, PyAny>, shape: &[usize]) -> PyResult<Vec<[f64; 2]>> {
+    let numpy = obj.py().import("numpy")?;
+    let arr = numpy.call_method1("ascontiguousarray", (obj, "float64"))?;
+    let arr = arr.cast::<PyArrayDyn<f64>>()?;
+    let ro = arr.try_readonly().map_err(borrowed)?;
+    let want: Vec<usize> = shape.iter().copied().chain([2]).collect();
+    if ro.shape() != want.as_slice() {
+        return Err(PyValueError::new_err(format!(
+            "coins must have shape {}, got {}",
+            shape_str(&want),
+            shape_str(ro.shape())
+        )));
+    }
+    let flat = ro.as_slice().map_err(not_contiguous)?;
+    Ok(flat.chunks_exact(2).map(|c| [c[0], c[1]]).collect())
+}
+
+/// A shape as Python prints it: `(3, 2)`, `(4,)`.
+fn shape_str(shape: &[usize]) -> String {
+    match shape {
+        [one] => format!("({one},)"),
+        _ => format!(
+            "({})",
+            shape
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
+}
+
+fn describe(obj: &Bound<'_, PyAny>) -> String {
+    match obj.cast::<PyUntypedArray>() {
+        Ok(a) => format!("dtype {}", a.dtype()),
+        Err(_) => obj
+            .get_type()
+            .name()
+            .map_or_else(|_| "?".into(), |n| n.to_string()),
+    }
+}
+
+fn borrowed(e: numpy::BorrowError) -> PyErr {
+    PyValueError::new_err(format!("cannot read the array: {e}"))
+}
+
+/// The error of a slice of an array known to be contiguous (unreachable in practice).
+pub fn not_contiguous(e: numpy::AsSliceError) -> PyErr {
+    PyValueError::new_err(format!("cannot read the array: {e}"))
 }

@@ -235,7 +235,7 @@ impl PyBaseDrafter {
 /// returns one; ``DraftBatch(trees)`` builds one from any trees.
 #[pyclass(name = "DraftBatch", module = "fastdec._core", frozen)]
 pub struct PyDraftBatch {
-    inner: fastdec_core::TreeBatch,
+    pub(crate) inner: fastdec_core::TreeBatch,
 }
 
 impl PyDraftBatch {

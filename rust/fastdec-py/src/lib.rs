@@ -18,6 +18,7 @@ mod error;
 mod grammar;
 mod template;
 mod tree;
+mod verify;
 
 use pyo3::prelude::*;
 
@@ -41,6 +42,8 @@ mod _core {
     use super::template::{optimal_template, PyTreeTemplate};
     #[pymodule_export]
     use super::tree::{verify_greedy_batch, PyTokenTree};
+    #[pymodule_export]
+    use super::verify::verify_stochastic_batch;
 
     use pyo3::prelude::*;
 

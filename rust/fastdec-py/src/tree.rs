@@ -1,4 +1,4 @@
-//! Bindings of token trees and greedy verification.
+//! Bindings of token trees and their verification (greedy, stochastic).
 
 use std::mem::MaybeUninit;
 
@@ -13,8 +13,8 @@ use pyo3::prelude::*;
 use pyo3::types::{PyList, PyTuple};
 
 use crate::convert::{
-    array1_from, count, f32_vec, i32_vec, maybe_detach, new_array2_uninit, token_arg, token_vec,
-    tokens_as_i32, view1, view2,
+    array1_from, coin_pairs, count, f32_vec, float_array, i32_vec, maybe_detach, new_array2_uninit,
+    token_arg, token_vec, tokens_as_i32, view1, view2, with_floats,
 };
 use crate::error::to_py;
 
@@ -419,6 +419,45 @@ impl PyTokenTree {
         Ok((
             array1_from(py, &r.accepted_nodes),
             num_accepted,
+            r.bonus_token,
+        ))
+    }
+
+    /// Lossless stochastic verification (the single-coin point-mass rule, trees.md §2.3).
+    ///
+    /// The reference implementation: ``fastdec.sampling`` and the CUDA kernel take the same
+    /// decisions from the same coins.
+    ///
+    /// Args:
+    ///     probs: ``[N, V]`` float32 or float64 target probabilities; row ``i`` is the
+    ///         distribution of the token after node ``i`` (read in place when C-contiguous).
+    ///     coins: ``[N, 2]`` uniforms in ``[0, 1)`` (float64): ``[:, 0]`` for acceptance,
+    ///         ``[:, 1]`` for the bonus draw.
+    ///
+    /// Returns:
+    ///     ``(accepted_nodes, num_accepted, bonus_token)`` as :meth:`verify_greedy`.
+    ///
+    /// Raises:
+    ///     ValueError: shapes that do not match, coins outside ``[0, 1)``, a token outside the
+    ///         vocabulary, a negative or non-finite probability among those read, or a stop
+    ///         row with no mass.
+    ///     TypeError: ``probs`` is not a float32 or float64 numpy array.
+    fn verify_stochastic<'py>(
+        &self,
+        py: Python<'py>,
+        probs: &Bound<'py, PyAny>,
+        coins: &Bound<'py, PyAny>,
+    ) -> PyResult<(Bound<'py, PyArray1<i32>>, usize, u32)> {
+        let probs = float_array(probs, 2, "probs")?;
+        let vocab = probs.shape()[1];
+        let coins = coin_pairs(coins, &[self.inner.num_nodes()])?;
+        let tree = &self.inner;
+        let r = with_floats!(&probs, |p| maybe_detach(py, vocab, || tree
+            .verify_stochastic(p, vocab, &coins)))
+        .map_err(to_py)?;
+        Ok((
+            array1_from(py, &r.accepted_nodes),
+            r.num_accepted(),
             r.bonus_token,
         ))
     }

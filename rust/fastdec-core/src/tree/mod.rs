@@ -9,6 +9,7 @@ mod shape;
 mod template;
 mod token_tree;
 mod verify;
+mod verify_stochastic;
 
 pub use batch::{PaddedTrees, TreeBatch};
 pub(crate) use build::TrieBuilder;
@@ -21,5 +22,6 @@ pub use template::TreeTemplate;
 pub(crate) use token_tree::check_token_ids;
 pub use token_tree::TokenTree;
 pub use verify::{
-    verify_greedy_batch, verify_greedy_batch_padded, GreedyVerification, PaddedVerifications,
+    verify_greedy_batch, verify_greedy_batch_padded, PaddedVerifications, Verification,
 };
+pub use verify_stochastic::{verify_stochastic_batch, Prob, CDF_CHUNK};

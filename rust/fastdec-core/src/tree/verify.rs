@@ -5,16 +5,16 @@
 use super::token_tree::TokenTree;
 use crate::{Error, Result, TokenId};
 
-/// Outcome of verifying one tree.
+/// Outcome of verifying one tree (greedily or stochastically).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct GreedyVerification {
+pub struct Verification {
     /// Accepted node ids, root first (`num_accepted + 1` entries, ascending).
     pub accepted_nodes: Vec<i32>,
-    /// The target's token after the last accepted node.
+    /// The token emitted after the last accepted node (the target's argmax, or the bonus draw).
     pub bonus_token: TokenId,
 }
 
-impl GreedyVerification {
+impl Verification {
     /// Number of accepted draft tokens (root excluded).
     pub fn num_accepted(&self) -> usize {
         self.accepted_nodes.len() - 1
@@ -37,7 +37,7 @@ impl TokenTree {
     /// # Errors
     /// [`Error::LengthMismatch`] if `target_argmax` does not have one entry per node;
     /// [`Error::InvalidValue`] for a negative token.
-    pub fn verify_greedy(&self, target_argmax: &[i32]) -> Result<GreedyVerification> {
+    pub fn verify_greedy(&self, target_argmax: &[i32]) -> Result<Verification> {
         if target_argmax.len() != self.num_nodes() {
             return Err(Error::LengthMismatch {
                 what: "target_argmax",
@@ -49,7 +49,7 @@ impl TokenTree {
     }
 
     /// Verification with `offset` added to error indices (batched callers pass flat arrays).
-    fn verify_greedy_at(&self, target_argmax: &[i32], offset: usize) -> Result<GreedyVerification> {
+    fn verify_greedy_at(&self, target_argmax: &[i32], offset: usize) -> Result<Verification> {
         if let Some(i) = target_argmax.iter().position(|&t| t < 0) {
             return Err(Error::InvalidValue {
                 what: "target_argmax token",
@@ -70,7 +70,7 @@ impl TokenTree {
                 child = next_sibling[child as usize];
             }
             if child < 0 {
-                return Ok(GreedyVerification {
+                return Ok(Verification {
                     accepted_nodes,
                     bonus_token: want,
                 });
@@ -90,7 +90,7 @@ impl TokenTree {
 pub fn verify_greedy_batch(
     trees: &[&TokenTree],
     target_argmax: &[i32],
-) -> Result<Vec<GreedyVerification>> {
+) -> Result<Vec<Verification>> {
     let total: usize = trees.iter().map(|t| t.num_nodes()).sum();
     if target_argmax.len() != total {
         return Err(Error::LengthMismatch {
