@@ -74,11 +74,9 @@ class PythonPLD:
         """A chain tree: the last token, then up to ``min(num_draft, budget - 1)`` drafts."""
         return self._tree(self._seqs[request_id], budget)
 
-    def accept(
-        self, request_id: int, accepted_ids: npt.ArrayLike, topk_ids: npt.ArrayLike | None = None
-    ) -> None:
+    def accept(self, request_id: int, emitted: npt.ArrayLike, topk_ids: npt.ArrayLike | None = None) -> None:
         """Appends the emitted tokens ([k] int32: accepted drafts and the bonus). PLD ignores top-k."""
-        self._seqs[request_id].extend(np.asarray(accepted_ids).tolist())
+        self._seqs[request_id].extend(np.asarray(emitted).tolist())
 
     def stop(self, request_id: int) -> None:
         del self._seqs[request_id]

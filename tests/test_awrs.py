@@ -1,4 +1,4 @@
-"""Adaptive weighted rejection sampling and regex constraints (fastdec-core ``constrain``).
+"""Adaptive weighted rejection sampling and regex constraints (fastdec-core ``constraints``).
 
 * The token law equals ``p * l / Z`` (chi-square, fixed seeds) for each estimator, with a
   Python-predicate constraint and with a regex.

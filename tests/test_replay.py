@@ -74,10 +74,10 @@ class ScriptedDrafter:
         draft = [t if i < self.wrong_at else 999 for i, t in enumerate(draft)]
         return fastdec.TokenTree.chain([self.seq[-1], *draft])
 
-    def accept(self, request_id: int, accepted_ids: np.ndarray, topk_ids: np.ndarray | None = None) -> None:
-        assert accepted_ids.dtype == np.int32
-        self.calls.append(("accept", request_id, accepted_ids.tolist()))
-        self.seq += accepted_ids.tolist()
+    def accept(self, request_id: int, emitted: np.ndarray, topk_ids: np.ndarray | None = None) -> None:
+        assert emitted.dtype == np.int32
+        self.calls.append(("accept", request_id, emitted.tolist()))
+        self.seq += emitted.tolist()
 
     def stop(self, request_id: int) -> None:
         self.calls.append(("stop", request_id, []))

@@ -14,7 +14,8 @@
 * Determinism for a seed; ValueErrors naming the bad argument; the result's helpers.
 * ``HFLM`` on the stories260K model: its KV cache (reordered at every resampling) gives the same
   particles as a ``FunctionLM`` that runs the full forward for every prefix; a cache that does not
-  follow the resampling does not. ``smc_generate`` takes the model's eos.
+  follow the resampling does not. ``generate`` takes the model's eos; the pre-0.2 names still
+  work, with a warning.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import fastdec
 import numpy as np
 import pytest
 from fastdec import smc as smc_module
-from fastdec.smc import HFLM, FunctionLM, SMCResult, smc, smc_generate
+from fastdec.smc import HFLM, FunctionLM, SMCResult, sample
 from hypothesis import given
 from hypothesis import strategies as st
 from scipy import stats
@@ -104,7 +105,7 @@ def toy_runs(estimator: str, ess_threshold: float) -> tuple[np.ndarray, np.ndarr
 
 def run_toy(**kwargs: Any) -> SMCResult:
     args: dict[str, Any] = {"eos": EOS, "n_particles": N_PARTICLES, "max_tokens": MAX_TOKENS}
-    return smc(FunctionLM(toy_logits), RX, **(args | kwargs))
+    return sample(FunctionLM(toy_logits), RX, **(args | kwargs))
 
 
 def z_scores(samples: np.ndarray, want: np.ndarray) -> np.ndarray:
@@ -229,9 +230,9 @@ def test_invariants(
         "temperature": temperature,
         "seed": seed,
     }
-    res = smc(FunctionLM(toy_logits), rx, **kwargs)
+    res = sample(FunctionLM(toy_logits), rx, **kwargs)
     check_invariants(res, rx, n, max_tokens)
-    again = smc(FunctionLM(toy_logits), rx, **kwargs)
+    again = sample(FunctionLM(toy_logits), rx, **kwargs)
     assert again.tokens == res.tokens
     np.testing.assert_array_equal(again.log_weights, res.log_weights)
     assert (again.resamples, again.checks, again.log_evidence) == (
@@ -274,9 +275,9 @@ class HistoryConstraint:
 def test_states_are_opaque(seed: int) -> None:
     """Tuple states and an EOS that advance does not keep: the same particles as the int states."""
     want = run_toy(seed=seed, ess_threshold=1.0)
-    got = smc(
+    got = sample(
         FunctionLM(toy_logits),
-        HistoryConstraint(),  # type: ignore[arg-type]  # only what smc uses
+        HistoryConstraint(),  # type: ignore[arg-type]  # only what sample uses
         eos=EOS,
         n_particles=4,
         max_tokens=4,
@@ -296,7 +297,7 @@ def test_everything_dies() -> None:
     """Every allowed token has no mass: all particles die at once, no exception."""
     rx = fastdec.Regex("a+", VOCAB)
     lm = FunctionLM(lambda prefix: np.array([-np.inf, 0.0, 0.0, 0.0], dtype=np.float32))
-    res = smc(lm, rx, eos=EOS, n_particles=3, max_tokens=5, ess_threshold=1.0)
+    res = sample(lm, rx, eos=EOS, n_particles=3, max_tokens=5, ess_threshold=1.0)
     assert res.log_evidence == -np.inf
     assert res.tokens == [[], [], []]
     assert not res.finished.any()
@@ -317,7 +318,9 @@ def dies_after_b(prefix: tuple[int, ...]) -> np.ndarray:
 
 def test_some_die() -> None:
     rx = fastdec.Regex("[ab]a", VOCAB)  # "aa" lives, "ba" needs an "a" after "b": none has mass
-    res = smc(FunctionLM(dies_after_b), rx, eos=EOS, n_particles=16, max_tokens=4, ess_threshold=0.0, seed=3)
+    res = sample(
+        FunctionLM(dies_after_b), rx, eos=EOS, n_particles=16, max_tokens=4, ess_threshold=0.0, seed=3
+    )
     dead = res.log_weights == -np.inf
     assert dead.any()
     assert res.finished.any()
@@ -327,7 +330,9 @@ def test_some_die() -> None:
     check_invariants(res, rx, 16, 4)
     assert res.probabilities()[dead].sum() == 0.0
     # with resampling the dead are replaced at once: every particle finishes
-    res = smc(FunctionLM(dies_after_b), rx, eos=EOS, n_particles=16, max_tokens=4, ess_threshold=1.0, seed=3)
+    res = sample(
+        FunctionLM(dies_after_b), rx, eos=EOS, n_particles=16, max_tokens=4, ess_threshold=1.0, seed=3
+    )
     assert res.finished.all()
     assert res.resamples >= 1
 
@@ -335,7 +340,7 @@ def test_some_die() -> None:
 def test_max_tokens_cut() -> None:
     """Particles still running at max_tokens are kept, unfinished; they count 0 in the evidence."""
     rx = fastdec.Regex("a{6}", VOCAB)
-    res = smc(FunctionLM(toy_logits), rx, eos=EOS, n_particles=4, max_tokens=3, seed=1)
+    res = sample(FunctionLM(toy_logits), rx, eos=EOS, n_particles=4, max_tokens=3, seed=1)
     assert not res.finished.any()
     assert all(len(t) == 3 for t in res.tokens)
     assert np.isfinite(res.log_weights).all()
@@ -404,13 +409,13 @@ def test_eos_that_the_constraint_does_not_end_on() -> None:
     """Token 0 ("a") passed as eos is sampled where "aa+" is not complete: ValueError."""
     rx = fastdec.Regex("aa+", VOCAB)
     with pytest.raises(ValueError, match="eos id 0"):
-        smc(FunctionLM(toy_logits), rx, eos=0, n_particles=2, max_tokens=4)
+        sample(FunctionLM(toy_logits), rx, eos=0, n_particles=2, max_tokens=4)
 
 
 def test_logits_of_the_wrong_shape() -> None:
     lm = FunctionLM(lambda prefix: np.zeros(V + 1, dtype=np.float32))
     with pytest.raises(ValueError, match=r"shape \(2, 5\); expected \(2, 4\)"):
-        smc(lm, RX, eos=EOS, n_particles=2, max_tokens=4)
+        sample(lm, RX, eos=EOS, n_particles=2, max_tokens=4)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -472,8 +477,8 @@ SMC_KW: dict[str, Any] = {
 def test_hflm_matches_the_full_forward(stories: tuple[Any, fastdec.Regex], estimator: str, seed: int) -> None:
     model, rx = stories
     lm = RecordingHFLM(model, STORIES_PROMPT)
-    got = smc(lm, rx, estimator=estimator, seed=seed, **SMC_KW)
-    want = smc(full_forward_lm(model, STORIES_PROMPT), rx, estimator=estimator, seed=seed, **SMC_KW)
+    got = sample(lm, rx, estimator=estimator, seed=seed, **SMC_KW)
+    want = sample(full_forward_lm(model, STORIES_PROMPT), rx, estimator=estimator, seed=seed, **SMC_KW)
     assert got.tokens == want.tokens
     np.testing.assert_allclose(got.log_weights, want.log_weights, rtol=1e-5, atol=1e-6)
     np.testing.assert_array_equal(got.finished, want.finished)
@@ -487,21 +492,29 @@ def test_hflm_matches_the_full_forward(stories: tuple[Any, fastdec.Regex], estim
 def test_stale_cache_is_caught(stories: tuple[Any, fastdec.Regex]) -> None:
     model, rx = stories
     for seed in range(3):
-        got = smc(StaleCacheHFLM(model, STORIES_PROMPT), rx, estimator="geometric", seed=seed, **SMC_KW)
-        want = smc(full_forward_lm(model, STORIES_PROMPT), rx, estimator="geometric", seed=seed, **SMC_KW)
+        got = sample(StaleCacheHFLM(model, STORIES_PROMPT), rx, estimator="geometric", seed=seed, **SMC_KW)
+        want = sample(full_forward_lm(model, STORIES_PROMPT), rx, estimator="geometric", seed=seed, **SMC_KW)
         if got.tokens != want.tokens:
             return
     pytest.fail("a cache that ignores resampling gave the reference's particles at every seed")
 
 
-def test_smc_generate_uses_the_model_eos(stories: tuple[Any, fastdec.Regex]) -> None:
+def test_generate_uses_the_model_eos(stories: tuple[Any, fastdec.Regex]) -> None:
     import torch
 
     model, rx = stories
     kwargs = {k: v for k, v in SMC_KW.items() if k != "eos"}
-    got = smc_generate(model, torch.tensor([STORIES_PROMPT]), rx, seed=5, **kwargs)
-    want = smc(HFLM(model, STORIES_PROMPT), rx, eos=STORIES_EOS, seed=5, **kwargs)
+    got = smc_module.generate(model, torch.tensor([STORIES_PROMPT]), rx, seed=5, **kwargs)
+    want = sample(HFLM(model, STORIES_PROMPT), rx, eos=STORIES_EOS, seed=5, **kwargs)
     assert got.tokens == want.tokens
     np.testing.assert_array_equal(got.log_weights, want.log_weights)
     with pytest.raises(ValueError, match="invalid prompt"):
-        smc_generate(model, [[1, 2], [3, 4]], rx, **kwargs)
+        smc_module.generate(model, [[1, 2], [3, 4]], rx, **kwargs)
+
+
+def test_old_names_warn_and_still_work() -> None:
+    for old, new in (("smc", "sample"), ("smc_generate", "generate")):
+        with pytest.warns(DeprecationWarning, match=f"fastdec.smc.{old} is now fastdec.smc.{new}"):
+            assert getattr(smc_module, old) is getattr(smc_module, new)
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        smc_module.nope  # noqa: B018

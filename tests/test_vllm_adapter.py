@@ -149,8 +149,8 @@ class Recorder:
         assert request_id not in self.tokens
         self.tokens[request_id] = np.asarray(prompt_ids).tolist()
 
-    def accept(self, request_id: int, accepted_ids: npt.ArrayLike, topk_ids: Any = None) -> None:
-        self.tokens[request_id] += np.asarray(accepted_ids).tolist()
+    def accept(self, request_id: int, emitted: npt.ArrayLike, topk_ids: Any = None) -> None:
+        self.tokens[request_id] += np.asarray(emitted).tolist()
 
     def stop(self, request_id: int) -> None:
         self.stopped[request_id] = self.tokens.pop(request_id)

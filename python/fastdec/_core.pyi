@@ -249,7 +249,7 @@ class BaseDrafter:
     """The lifecycle every fastdec drafter shares (the :class:`fastdec.Drafter` protocol).
 
     ``start(request_id, prompt_ids)``; each step ``propose(request_id, budget)`` (a tree of at
-    most ``budget`` nodes whose root is the last token) and ``accept(request_id, accepted_ids,
+    most ``budget`` nodes whose root is the last token) and ``accept(request_id, emitted,
     topk_ids=None)`` with the tokens the step emitted (accepted drafts, then the bonus token)
     and optionally the target's top-k at every verified node (``[num_nodes, k] int32``);
     ``stop(request_id)``. Request ids are int or str; an unknown id raises ``KeyError``.
@@ -257,9 +257,7 @@ class BaseDrafter:
 
     def start(self, request_id: int | str, prompt_ids: _Ints) -> None: ...
     def propose(self, request_id: int | str, budget: int) -> TokenTree: ...
-    def accept(
-        self, request_id: int | str, accepted_ids: _Ints, topk_ids: _IntArray | None = None
-    ) -> None: ...
+    def accept(self, request_id: int | str, emitted: _Ints, topk_ids: _IntArray | None = None) -> None: ...
     def stop(self, request_id: int | str) -> None: ...
     def propose_for(self, context_ids: _Ints, budget: int) -> TokenTree:
         """A stateless proposal from a whole context (its last token is the root)."""

@@ -2,7 +2,7 @@
 
 Per request: ``start(request_id, prompt_ids)``; then each step ``propose(request_id, budget)``
 returns a :class:`fastdec.TokenTree` whose root is the last token of the sequence, the target
-verifies it, and ``accept(request_id, accepted_ids, topk_ids)`` appends the tokens the step
+verifies it, and ``accept(request_id, emitted, topk_ids)`` appends the tokens the step
 emitted (accepted drafts, then the bonus token); ``topk_ids`` (``[num_nodes, k] int32``) is the
 target's top-k at every verified node, for drafters that learn from it (Token Recycling);
 finally ``stop(request_id)``. ``propose_for(context_ids, budget)`` is the stateless form.
@@ -39,7 +39,7 @@ class Drafter(Protocol):
     def accept(
         self,
         request_id: RequestId,
-        accepted_ids: npt.ArrayLike,
+        emitted: npt.ArrayLike,
         topk_ids: npt.NDArray[np.int32] | None = None,
     ) -> None: ...
 

@@ -47,7 +47,7 @@ them. An EOS adds no text, so a particle's state is not advanced past it.
 >>> vocab = fastdec.TokenVocab([b"a", b"b", b""], eos=[2])
 >>> rx = fastdec.Regex("ab?", vocab)
 >>> lm = FunctionLM(lambda prefix: np.zeros(3, dtype=np.float32))
->>> res = smc(lm, rx, eos=2, n_particles=4, max_tokens=4, seed=0)
+>>> res = sample(lm, rx, eos=2, n_particles=4, max_tokens=4, seed=0)
 >>> all(t[-1] == 2 for t in res.tokens), bool(res.finished.all())
 (True, True)
 """
@@ -71,8 +71,8 @@ __all__ = [
     "FunctionLM",
     "LanguageModel",
     "SMCResult",
-    "smc",
-    "smc_generate",
+    "generate",
+    "sample",
 ]
 
 Logits = npt.NDArray[np.float32]
@@ -98,7 +98,7 @@ class LanguageModel(Protocol):
 
 @dataclass(frozen=True)
 class SMCResult:
-    """The final particle population of :func:`smc`.
+    """The final particle population of :func:`sample`.
 
     Attributes:
         tokens: ``N`` lists of generated token ids (the prompt excluded, the EOS included when
@@ -278,7 +278,7 @@ def _reorder_cache(cache: Any, idx: Any) -> Any:
     return cache
 
 
-def smc(
+def sample(
     lm: LanguageModel,
     constraint: Constraint,
     *,
@@ -326,7 +326,7 @@ def smc(
     >>> import fastdec, numpy as np
     >>> vocab = fastdec.TokenVocab([b"a", b"b", b""], eos=[2])
     >>> lm = FunctionLM(lambda prefix: np.array([0.0, 1.0, 0.5], dtype=np.float32))
-    >>> res = smc(lm, fastdec.Regex("a+", vocab), eos=2, n_particles=3, max_tokens=8)
+    >>> res = sample(lm, fastdec.Regex("a+", vocab), eos=2, n_particles=3, max_tokens=8)
     >>> [t[0] for t in res.tokens], float(res.log_evidence) < 0.0
     ([0, 0, 0], True)
     """
@@ -381,7 +381,7 @@ def smc(
     )
 
 
-def smc_generate(
+def generate(
     model: Any,
     input_ids: npt.ArrayLike,
     constraint: Constraint,
@@ -394,17 +394,17 @@ def smc_generate(
     temperature: float = 1.0,
     seed: int = 0,
 ) -> SMCResult:
-    """:func:`smc` on a transformers causal LM (:class:`HFLM`) after one prompt.
+    """:func:`sample` on a transformers causal LM (:class:`HFLM`) after one prompt.
 
     Args:
         model: a transformers causal LM; its logits must have ``constraint.vocab_size`` columns.
         input_ids: the prompt, ``[L]`` or ``[1, L]`` int (list, numpy array or tensor).
         eos: end-of-sequence id(s); by default ``model.generation_config.eos_token_id``, else
             ``model.config.eos_token_id``.
-        Others: as :func:`smc`.
+        Others: as :func:`sample`.
 
     Raises:
-        ValueError: as :func:`smc`, a batch of several prompts, or no ``eos`` to be found.
+        ValueError: as :func:`sample`, a batch of several prompts, or no ``eos`` to be found.
     """
     if eos is None:
         gen_config = getattr(model, "generation_config", None)
@@ -415,7 +415,7 @@ def smc_generate(
             raise ValueError(
                 "eos=None and the model defines no eos_token_id (generation_config or config): pass eos="
             )
-    return smc(
+    return sample(
         HFLM(model, input_ids),
         constraint,
         eos=eos,
@@ -545,3 +545,21 @@ def _prompt_list(prompt_ids: npt.ArrayLike) -> list[int]:
             "non-negative int ids, L >= 1"
         )
     return [int(t) for t in arr]
+
+
+# The names before 0.2 (``fastdec.smc.smc`` repeated the module's name).
+_RENAMED = {"smc": "sample", "smc_generate": "generate"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _RENAMED:
+        import warnings
+
+        new = _RENAMED[name]
+        warnings.warn(
+            f"fastdec.smc.{name} is now fastdec.smc.{new}; the old name will be removed",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return globals()[new]
+    raise AttributeError(f"module 'fastdec.smc' has no attribute {name!r}")

@@ -9,7 +9,7 @@ dead end (a constraint that allows nothing with mass).
 * :class:`StochasticVerifier` -- the lossless point-mass rule for deterministic drafts
   (trees.md §2.3): the output follows exactly the law of plain sampling.
 * :class:`ConstrainedVerifier` -- greedy or sampled verification of the target restricted to
-  what the constraint allows (``generation/constrained.py``).
+  what the constraint allows (``generation/constraint_tree.py``).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import torch
 from fastdec._core import TokenTree
 from fastdec.tree_batch import TreeBatch
 
-from . import constrained
+from . import constraint_tree
 from .step_ops import StepOps
 
 
@@ -94,7 +94,7 @@ class ConstrainedVerifier(GreedyVerifier):
 
     def prune(self, trees: list[TokenTree]) -> list[bool]:
         c = self.constraint
-        if constrained.is_native(c):  # one walk per tree in Rust; the states stay there
+        if constraint_tree.is_native(c):  # one walk per tree in Rust; the states stay there
             self.node_states = [
                 c.prune_tree(tree, state) for tree, state in zip(trees, self.states, strict=True)
             ]
@@ -103,7 +103,7 @@ class ConstrainedVerifier(GreedyVerifier):
         self.node_states = []
         pruned = []
         for b, tree in enumerate(trees):
-            kept, states = constrained.prune_tree(tree, c, self.states[b])
+            kept, states = constraint_tree.prune_tree(tree, c, self.states[b])
             pruned.append(kept is not tree)
             trees[b] = kept
             self.node_states.append(states)
@@ -116,7 +116,7 @@ class ConstrainedVerifier(GreedyVerifier):
             from fastdec import sampling
 
             rows, key = _host(sampling.warp_probs(logits.float(), *self.warp), torch.float64), "probs"
-        native = constrained.is_native(self.constraint)
+        native = constraint_tree.is_native(self.constraint)
         out = Verdict([], [], [])
         for b, tree in enumerate(trees):
             target = {key: rows[b, : tree.num_nodes]}
@@ -125,7 +125,7 @@ class ConstrainedVerifier(GreedyVerifier):
                     self.node_states[b], seed=self._seed(), **target
                 )
             else:
-                path, y, self.states[b] = constrained.verify_constrained(
+                path, y, self.states[b] = constraint_tree.verify_tree(
                     tree, self.node_states[b], self.constraint, seed=self._seed, **target
                 )
             out.paths.append(path)

@@ -36,7 +36,7 @@ class BatchDrafter(Protocol):
     def accept(
         self,
         request_id: RequestId,
-        accepted_ids: npt.ArrayLike,
+        emitted: npt.ArrayLike,
         topk_ids: npt.NDArray[np.int32] | None = None,
     ) -> None: ...
 

@@ -1,6 +1,6 @@
 //! Times the AWRS pieces on a 49,152-token vocabulary (a development aid:
 //! `cargo run --release -p fastdec-core --example awrs_timing`).
-use fastdec_core::constrain::{awrs, Estimator, Rng};
+use fastdec_core::constraints::{awrs, Estimator, Rng};
 use std::time::Instant;
 
 const REPS: u32 = 2000;

@@ -27,7 +27,7 @@
 
 #[doc(hidden)]
 pub mod bench;
-pub mod constrain;
+pub mod constraints;
 pub mod drafter;
 pub mod error;
 pub mod tree;

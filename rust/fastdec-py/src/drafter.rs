@@ -67,7 +67,7 @@ where
 /// The lifecycle every fastdec drafter shares (the :class:`fastdec.Drafter` protocol).
 ///
 /// ``start(request_id, prompt_ids)``; each step ``propose(request_id, budget)`` (a tree of at
-/// most ``budget`` nodes whose root is the last token) and ``accept(request_id, accepted_ids,
+/// most ``budget`` nodes whose root is the last token) and ``accept(request_id, emitted,
 /// topk_ids=None)`` with the tokens the step emitted (accepted drafts, then the bonus token)
 /// and optionally the target's top-k at every verified node (``[num_nodes, k] int32``);
 /// ``stop(request_id)``. Request ids are int or str; an unknown id raises ``KeyError``.
@@ -105,16 +105,16 @@ impl PyBaseDrafter {
             .into())
     }
 
-    #[pyo3(signature = (request_id, accepted_ids, topk_ids = None))]
+    #[pyo3(signature = (request_id, emitted, topk_ids = None))]
     fn accept(
         &self,
         py: Python<'_>,
         request_id: &Bound<'_, PyAny>,
-        accepted_ids: &Bound<'_, PyAny>,
+        emitted: &Bound<'_, PyAny>,
         topk_ids: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<()> {
         let id = to_request_id(request_id)?;
-        let emitted = token_vec(accepted_ids, "accepted_ids")?;
+        let emitted = token_vec(emitted, "emitted")?;
         let topk = topk_arg(topk_ids)?;
         let topk_ref = topk.as_ref().map(|(v, k)| (v.as_slice(), *k));
         let work = emitted.len() + topk.as_ref().map_or(0, |(v, _)| v.len());

@@ -9,13 +9,10 @@
 )]
 
 mod bench;
-mod constrain;
-mod constraint_ops;
-mod constraint_tree;
+mod constraints;
 mod convert;
 mod drafter;
 mod error;
-mod grammar;
 mod template;
 mod tree;
 mod verify;
@@ -28,16 +25,16 @@ mod _core {
     #[pymodule_export]
     use super::bench::_time_tree_step;
     #[pymodule_export]
-    use super::constrain::{awrs_sample, softmax64, PyRegex, PyTokenVocab};
+    use super::constraints::grammar::{PyGrammar, PyGrammarState, PyJsonSchema};
     #[pymodule_export]
-    use super::constraint_tree::PyPrunedTree;
+    use super::constraints::tree::PyPrunedTree;
+    #[pymodule_export]
+    use super::constraints::{awrs_sample, softmax64, PyRegex, PyTokenVocab};
     #[pymodule_export]
     use super::drafter::{
         PyBaseDrafter, PyDraftBatch, PyHybridDrafter, PyNgramDrafter, PyRecycleDrafter,
         PyTrieDrafter,
     };
-    #[pymodule_export]
-    use super::grammar::{PyGrammar, PyGrammarState, PyJsonSchema};
     #[pymodule_export]
     use super::template::{optimal_template, PyTreeTemplate};
     #[pymodule_export]
@@ -52,7 +49,7 @@ mod _core {
         m.add("__version__", env!("CARGO_PKG_VERSION"))?;
         m.add("MAX_NODES", fastdec_core::MAX_NODES)?;
         // AWRS rejections before the full-mask fallback by default (benches report it).
-        m.add("_MASK_AFTER", fastdec_core::constrain::awrs::MASK_AFTER)?;
+        m.add("_MASK_AFTER", fastdec_core::constraints::awrs::MASK_AFTER)?;
         Ok(())
     }
 }

@@ -212,9 +212,7 @@ impl Drafter for RecycleDrafter {
     ) -> Result<()> {
         let t0 = Instant::now();
         if emitted.is_empty() {
-            return Err(Error::Empty {
-                what: "accepted_ids",
-            });
+            return Err(Error::Empty { what: "emitted" });
         }
         self.check(emitted, "accepted token")?;
         if let Some((rows, k)) = topk {

@@ -1,6 +1,6 @@
 """Constrained tree pruning and verification in Rust (``Regex.prune_tree`` / ``verify_tree``,
 the same for ``Grammar``) against the same algorithm over the constraint protocol in Python
-(``fastdec.generation.constrained``, which ``CallbackConstraint`` runs):
+(``fastdec.generation.constraint_tree``, which ``CallbackConstraint`` runs):
 
 * pruning keeps the same nodes, and greedy verification takes the same decisions, on hypothesis
   trees, vocabularies of odd sizes and logits with ties and ``-inf``;
@@ -16,7 +16,7 @@ import itertools
 import fastdec
 import numpy as np
 import pytest
-from fastdec.generation import constrained
+from fastdec.generation import constraint_tree
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import stats
@@ -83,7 +83,7 @@ def test_prune_and_greedy_verify_equal_the_protocol_version(kind: str, pattern: 
     state = start_state(c, size, prefix)
     tree = fastdec.TokenTree(tokens, parents)
     pruned = c.prune_tree(tree, state)  # type: ignore[attr-defined]
-    want_tree, want_states = constrained.prune_tree(tree, c, state)
+    want_tree, want_states = constraint_tree.prune_tree(tree, c, state)
     assert pruned.tree == want_tree
     assert pruned.changed == (want_tree is not tree)
     n = want_tree.num_nodes
@@ -91,7 +91,7 @@ def test_prune_and_greedy_verify_equal_the_protocol_version(kind: str, pattern: 
     rows = np.ascontiguousarray(logits[keep])
     assert rows.shape[0] == n
     got = c.verify_tree(pruned, logits=rows)  # type: ignore[attr-defined]
-    want = constrained.verify_constrained(want_tree, want_states, c, logits=rows, seed=lambda: 0)
+    want = constraint_tree.verify_tree(want_tree, want_states, c, logits=rows, seed=lambda: 0)
     assert got[:2] == (want[0], want[1])
     if kind == "regex":
         assert got[2] == want[2]
@@ -165,7 +165,7 @@ def test_sampled_verification_is_lossless() -> None:
     tree = fastdec.TokenTree(tokens, parents)
     state = rx.start()
     pruned = rx.prune_tree(tree, state)
-    kept, states = constrained.prune_tree(tree, rx, state)
+    kept, states = constraint_tree.prune_tree(tree, rx, state)
     probs = rng.dirichlet(np.ones(size), size=kept.num_nodes)
     law = _exact_law(rx, kept, states, probs)
     counts: dict[tuple, int] = {}

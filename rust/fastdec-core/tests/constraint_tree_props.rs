@@ -1,5 +1,5 @@
 //! Property tests of constrained tree pruning and greedy verification
-//! (`constrain::tree_verify`) against naive models written here: pruning replays every node's
+//! (`constraints::tree_verify`) against naive models written here: pruning replays every node's
 //! token path from the root state; greedy verification takes the argmax of each visited row
 //! under the full mask. Vocabularies of odd sizes around the 16 greedy candidates and the
 //! 32-bit mask words; logits with many ties and `-inf`.
@@ -9,8 +9,8 @@ mod arb;
 use std::sync::Arc;
 
 use arb::{distinct_sibling_tokens, parents_from};
-use fastdec_core::constrain::tree_verify::top_candidates;
-use fastdec_core::constrain::{
+use fastdec_core::constraints::tree_verify::top_candidates;
+use fastdec_core::constraints::{
     prune_tree, verify_tree, Constraint, RegexConstraint, Rng, Target, TokenVocab,
 };
 use fastdec_core::TokenTree;

@@ -59,7 +59,7 @@ def prune_tree(tree: TokenTree, constraint: Any, state: Any) -> tuple[TokenTree,
     return TokenTree([tokens[i] for i in keep], [-1] + [new_id[parents[i]] for i in keep[1:]]), states
 
 
-def verify_constrained(
+def verify_tree(
     tree: TokenTree,
     states: list[Any],
     constraint: Any,

@@ -1,8 +1,14 @@
-//! Binding of `fastdec_core::constrain`: token vocabularies, regex constraints and AWRS.
+//! Binding of `fastdec_core::constraints`: token vocabularies, regex constraints and AWRS here;
+//! grammars in `grammar`, the methods every constraint shares in `methods`, constrained tree
+//! pruning and verification in `tree`.
+
+pub mod grammar;
+pub mod methods;
+pub mod tree;
 
 use std::sync::Arc;
 
-use fastdec_core::constrain::{
+use fastdec_core::constraints::{
     awrs, Constraint, GrammarCompiler, LazyGrammarCompiler, RegexConstraint, Rng, TokenVocab,
 };
 use fastdec_core::TokenId;
@@ -10,8 +16,8 @@ use numpy::PyArray1;
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
-use crate::constraint_ops::{self as ops, SampleTuple};
-use crate::constraint_tree::{self as ctree, NodeStates, PyPrunedTree};
+use crate::constraints::methods::{self as ops, SampleTuple};
+use crate::constraints::tree::{self as ctree, NodeStates, PyPrunedTree};
 use crate::convert::{f32_vec, maybe_detach, token_arg, token_vec};
 use crate::error::to_py;
 use crate::tree::PyTokenTree;
@@ -117,8 +123,8 @@ impl PyRegex {
     #[pyo3(signature = (
         pattern,
         vocab,
-        max_dfa_bytes=fastdec_core::constrain::regex::DFA_SIZE_LIMIT,
-        mask_cache_bytes=fastdec_core::constrain::regex::MASK_CACHE_BYTES,
+        max_dfa_bytes=fastdec_core::constraints::regex::DFA_SIZE_LIMIT,
+        mask_cache_bytes=fastdec_core::constraints::regex::MASK_CACHE_BYTES,
     ))]
     fn new(
         py: Python<'_>,
@@ -198,7 +204,7 @@ impl PyRegex {
     /// ``"none"``, ``"two-run"`` or ``"geometric"``. Without weights, after ``mask_after``
     /// rejections (default 32; 0: never) the token is drawn under the full mask instead (same
     /// law; bounds the cost when the model disagrees with the constraint).
-    #[pyo3(signature = (state, logits, temperature=1.0, estimator="none", seed=0, mask_after=fastdec_core::constrain::awrs::MASK_AFTER))]
+    #[pyo3(signature = (state, logits, temperature=1.0, estimator="none", seed=0, mask_after=fastdec_core::constraints::awrs::MASK_AFTER))]
     #[allow(clippy::too_many_arguments)]
     fn sample(
         &self,

@@ -1,17 +1,17 @@
-//! Binding of `fastdec_core::constrain::grammar`: JSON Schema and Lark grammar constraints
+//! Binding of `fastdec_core::constraints::grammar`: JSON Schema and Lark grammar constraints
 //! (llguidance) with the same methods as `Regex`; a state is an opaque `GrammarState`.
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use fastdec_core::constrain::{GrammarConstraint, GrammarSource, GrammarState};
+use fastdec_core::constraints::{GrammarConstraint, GrammarSource, GrammarState};
 use numpy::PyArray1;
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
 use pyo3::types::PyString;
 
-use crate::constrain::PyTokenVocab;
-use crate::constraint_ops::{self as ops, SampleTuple};
-use crate::constraint_tree::{self as ctree, NodeStates, PyPrunedTree};
+use crate::constraints::methods::{self as ops, SampleTuple};
+use crate::constraints::tree::{self as ctree, NodeStates, PyPrunedTree};
+use crate::constraints::PyTokenVocab;
 use crate::convert::{token_arg, token_vec};
 use crate::error::to_py;
 use crate::tree::PyTokenTree;
@@ -142,7 +142,7 @@ impl PyGrammar {
     }
 
     /// One AWRS step from `logits` at `temperature`: (token or None, weight, checks).
-    #[pyo3(signature = (state, logits, temperature=1.0, estimator="none", seed=0, mask_after=fastdec_core::constrain::awrs::MASK_AFTER))]
+    #[pyo3(signature = (state, logits, temperature=1.0, estimator="none", seed=0, mask_after=fastdec_core::constraints::awrs::MASK_AFTER))]
     #[allow(clippy::too_many_arguments)]
     fn sample(
         &self,

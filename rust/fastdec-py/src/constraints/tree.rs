@@ -1,10 +1,10 @@
-//! Binding of `fastdec_core::constrain::tree_verify`: a draft tree pruned by a constraint (with
+//! Binding of `fastdec_core::constraints::tree_verify`: a draft tree pruned by a constraint (with
 //! the state after every kept node, kept on the Rust side) and its verification. `Regex` and
 //! `Grammar` each call these with their own constraint and state type.
 
 use std::sync::{Mutex, MutexGuard};
 
-use fastdec_core::constrain::{
+use fastdec_core::constraints::{
     prune_tree, verify_tree, ConstrainedVerification, Constraint, GrammarState, Rng, Target,
 };
 use numpy::{PyArray2, PyArrayMethods, PyUntypedArrayMethods};

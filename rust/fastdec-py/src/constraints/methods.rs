@@ -2,7 +2,7 @@
 //! the bitmask as numpy, a mask row written in place, and AWRS steps from logits or
 //! probabilities. `Regex` and `Grammar` call these with their own constraint and state.
 
-use fastdec_core::constrain::{Constraint, Estimator, Rng};
+use fastdec_core::constraints::{Constraint, Estimator, Rng};
 use numpy::{PyArray1, PyArrayMethods};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
