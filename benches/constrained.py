@@ -40,7 +40,7 @@ import fastdec
 import numpy as np
 import torch
 from fastdec.generation import cache as kv
-from fastdec.vocab import TokenVocabulary
+from fastdec.vocab import TokenVocab
 
 sys.path.insert(0, str(Path(__file__).parent))
 from plotting import pyplot, save
@@ -148,8 +148,8 @@ def main() -> int:
     from fastdec.models import load_model
 
     model, tok = load_model(str(args.model / "SmolLM2-135M-Instruct.Q4_1.gguf"))
-    vocab = TokenVocabulary.from_hf_tokenizer(tok, vocab_size=int(model.config.vocab_size))
-    native = vocab.native()
+    vocab = TokenVocab.from_hf_tokenizer(tok, vocab_size=int(model.config.vocab_size))
+    native = vocab
     lltok = llguidance.hf.from_tokenizer(tok, n_vocab=int(model.config.vocab_size))
 
     methods = ("awrs", "fastdec-mask", "llguidance-mask")

@@ -14,7 +14,7 @@ import fastdec
 import numpy as np
 import pytest
 import torch
-from fastdec.vocab import TokenVocabulary
+from fastdec.vocab import TokenVocab
 
 PATTERNS = [
     r"( [A-Za-z]+){1,30}\.",  # words separated by single spaces, one sentence
@@ -25,9 +25,9 @@ EOS = 2
 
 
 @pytest.fixture(scope="module")
-def stories(stories_model: tuple[torch.nn.Module, list[bytes]]) -> tuple[torch.nn.Module, TokenVocabulary]:
+def stories(stories_model: tuple[torch.nn.Module, list[bytes]]) -> tuple[torch.nn.Module, TokenVocab]:
     model, words = stories_model
-    return model, TokenVocabulary.from_llama2c(words)
+    return model, TokenVocab.from_llama2c(words)
 
 
 SCHEMA = {
@@ -81,10 +81,10 @@ def masked_greedy(model: torch.nn.Module, prompt: list[int], rx: Any, max_new: i
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("pattern", PATTERNS)
 def test_greedy_equals_full_mask_greedy(
-    stories: tuple[torch.nn.Module, TokenVocabulary], pattern: str, kind: str
+    stories: tuple[torch.nn.Module, TokenVocab], pattern: str, kind: str
 ) -> None:
     model, vocab = stories
-    rx = KINDS[kind](vocab.native(), pattern)
+    rx = KINDS[kind](vocab, pattern)
     want = [masked_greedy(model, p, rx, 40) for p in PROMPTS]
     drafters = ("trie", "recycling", "pld", None) if kind == "regex" else ("trie", None)
     for drafter in drafters:
@@ -97,9 +97,9 @@ def test_greedy_equals_full_mask_greedy(
         assert re.fullmatch(pattern, text)
 
 
-def test_json_schema_greedy_and_sampled(stories: tuple[torch.nn.Module, TokenVocabulary]) -> None:
+def test_json_schema_greedy_and_sampled(stories: tuple[torch.nn.Module, TokenVocab]) -> None:
     model, vocab = stories
-    js = fastdec.JsonSchema(SCHEMA, vocab.native(), whitespace_flexible=False)
+    js = fastdec.JsonSchema(SCHEMA, vocab, whitespace_flexible=False)
     want = [masked_greedy(model, p, js, 30) for p in PROMPTS]
     got = fastdec.generate(
         model, PROMPTS, drafter="trie", max_new_tokens=30, eos_token_id=EOS, budget=8, constraint=js
@@ -127,11 +127,11 @@ def test_json_schema_greedy_and_sampled(stories: tuple[torch.nn.Module, TokenVoc
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_sampled_text_satisfies_the_constraint(
-    stories: tuple[torch.nn.Module, TokenVocabulary], seed: int
+    stories: tuple[torch.nn.Module, TokenVocab], seed: int
 ) -> None:
     model, vocab = stories
     pattern = PATTERNS[0]
-    rx = fastdec.Regex(pattern, vocab.native())
+    rx = fastdec.Regex(pattern, vocab)
     kwargs = {"max_new_tokens": 60, "eos_token_id": EOS, "budget": 8, "constraint": rx, "temperature": 1.0}
     got = fastdec.generate(model, PROMPTS, drafter=fastdec.TrieDrafter(), seed=seed, **kwargs)  # type: ignore[arg-type]
     again = fastdec.generate(model, PROMPTS, drafter=fastdec.TrieDrafter(), seed=seed, **kwargs)  # type: ignore[arg-type]
@@ -143,7 +143,7 @@ def test_sampled_text_satisfies_the_constraint(
             assert re.fullmatch(pattern, b"".join(vocab.tokens[t] for t in seq[:-1]).decode())
 
 
-def test_bad_constraint(stories: tuple[torch.nn.Module, TokenVocabulary]) -> None:
+def test_bad_constraint(stories: tuple[torch.nn.Module, TokenVocab]) -> None:
     model, _ = stories
     with pytest.raises(ValueError, match=r"expected a fastdec\.Regex, JsonSchema, Grammar or Callback"):
         fastdec.generate(model, PROMPTS, max_new_tokens=4, constraint="[a-z]+")

@@ -430,10 +430,10 @@ STORIES_EOS = 2
 
 @pytest.fixture(scope="module")
 def stories(stories_model: tuple[Any, list[bytes]]) -> tuple[Any, fastdec.Regex]:
-    from fastdec.vocab import TokenVocabulary
+    from fastdec.vocab import TokenVocab
 
     model, words = stories_model
-    return model, fastdec.Regex(STORIES_PATTERN, TokenVocabulary.from_llama2c(words).native())
+    return model, fastdec.Regex(STORIES_PATTERN, TokenVocab.from_llama2c(words))
 
 
 def full_forward_lm(model: Any, prompt: list[int]) -> FunctionLM:

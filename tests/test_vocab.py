@@ -13,12 +13,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import fastdec
 import numpy as np
 import pytest
 from conftest import SHARED_MODELS, STORIES_TOKENIZER_PATH, shared_model_file
 from fastdec import vocab as vocab_module
 from fastdec.models import decode_llama2c, load_llama2c_tokenizer
-from fastdec.vocab import TokenVocabulary
+from fastdec.vocab import TokenVocab
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -52,7 +53,7 @@ SMOLLM_TEXT = st.text(
 )
 
 
-def _concat(vocab: TokenVocabulary, ids: list[int]) -> bytes:
+def _concat(vocab: TokenVocab, ids: list[int]) -> bytes:
     return b"".join(vocab.tokens[i] for i in ids)
 
 
@@ -74,8 +75,8 @@ def smollm_tokenizer() -> Any:
 
 
 @pytest.fixture(scope="module")
-def smollm_vocab(smollm_tokenizer: Any) -> TokenVocabulary:
-    return TokenVocabulary.from_hf_tokenizer(smollm_tokenizer)
+def smollm_vocab(smollm_tokenizer: Any) -> TokenVocab:
+    return TokenVocab.from_hf_tokenizer(smollm_tokenizer)
 
 
 @pytest.fixture(scope="module")
@@ -118,8 +119,8 @@ def llama_slow_tokenizer() -> Any:
 
 
 @pytest.fixture(scope="module")
-def llama_vocab(llama_fast_tokenizer: Any) -> TokenVocabulary:
-    return TokenVocabulary.from_hf_tokenizer(llama_fast_tokenizer)
+def llama_vocab(llama_fast_tokenizer: Any) -> TokenVocab:
+    return TokenVocab.from_hf_tokenizer(llama_fast_tokenizer)
 
 
 @pytest.fixture(scope="module")
@@ -139,7 +140,7 @@ def test_gpt2_byte_map_is_the_tokenizers_alphabet() -> None:
     assert (table["Ġ"], table["Ċ"], table["ĉ"], table["A"], table["ÿ"]) == (0x20, 0x0A, 0x09, 0x41, 0xFF)
 
 
-def test_smollm_layout(smollm_tokenizer: Any, smollm_vocab: TokenVocabulary) -> None:
+def test_smollm_layout(smollm_tokenizer: Any, smollm_vocab: TokenVocab) -> None:
     assert smollm_vocab.size == len(smollm_vocab.tokens) == 49152
     assert smollm_vocab.eos_token_ids == {2}  # <|im_end|>
     assert smollm_vocab.special == set(range(17))  # <|endoftext|>, <|im_start|>, ..., <empty_output>
@@ -153,12 +154,12 @@ def test_smollm_layout(smollm_tokenizer: Any, smollm_vocab: TokenVocabulary) -> 
 
 
 @pytest.mark.parametrize("text", ["", *TEXTS])
-def test_smollm_round_trip(smollm_tokenizer: Any, smollm_vocab: TokenVocabulary, text: str) -> None:
+def test_smollm_round_trip(smollm_tokenizer: Any, smollm_vocab: TokenVocab, text: str) -> None:
     ids = smollm_tokenizer.encode(text, add_special_tokens=False)
     assert _concat(smollm_vocab, ids) == text.encode("utf-8")
 
 
-def test_smollm_every_token_matches_decode(smollm_tokenizer: Any, smollm_vocab: TokenVocabulary) -> None:
+def test_smollm_every_token_matches_decode(smollm_tokenizer: Any, smollm_vocab: TokenVocab) -> None:
     """Every token that is whole UTF-8 decodes to its bytes; the others are partial characters."""
     decoded = smollm_tokenizer.batch_decode([[i] for i in range(smollm_vocab.size)])
     partial = 0
@@ -174,7 +175,7 @@ def test_smollm_every_token_matches_decode(smollm_tokenizer: Any, smollm_vocab: 
     assert 0 < partial < 1000
 
 
-def test_smollm_missing_bytes(smollm_tokenizer: Any, smollm_vocab: TokenVocabulary) -> None:
+def test_smollm_missing_bytes(smollm_tokenizer: Any, smollm_vocab: TokenVocab) -> None:
     """The tokenizer, not the vocabulary, loses these bytes: encoding drops them without a trace."""
     single = {token[0] for token in smollm_vocab.tokens if len(token) == 1}
     assert set(range(256)) - single == SMOLLM_MISSING_BYTES
@@ -184,9 +185,7 @@ def test_smollm_missing_bytes(smollm_tokenizer: Any, smollm_vocab: TokenVocabula
 
 @settings(max_examples=50)
 @given(text=SMOLLM_TEXT)
-def test_smollm_round_trip_random_text(
-    smollm_tokenizer: Any, smollm_vocab: TokenVocabulary, text: str
-) -> None:
+def test_smollm_round_trip_random_text(smollm_tokenizer: Any, smollm_vocab: TokenVocab, text: str) -> None:
     ids = smollm_tokenizer.encode(text, add_special_tokens=False)
     assert _concat(smollm_vocab, ids) == text.encode("utf-8")
 
@@ -198,7 +197,7 @@ def test_smollm_added_tokens_and_padding() -> None:
     tokenizer.add_tokens(["<my_word>", " fancy"])
     tokenizer.add_special_tokens({"additional_special_tokens": ["<|tool|>"]})
     word, fancy, tool = tokenizer.convert_tokens_to_ids(["<my_word>", " fancy", "<|tool|>"])
-    vocab = TokenVocabulary.from_hf_tokenizer(tokenizer, vocab_size=49152 + 64)
+    vocab = TokenVocab.from_hf_tokenizer(tokenizer, vocab_size=49152 + 64)
     assert vocab.size == 49216
     assert (vocab.tokens[word], vocab.tokens[fancy], vocab.tokens[tool]) == (b"<my_word>", b" fancy", b"")
     assert tool in vocab.special
@@ -215,11 +214,11 @@ def test_smollm_added_tokens_and_padding() -> None:
 
 
 def test_smollm_eos_override(smollm_tokenizer: Any) -> None:
-    assert TokenVocabulary.from_hf_tokenizer(smollm_tokenizer, eos_token_ids=[0, 2]).eos_token_ids == {0, 2}
-    assert TokenVocabulary.from_hf_tokenizer(smollm_tokenizer, eos_token_ids=np.int64(0)).eos_token_ids == {0}
+    assert TokenVocab.from_hf_tokenizer(smollm_tokenizer, eos_token_ids=[0, 2]).eos_token_ids == {0, 2}
+    assert TokenVocab.from_hf_tokenizer(smollm_tokenizer, eos_token_ids=np.int64(0)).eos_token_ids == {0}
     # an eos id that is an ordinary token becomes special: it adds no text
     newline = smollm_tokenizer.convert_tokens_to_ids("Ċ")
-    vocab = TokenVocabulary.from_hf_tokenizer(smollm_tokenizer, eos_token_ids=(2, newline))
+    vocab = TokenVocab.from_hf_tokenizer(smollm_tokenizer, eos_token_ids=(2, newline))
     assert newline in vocab.special
     assert vocab.tokens[newline] == b""
 
@@ -227,7 +226,7 @@ def test_smollm_eos_override(smollm_tokenizer: Any) -> None:
 # --------------------------------------------------------------------------- SentencePiece: Llama-2
 
 
-def test_llama_layout(llama_vocab: TokenVocabulary, llama_sp: Any) -> None:
+def test_llama_layout(llama_vocab: TokenVocab, llama_sp: Any) -> None:
     assert llama_vocab.size == 32000
     assert llama_vocab.eos_token_ids == {2}
     assert llama_vocab.special == {0, 1, 2}  # <unk>, <s>, </s>
@@ -240,13 +239,13 @@ def test_llama_layout(llama_vocab: TokenVocabulary, llama_sp: Any) -> None:
     assert not any("▁".encode() in token for token in llama_vocab.tokens)
 
 
-def test_llama_fast_and_slow_agree(llama_vocab: TokenVocabulary, llama_slow_tokenizer: Any) -> None:
-    assert TokenVocabulary.from_hf_tokenizer(llama_slow_tokenizer) == llama_vocab
+def test_llama_fast_and_slow_agree(llama_vocab: TokenVocab, llama_slow_tokenizer: Any) -> None:
+    assert TokenVocab.from_hf_tokenizer(llama_slow_tokenizer) == llama_vocab
 
 
 @pytest.mark.parametrize("text", TEXTS)
 def test_llama_round_trip(
-    llama_vocab: TokenVocabulary, llama_sp: Any, llama_fast_tokenizer: Any, text: str
+    llama_vocab: TokenVocab, llama_sp: Any, llama_fast_tokenizer: Any, text: str
 ) -> None:
     # SentencePiece (add_dummy_prefix) always puts "▁" in front of the text, so the bytes are
     # b" " + text. The tokenizers Metaspace pre-tokenizer (prepend_scheme "first") adds it only
@@ -260,11 +259,11 @@ def test_llama_round_trip(
 
 @settings(max_examples=30)
 @given(text=st.text(min_size=1, max_size=40))
-def test_llama_round_trip_random_text(llama_vocab: TokenVocabulary, llama_sp: Any, text: str) -> None:
+def test_llama_round_trip_random_text(llama_vocab: TokenVocab, llama_sp: Any, text: str) -> None:
     assert _concat(llama_vocab, llama_sp.encode(text)) == b" " + text.encode()
 
 
-def test_llama_every_token_matches_decode(llama_vocab: TokenVocabulary, llama_fast_tokenizer: Any) -> None:
+def test_llama_every_token_matches_decode(llama_vocab: TokenVocab, llama_fast_tokenizer: Any) -> None:
     """Decoded after the byte token "A": the decoder's Strip then drops no space of the token."""
     anchor = 3 + ord("A")
     decoded = llama_fast_tokenizer.batch_decode([[anchor, i] for i in range(llama_vocab.size)])
@@ -278,7 +277,7 @@ def test_llama_every_token_matches_decode(llama_vocab: TokenVocabulary, llama_fa
 
 
 def test_llama2c_layout(tok512: list[bytes]) -> None:
-    vocab = TokenVocabulary.from_llama2c(tok512)
+    vocab = TokenVocab.from_llama2c(tok512)
     assert vocab.size == len(tok512) == 512
     assert vocab.special == {0, 1, 2}
     assert vocab.eos_token_ids == {2}
@@ -292,7 +291,7 @@ def test_llama2c_layout(tok512: list[bytes]) -> None:
 @given(ids=st.lists(st.integers(0, 511).filter(lambda i: i != 1), max_size=30))
 def test_llama2c_matches_run_c_decoding(tok512: list[bytes], ids: list[int]) -> None:
     """run.c's decoding (skipping unk/eos) of any ids without bos, which would drop a space."""
-    vocab = TokenVocabulary.from_llama2c(tok512)
+    vocab = TokenVocab.from_llama2c(tok512)
     assert _concat(vocab, ids).decode("utf-8", errors="replace") == decode_llama2c(tok512, ids)
 
 
@@ -301,15 +300,15 @@ def test_llama2c_matches_run_c_decoding(tok512: list[bytes], ids: list[int]) -> 
 
 def test_bad_hf_arguments(smollm_tokenizer: Any) -> None:
     with pytest.raises(ValueError, match="vocab_size 49151 is smaller than the tokenizer's 49152 tokens"):
-        TokenVocabulary.from_hf_tokenizer(smollm_tokenizer, vocab_size=49151)
+        TokenVocab.from_hf_tokenizer(smollm_tokenizer, vocab_size=49151)
     with pytest.raises(ValueError, match="eos token id 49152 out of range for vocab size 49152"):
-        TokenVocabulary.from_hf_tokenizer(smollm_tokenizer, eos_token_ids=49152)
+        TokenVocab.from_hf_tokenizer(smollm_tokenizer, eos_token_ids=49152)
     with pytest.raises(ValueError, match="eos token id -1 out of range"):
-        TokenVocabulary.from_hf_tokenizer(smollm_tokenizer, eos_token_ids=[2, -1])
+        TokenVocab.from_hf_tokenizer(smollm_tokenizer, eos_token_ids=[2, -1])
     with pytest.raises(ValueError, match=r"eos token id '2' is not an integer"):
-        TokenVocabulary.from_hf_tokenizer(smollm_tokenizer, eos_token_ids=["2"])
+        TokenVocab.from_hf_tokenizer(smollm_tokenizer, eos_token_ids=["2"])
     with pytest.raises(ValueError, match=r"vocab_size 5\.0 is not an integer"):
-        TokenVocabulary.from_hf_tokenizer(smollm_tokenizer, vocab_size=5.0)  # type: ignore[arg-type]
+        TokenVocab.from_hf_tokenizer(smollm_tokenizer, vocab_size=5.0)  # type: ignore[arg-type]
 
 
 def test_unsupported_and_missing_decoders() -> None:
@@ -320,13 +319,13 @@ def test_unsupported_and_missing_decoders() -> None:
     wordpiece.decoder = decoders.WordPiece()
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=wordpiece, eos_token="[UNK]")
     with pytest.raises(ValueError, match=r"unsupported tokenizer decoder step .*WordPiece"):
-        TokenVocabulary.from_hf_tokenizer(tokenizer)
+        TokenVocab.from_hf_tokenizer(tokenizer)
     wordpiece.decoder = None
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=wordpiece, eos_token="[UNK]")
     with pytest.raises(ValueError, match="has no decoder"):
-        TokenVocabulary.from_hf_tokenizer(tokenizer)
+        TokenVocab.from_hf_tokenizer(tokenizer)
     with pytest.raises(ValueError, match="no eos_token_id"):
-        TokenVocabulary.from_hf_tokenizer(PreTrainedTokenizerFast(tokenizer_object=wordpiece))
+        TokenVocab.from_hf_tokenizer(PreTrainedTokenizerFast(tokenizer_object=wordpiece))
 
 
 @pytest.mark.parametrize(
@@ -371,17 +370,42 @@ def test_piece_decoder_rejects(decoder: dict[str, Any]) -> None:
     ],
 )
 def test_invariants(tokens: list[bytes], special: set[int], eos: set[int], message: str) -> None:
-    with pytest.raises(ValueError, match=message):
-        TokenVocabulary(tokens, frozenset(special), frozenset(eos))
+    """The deprecated ``TokenVocabulary`` constructor checks the table the tokenizer constructors
+    build (``TokenVocab`` itself takes any table, as the native vocabulary does)."""
+    with (
+        pytest.warns(DeprecationWarning, match="TokenVocabulary is now fastdec.TokenVocab"),
+        pytest.raises(ValueError, match=message),
+    ):
+        vocab_module.TokenVocabulary(tokens, frozenset(special), frozenset(eos))
+
+
+def test_one_vocabulary_type() -> None:
+    """fastdec.TokenVocab is the native vocabulary with the tokenizer constructors; the old name
+    still builds one (with a warning) and native() is the vocabulary itself."""
+    assert fastdec.TokenVocab is TokenVocab
+    assert issubclass(TokenVocab, fastdec._core.TokenVocab)
+    vocab = TokenVocab.from_llama2c([b"<unk>", b"\n<s>\n", b"\n</s>\n", b"a", b"b"])
+    assert isinstance(vocab, TokenVocab)
+    assert vocab.native() is vocab
+    assert (vocab.size, vocab.special, vocab.eos_token_ids) == (5, frozenset({0, 1, 2}), frozenset({2}))
+    rx = fastdec.Regex("a+", vocab)
+    assert rx.advance(rx.start(), [3, 3]) is not None
+    assert not rx.allows(rx.start(), 4)
+    with pytest.warns(DeprecationWarning, match="TokenVocabulary is now fastdec.TokenVocab"):
+        old = vocab_module.TokenVocabulary([b"", b"a"], {0}, {0})
+    assert isinstance(old, TokenVocab)
+    assert (old.tokens, len(old)) == ([b"", b"a"], 2)
+    with pytest.raises(IndexError, match="out of range"):
+        TokenVocab([b"a"], eos=[3])
 
 
 def test_bad_llama2c_vocab() -> None:
     with pytest.raises(ValueError, match="at least 3 tokens"):
-        TokenVocabulary.from_llama2c([b"<unk>", b"<s>"])
+        TokenVocab.from_llama2c([b"<unk>", b"<s>"])
     with pytest.raises(ValueError, match="piece 3 is str"):
-        TokenVocabulary.from_llama2c([b"<unk>", b"<s>", b"</s>", "x"])  # type: ignore[list-item]
+        TokenVocab.from_llama2c([b"<unk>", b"<s>", b"</s>", "x"])  # type: ignore[list-item]
     with pytest.raises(ValueError, match="eos token id 4 out of range for vocab size 4"):
-        TokenVocabulary.from_llama2c([b"<unk>", b"<s>", b"</s>", b"x"], eos_token_ids=4)
+        TokenVocab.from_llama2c([b"<unk>", b"<s>", b"</s>", b"x"], eos_token_ids=4)
 
 
 # --------------------------------------------------------------------------- packaging

@@ -43,7 +43,6 @@ from fastdec._core import (
     RecycleDrafter,
     Regex,
     TokenTree,
-    TokenVocab,
     TreeTemplate,
     TrieDrafter,
     __version__,
@@ -54,6 +53,7 @@ from fastdec._core import (
 )
 from fastdec.constraints import CallbackConstraint, Constraint
 from fastdec.drafters import Drafter
+from fastdec.vocab import TokenVocab
 
 if TYPE_CHECKING:
     from fastdec.generation import GenerateOutput as GenerateOutput

@@ -487,11 +487,11 @@ def _time_tree_step(
 
 _Sample = tuple[int | None, float, int]
 
-@final
+@disjoint_base
 class TokenVocab:
     """The bytes each token adds to the decoded text, the special tokens (never allowed by a
-    constraint) and the end-of-sequence ids (allowed where the text is complete). Build one from
-    a tokenizer with :meth:`fastdec.vocab.TokenVocabulary.from_hf_tokenizer`.
+    constraint) and the end-of-sequence ids (allowed where the text is complete). The native
+    base of :class:`fastdec.TokenVocab`, which adds the tokenizer constructors.
 
     Raises:
         ValueError: an empty vocabulary or a negative id.

@@ -4,7 +4,7 @@ Regex and JSON-schema constraints are checked on the bytes the model writes, one
 they need, for every id the model can sample, the bytes that token appends (the table llguidance's
 ``TokTrie`` and outlines-core's ``Vocabulary`` are built from). ``tokenizer.decode([id])`` does not
 give it: SentencePiece decoders strip the leading space of the first token, and a byte token that is
-not a whole UTF-8 character decodes to U+FFFD. :class:`TokenVocabulary` therefore applies the rules
+not a whole UTF-8 character decodes to U+FFFD. :class:`TokenVocab` therefore applies the rules
 of the tokenizer's decoder to each token string on its own:
 
 * **byte-level BPE** (GPT-2, SmolLM2, Llama-3, Qwen): every character of a token string stands for
@@ -27,14 +27,16 @@ import functools
 import json
 import operator
 import re
+import warnings
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
+
+from fastdec._core import TokenVocab as _NativeTokenVocab
 
 if TYPE_CHECKING:
-    from fastdec._core import TokenVocab
+    from typing_extensions import Self
 
-__all__ = ["TokenVocabulary"]
+__all__ = ["TokenVocab", "TokenVocabulary"]
 
 #: SentencePiece's whitespace marker, U+2581 LOWER ONE EIGHTH BLOCK
 _SPIECE_UNDERLINE = "\u2581"
@@ -45,57 +47,69 @@ _LLAMA2C_BYTE_PIECE = re.compile(rb"<0x([0-9A-Fa-f]{2})>")
 _LLAMA2C_SPECIAL = (0, 1, 2)
 
 
-@dataclass(frozen=True)
-class TokenVocabulary:
-    """The bytes each token id adds to the decoded text.
+class TokenVocab(_NativeTokenVocab):
+    """The bytes each token id adds to the decoded text, the special tokens (never allowed by a
+    constraint) and the end-of-sequence ids (allowed where the text is complete): what
+    :class:`fastdec.Regex`, :class:`fastdec.Grammar` and :class:`fastdec.JsonSchema` read.
 
-    Invariant (checked on construction): ``tokens[i] == b""`` exactly when ``i`` is in ``special``,
-    and every eos id is special. An empty non-special token would let a constrained model emit
-    tokens forever without progress, so the constructors mark such tokens special.
+    Build one from a tokenizer with :meth:`from_hf_tokenizer` or :meth:`from_llama2c` (they
+    make every token that adds no bytes special, so a constrained model cannot emit tokens
+    forever without progress), or give the table directly.
 
-    Attributes:
+    Args:
         tokens: ``[size]`` bytes; ``tokens[i]`` is what token ``i`` appends to the text.
-        special: ids of special / control tokens and of ids the tokenizer does not define (padding
-            up to the model's logits size); they add no bytes.
-        eos_token_ids: the ids that end generation; a subset of ``special``.
+        special: ids of special / control tokens, and of ids the tokenizer does not define
+            (padding up to the model's logits size).
+        eos: the ids that end generation.
 
-    >>> vocab = TokenVocabulary([b"", b"a", b" b"], special=frozenset({0}), eos_token_ids=frozenset({0}))
+    Raises:
+        ValueError: an empty vocabulary or a negative id.
+        IndexError: a special or eos id outside the vocabulary.
+
+    >>> vocab = TokenVocab([b"", b"a", b" b"], special=[0], eos=[0])
     >>> vocab.size, b"".join(vocab.tokens[i] for i in (1, 2, 1))
     (3, b'a ba')
     """
 
-    tokens: list[bytes]
-    special: frozenset[int]
-    eos_token_ids: frozenset[int]
+    _tokens: list[bytes]
+    _special: frozenset[int]
+    _eos: frozenset[int]
 
-    def __post_init__(self) -> None:
-        size = len(self.tokens)
-        for token_id, token in enumerate(self.tokens):
-            if not isinstance(token, bytes):
-                raise ValueError(f"token {token_id} is {type(token).__name__} {token!r}, expected bytes")
-        _check_ids(self.special, size, "special token id")
-        _check_ids(self.eos_token_ids, size, "eos token id")
-        if not self.eos_token_ids <= self.special:
-            missing = sorted(self.eos_token_ids - self.special)
-            raise ValueError(f"eos token ids {missing} are not in special; an eos token adds no text")
-        for token_id, token in enumerate(self.tokens):
-            if (token_id in self.special) != (token == b""):
-                kind = "special but adds" if token else "not special but adds no bytes"
-                detail = f" {token!r}" if token else ""
-                raise ValueError(
-                    f"token {token_id} is {kind}{detail}; special tokens are exactly the empty ones"
-                )
-
-    def native(self) -> TokenVocab:
-        """The native :class:`fastdec.TokenVocab` that constraints (:class:`fastdec.Regex`) take."""
-        from fastdec._core import TokenVocab
-
-        return TokenVocab(self.tokens, sorted(self.special), sorted(self.eos_token_ids))
+    def __new__(cls, tokens: Sequence[bytes], special: Iterable[int] = (), eos: Iterable[int] = ()) -> Self:
+        table = list(tokens)
+        special_ids = frozenset(_as_id(t, "special token id") for t in special)
+        eos_ids = frozenset(_as_id(t, "eos token id") for t in eos)
+        # The native __new__ builds an instance of cls (the stub says TokenVocab).
+        self = cast("Self", super().__new__(cls, table, sorted(special_ids), sorted(eos_ids)))
+        self._tokens, self._special, self._eos = table, special_ids, eos_ids
+        return self
 
     @property
-    def size(self) -> int:
-        """Number of token ids, the model's logits size (``len(tokens)``)."""
-        return len(self.tokens)
+    def tokens(self) -> list[bytes]:
+        """``[size]`` bytes: ``tokens[i]`` is what token ``i`` appends to the text."""
+        return self._tokens
+
+    @property
+    def special(self) -> frozenset[int]:
+        """The special token ids."""
+        return self._special
+
+    @property
+    def eos_token_ids(self) -> frozenset[int]:
+        """The ids that end generation."""
+        return self._eos
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, TokenVocab):
+            return NotImplemented
+        return (self._tokens, self._special, self._eos) == (other._tokens, other._special, other._eos)
+
+    __hash__ = None  # type: ignore[assignment]  # equal tables compare equal; the table is mutable
+
+    def native(self) -> Self:
+        """The vocabulary itself (it is the native one; kept for code written for
+        ``TokenVocabulary``, whose ``native()`` converted)."""
+        return self
 
     @classmethod
     def from_hf_tokenizer(
@@ -104,7 +118,7 @@ class TokenVocabulary:
         *,
         eos_token_ids: int | Iterable[int] | None = None,
         vocab_size: int | None = None,
-    ) -> TokenVocabulary:
+    ) -> Self:
         """The vocabulary of a transformers tokenizer, byte-level BPE or SentencePiece.
 
         The family is read from the tokenizer's decoder: for a fast (``tokenizers``) tokenizer from
@@ -148,9 +162,7 @@ class TokenVocabulary:
         return cls._build(tokens, special, eos_token_ids)
 
     @classmethod
-    def from_llama2c(
-        cls, vocab: Sequence[bytes], *, eos_token_ids: int | Iterable[int] = (2,)
-    ) -> TokenVocabulary:
+    def from_llama2c(cls, vocab: Sequence[bytes], *, eos_token_ids: int | Iterable[int] = (2,)) -> Self:
         """The vocabulary of a llama2.c tokenizer (``fastdec.models.load_llama2c_tokenizer``).
 
         llama2.c exports SentencePiece pieces with ``▁`` already replaced by a space, so a piece is
@@ -165,7 +177,7 @@ class TokenVocabulary:
             ValueError: ``vocab`` has fewer than 3 tokens, holds a non-bytes piece, or an eos id
                 is out of range.
 
-        >>> vocab = TokenVocabulary.from_llama2c([b"<unk>", b"\\n<s>\\n", b"\\n</s>\\n", b" Once", b"<0x21>"])
+        >>> vocab = TokenVocab.from_llama2c([b"<unk>", b"\\n<s>\\n", b"\\n</s>\\n", b" Once", b"<0x21>"])
         >>> vocab.tokens, sorted(vocab.special)
         ([b'', b'', b'', b' Once', b'!'], [0, 1, 2])
         """
@@ -182,7 +194,7 @@ class TokenVocabulary:
     @classmethod
     def _build(
         cls, tokens: list[bytes | None], special: set[int], eos_token_ids: int | Iterable[int]
-    ) -> TokenVocabulary:
+    ) -> Self:
         """Adds the eos ids and the empty / undefined (``None``) tokens to ``special``, blanks those."""
         values = list(eos_token_ids) if isinstance(eos_token_ids, Iterable) else [eos_token_ids]
         eos = frozenset(_as_id(value, "eos token id") for value in values)
@@ -192,7 +204,46 @@ class TokenVocabulary:
         blanked = [
             b"" if token is None or token_id in special else token for token_id, token in enumerate(tokens)
         ]
-        return cls(blanked, frozenset(special), eos)
+        _check_table(blanked, frozenset(special), eos)
+        return cls(blanked, special, eos)
+
+
+class TokenVocabulary(TokenVocab):
+    """The name of :class:`TokenVocab` before 0.2 (deprecated), with its constructor:
+    ``TokenVocabulary(tokens, special, eos_token_ids)`` with the table's invariant checked
+    (``tokens[i] == b""`` exactly when ``i`` is special; every eos id is special)."""
+
+    def __new__(
+        cls, tokens: Sequence[bytes], special: Iterable[int] = (), eos_token_ids: Iterable[int] = ()
+    ) -> Self:
+        warnings.warn(
+            "fastdec.vocab.TokenVocabulary is now fastdec.TokenVocab (from_hf_tokenizer and "
+            "from_llama2c included; native() returns the vocabulary itself)",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        table = list(tokens)
+        _check_table(table, frozenset(special), frozenset(eos_token_ids))
+        return super().__new__(cls, table, special, eos_token_ids)
+
+
+def _check_table(tokens: list[bytes], special: frozenset[int], eos: frozenset[int]) -> None:
+    """The invariant of the tokenizer constructors: ``tokens[i] == b""`` exactly when ``i`` is
+    special, and every eos id is special (an eos token adds no text)."""
+    size = len(tokens)
+    for token_id, token in enumerate(tokens):
+        if not isinstance(token, bytes):
+            raise ValueError(f"token {token_id} is {type(token).__name__} {token!r}, expected bytes")
+    _check_ids(special, size, "special token id")
+    _check_ids(eos, size, "eos token id")
+    if not eos <= special:
+        missing = sorted(eos - special)
+        raise ValueError(f"eos token ids {missing} are not in special; an eos token adds no text")
+    for token_id, token in enumerate(tokens):
+        if (token_id in special) != (token == b""):
+            kind = "special but adds" if token else "not special but adds no bytes"
+            detail = f" {token!r}" if token else ""
+            raise ValueError(f"token {token_id} is {kind}{detail}; special tokens are exactly the empty ones")
 
 
 def _as_id(value: Any, what: str) -> int:

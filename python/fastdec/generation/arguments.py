@@ -18,7 +18,7 @@ def check_settings(*, max_new_tokens: int, temperature: float, cache: str, const
         raise ValueError(
             f"invalid constraint={constraint!r}: expected a fastdec.Regex, JsonSchema, Grammar or "
             "CallbackConstraint (built over the model's vocabulary with "
-            "fastdec.vocab.TokenVocabulary(...).native())"
+            "fastdec.TokenVocab.from_hf_tokenizer(...))"
         )
     if max_new_tokens < 1:
         raise ValueError(f"invalid max_new_tokens={max_new_tokens}: must be >= 1")

@@ -23,13 +23,13 @@ use crate::error::to_py;
 use crate::tree::PyTokenTree;
 
 /// The bytes each token adds to the decoded text, the special tokens (never allowed by a
-/// constraint) and the end-of-sequence ids (allowed where the text is complete). Build one from
-/// a tokenizer with :meth:`fastdec.vocab.TokenVocabulary.from_hf_tokenizer`.
+/// constraint) and the end-of-sequence ids (allowed where the text is complete). The native
+/// base of :class:`fastdec.TokenVocab`, which adds the tokenizer constructors.
 ///
 /// Raises:
 ///     ValueError: an empty vocabulary or a negative id.
 ///     IndexError: a special or eos id outside the vocabulary.
-#[pyclass(name = "TokenVocab", module = "fastdec._core", frozen)]
+#[pyclass(name = "TokenVocab", module = "fastdec._core", frozen, subclass)]
 pub struct PyTokenVocab {
     pub inner: Arc<TokenVocab>,
     /// llguidance's index of this vocabulary, built by the first grammar over it.
