@@ -83,7 +83,12 @@ def test_verify_greedy(emu: Emulator, cases: list, seed: int) -> None:  # type: 
             if rng.random() < 0.6:
                 argmax[b, t.parents[i]] = t.tokens[i]
     target = torch.from_numpy(argmax)
-    assert launch.verify_greedy(batch, target, execute=emu) == tree_ops.verify_greedy(batch, target)
+    got = launch.verify_greedy(batch, target, execute=emu)
+    assert got == tree_ops.verify_greedy(batch, target)
+    # ... and the Rust reference itself.
+    flat = np.concatenate([argmax[b, : t.num_nodes] for b, t in enumerate(ts)]).astype(np.int32)
+    nodes, num, bonus = fastdec.verify_greedy_batch(ts, flat)
+    assert got == ([row[: k + 1].tolist() for row, k in zip(nodes, num, strict=True)], bonus.tolist())
 
 
 @settings(max_examples=40, deadline=None)
