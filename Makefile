@@ -64,7 +64,7 @@ lint:
 	$(BIN)/ruff check python tests benches
 	$(BIN)/ruff format --check python tests benches
 	$(BIN)/mypy
-	$(BIN)/python -m mypy.stubtest fastdec._core --allowlist .ci/stubtest-allowlist.txt
+	$(BIN)/python -m mypy.stubtest fastdec._core fastdec._core_constraints --allowlist .ci/stubtest-allowlist.txt
 
 test-rust:
 	cargo test --locked --workspace --exclude fastdec-py

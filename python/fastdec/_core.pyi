@@ -1,4 +1,6 @@
-"""Type stubs of the native module ``fastdec._core`` (checked by ``mypy.stubtest``)."""
+"""Type stubs of the native module ``fastdec._core`` (checked by ``mypy.stubtest``); constrained
+decoding is in ``_core_constraints.pyi`` (checked through ``_core_constraints.py``), re-exported
+here."""
 
 import os
 from collections.abc import Callable, Iterable, Sequence
@@ -7,6 +9,31 @@ from typing import Any, final
 import numpy as np
 import numpy.typing as npt
 from typing_extensions import disjoint_base
+
+from fastdec._core_constraints import (
+    Grammar as Grammar,
+)
+from fastdec._core_constraints import (
+    GrammarState as GrammarState,
+)
+from fastdec._core_constraints import (
+    JsonSchema as JsonSchema,
+)
+from fastdec._core_constraints import (
+    PrunedTree as PrunedTree,
+)
+from fastdec._core_constraints import (
+    Regex as Regex,
+)
+from fastdec._core_constraints import (
+    TokenVocab as TokenVocab,
+)
+from fastdec._core_constraints import (
+    _softmax64 as _softmax64,
+)
+from fastdec._core_constraints import (
+    awrs_sample as awrs_sample,
+)
 
 __version__: str
 __all__ = [
@@ -176,26 +203,17 @@ class TokenTree:
     def verify_stochastic(
         self, probs: npt.NDArray[np.float32] | npt.NDArray[np.float64], coins: _Floats
     ) -> tuple[_IntArray, int, int]:
-        """Lossless stochastic verification (the single-coin point-mass rule, trees.md §2.3).
-
-        The reference implementation: ``fastdec.sampling`` and the CUDA kernel take the same
-        decisions from the same coins.
-
-        Args:
-            probs: ``[N, V]`` float32 or float64 target probabilities; row ``i`` is the
-                distribution of the token after node ``i`` (read in place when C-contiguous).
-            coins: ``[N, 2]`` uniforms in ``[0, 1)`` (float64): ``[:, 0]`` for acceptance,
-                ``[:, 1]`` for the bonus draw.
-
-        Returns:
-            ``(accepted_nodes, num_accepted, bonus_token)`` as :meth:`verify_greedy`.
+        """Lossless stochastic verification (the single-coin point-mass rule, trees.md §2.3), the
+        reference ``fastdec.sampling`` and the CUDA kernel reproduce coin for coin. ``probs``:
+        ``[N, V]`` float32/float64 target probabilities, row ``i`` for the token after node
+        ``i`` (read in place when C-contiguous); ``coins``: ``[N, 2]`` uniforms in ``[0, 1)``
+        (``[:, 0]`` acceptance, ``[:, 1]`` bonus). Returns ``(accepted_nodes, num_accepted,
+        bonus_token)`` as :meth:`verify_greedy`.
 
         Raises:
-            ValueError: shapes that do not match, coins outside ``[0, 1)``, a token outside the
-                vocabulary, a negative or non-finite probability among those read, or a stop
-                row with no mass.
-            TypeError: ``probs`` is not a float32 or float64 numpy array.
-        """
+            ValueError: mismatched shapes, coins outside ``[0, 1)``, a token outside the
+                vocabulary, a bad probability among those read, or a stop row with no mass.
+            TypeError: ``probs`` is not a float32 or float64 numpy array."""
     def best_first_subtree(self, budget: int, *, max_depth: int | None = None) -> TokenTree:
         """The ``budget`` best nodes chosen best-first by score (breadth-first without scores)."""
     def __len__(self) -> int: ...
@@ -441,25 +459,14 @@ def verify_stochastic_batch(
     probs: npt.NDArray[np.float32] | npt.NDArray[np.float64],
     coins: _Floats,
 ) -> list[tuple[list[int], int]]:
-    """Stochastic verification of many trees padded to ``M`` nodes: ``TokenTree.verify_stochastic``
-    for every tree, in parallel for large batches.
-
-    Args:
-        trees: ``B`` trees, or a :class:`DraftBatch`.
-        probs: ``[B, M, V]`` float32 or float64 target probabilities, ``M`` at least every
-            tree's node count; rows past a tree's nodes are ignored (read in place when
-            C-contiguous).
-        coins: ``[B, M, 2]`` uniforms in ``[0, 1)`` (float64); rows past a tree's nodes are
-            ignored.
-
-    Returns:
-        One ``(accepted_nodes, bonus_token)`` per tree: the accepted node ids root first (a
-        list) and the bonus token.
+    """``TokenTree.verify_stochastic`` for ``B`` trees (or a :class:`DraftBatch`) padded to ``M``
+    nodes, in parallel for large batches: ``probs`` ``[B, M, V]`` float32/float64 and ``coins``
+    ``[B, M, 2]`` (rows past a tree's nodes are ignored). Returns one ``(accepted_nodes,
+    bonus_token)`` per tree.
 
     Raises:
         ValueError: as ``TokenTree.verify_stochastic``, or a tree of more than ``M`` nodes.
-        TypeError: ``trees`` or ``probs`` of the wrong type.
-    """
+        TypeError: ``trees`` or ``probs`` of the wrong type."""
 
 def optimal_template(acceptance: _Floats, *, budget: int, max_depth: int) -> TreeTemplate:
     """The template maximising expected accepted tokens (Sequoia, arXiv 2402.12374).
@@ -481,209 +488,3 @@ def _time_tree_step(
 ) -> npt.NDArray[np.uint64]:
     """Benchmark helper: nanoseconds of each per-step set (fill, positions, float32 mask, leaf
     paths, greedy verification) timed inside Rust; ``tokens``/``target_argmax`` are ``[steps, N]``."""
-
-# ------------------------------------------------------------------------------------------------
-# constrained decoding
-
-_Sample = tuple[int | None, float, int]
-
-@disjoint_base
-class TokenVocab:
-    """The bytes each token adds to the decoded text, the special tokens (never allowed by a
-    constraint) and the end-of-sequence ids (allowed where the text is complete). The native
-    base of :class:`fastdec.TokenVocab`, which adds the tokenizer constructors.
-
-    Raises:
-        ValueError: an empty vocabulary or a negative id.
-        IndexError: a special or eos id outside the vocabulary.
-    """
-
-    def __new__(
-        cls, tokens: Sequence[bytes], special: Sequence[int] = ..., eos: Sequence[int] = ...
-    ) -> TokenVocab: ...
-    @property
-    def size(self) -> int: ...
-    def __len__(self) -> int: ...
-    def token_bytes(self, token: int) -> bytes: ...
-    def is_eos(self, token: int) -> bool: ...
-
-@final
-class Regex:
-    """A regular expression (regex crate syntax) the whole decoded text must match, compiled to
-    a DFA over the vocabulary's token bytes. A sequence's state is an ``int`` (the DFA state):
-    free to copy, and rollback is keeping the old one.
-
-    ``mask_cache_bytes`` (default 64 MiB; 0 turns it off) bounds a cache of full masks by DFA
-    state, least recently used out first: a mask is a function of the state alone, and decoding
-    revisits states, so each state's trie walk is paid once.
-
-    Raises:
-        ValueError: a syntax error (the message marks its position in the pattern) or a pattern
-            whose automata would exceed ``max_dfa_bytes`` (default 256 MiB).
-    """
-
-    def __new__(
-        cls, pattern: str, vocab: TokenVocab, max_dfa_bytes: int = ..., mask_cache_bytes: int = ...
-    ) -> Regex: ...
-    @property
-    def pattern(self) -> str: ...
-    @property
-    def cached_masks(self) -> int:
-        """Full masks held by the cache (see ``mask_cache_bytes``)."""
-    @property
-    def vocab_size(self) -> int: ...
-    def start(self) -> int:
-        """The state of the empty text."""
-    def is_live(self, state: int) -> bool:
-        """Whether the text can still be extended to a match."""
-    def is_complete(self, state: int) -> bool:
-        """Whether the text matches the whole pattern (end of sequence is allowed)."""
-    def allows(self, state: int, token: int) -> bool: ...
-    def advance(self, state: int, tokens: _Ints) -> int | None:
-        """The state after ``tokens``, or None as soon as one is not allowed."""
-    def mask(self, state: int) -> _IntArray:
-        """The allowed tokens as an int32 bitmask of ``ceil(V / 32)`` words (bit ``t % 32`` of
-        word ``t // 32``), the layout of llguidance and XGrammar."""
-    def fill_mask(self, state: int, out: npt.NDArray[np.int32], row: int) -> None: ...
-    def sample(
-        self,
-        state: int,
-        logits: _Floats,
-        temperature: float = 1.0,
-        estimator: str = "none",
-        seed: int = 0,
-        mask_after: int = ...,
-    ) -> _Sample:
-        """One AWRS step: ``(token or None at a dead end, weight, checks)``; ``estimator`` is
-        ``"none"``, ``"two-run"`` or ``"geometric"``. Without weights, after ``mask_after``
-        rejections (default 32; 0: never) the token is drawn under the full mask instead (same
-        law; bounds the cost when the model disagrees with the constraint)."""
-    def sample_probs(
-        self, state: int, probs: Sequence[float], estimator: str = "none", seed: int = 0
-    ) -> _Sample: ...
-    def prune_tree(self, tree: TokenTree, state: int) -> PrunedTree:
-        """The subtree of ``tree`` whose every token the regex allows after the text in ``state``
-        (the root stands for text already there), one walk in Rust; tokens outside the
-        vocabulary are pruned."""
-    def verify_tree(
-        self,
-        pruned: PrunedTree,
-        *,
-        logits: npt.NDArray[np.float32] | None = None,
-        probs: npt.NDArray[np.float32] | npt.NDArray[np.float64] | None = None,
-        seed: int = 0,
-    ) -> tuple[list[int], int | None, int]:
-        """Verifies a tree from :meth:`prune_tree` against the target's rows at its nodes: greedy
-        from ``logits`` (float32 ``[num_nodes, vocab_size]``; the allowed token of highest
-        logit, lowest id among ties) or sampled from ``probs`` (float32/float64, one AWRS draw
-        per visited node from ``seed``). Returns ``(accepted_nodes, bonus_token, state)``:
-        accepted node ids root first, the token after them (None at a dead end: nothing allowed
-        has mass) and the state after it."""
-
-@final
-class PrunedTree:
-    """A draft tree cut down to what a constraint allows after a sequence's text (from
-    ``Regex.prune_tree`` or ``Grammar.prune_tree``); it holds each kept node's state for that
-    constraint's ``verify_tree``."""
-
-    @property
-    def tree(self) -> TokenTree:
-        """The kept nodes, renumbered in their original order."""
-    @property
-    def changed(self) -> bool:
-        """Whether nodes were removed (the tree's node ids no longer match the proposal)."""
-
-@final
-class GrammarState:
-    """The parse state of one sequence under a :class:`Grammar`: an immutable value (methods
-    return new states), so tree nodes and particles may share one."""
-
-@disjoint_base
-class Grammar:
-    """A Lark grammar (llguidance's dialect: ``start: ...``, regex terminals ``/.../``,
-    ``%json {...}`` for an embedded JSON Schema) the whole decoded text must match, compiled by
-    llguidance over the vocabulary. Same methods as :class:`Regex`; a state is a
-    :class:`GrammarState`. Checking a token costs about a microsecond.
-
-    Raises:
-        ValueError: a grammar llguidance rejects (the message shows the line and column), or a
-            vocabulary without an end-of-sequence id.
-    """
-
-    def __new__(cls, grammar: str, vocab: TokenVocab) -> Grammar: ...
-    @property
-    def source(self) -> str:
-        """The grammar, or the JSON Schema text of a :class:`JsonSchema`."""
-    @property
-    def vocab_size(self) -> int: ...
-    def start(self) -> GrammarState: ...
-    def is_live(self, state: GrammarState) -> bool: ...
-    def is_complete(self, state: GrammarState) -> bool: ...
-    def allows(self, state: GrammarState, token: int) -> bool: ...
-    def advance(self, state: GrammarState, tokens: _Ints) -> GrammarState | None: ...
-    def mask(self, state: GrammarState) -> _IntArray: ...
-    def fill_mask(self, state: GrammarState, out: npt.NDArray[np.int32], row: int) -> None: ...
-    def sample(
-        self,
-        state: GrammarState,
-        logits: _Floats,
-        temperature: float = 1.0,
-        estimator: str = "none",
-        seed: int = 0,
-        mask_after: int = ...,
-    ) -> _Sample: ...
-    def sample_probs(
-        self, state: GrammarState, probs: Sequence[float], estimator: str = "none", seed: int = 0
-    ) -> _Sample: ...
-    def prune_tree(self, tree: TokenTree, state: GrammarState) -> PrunedTree:
-        """The subtree of ``tree`` whose every token the grammar allows after the text in
-        ``state`` (the root stands for text already there), one walk in Rust; tokens outside
-        the vocabulary are pruned."""
-    def verify_tree(
-        self,
-        pruned: PrunedTree,
-        *,
-        logits: npt.NDArray[np.float32] | None = None,
-        probs: npt.NDArray[np.float32] | npt.NDArray[np.float64] | None = None,
-        seed: int = 0,
-    ) -> tuple[list[int], int | None, GrammarState]:
-        """Verifies a tree from :meth:`prune_tree` against the target's rows at its nodes: greedy
-        from ``logits`` (float32 ``[num_nodes, vocab_size]``; the allowed token of highest
-        logit, lowest id among ties) or sampled from ``probs`` (float32/float64, one AWRS draw
-        per visited node from ``seed``). Returns ``(accepted_nodes, bonus_token, state)``:
-        accepted node ids root first, the token after them (None at a dead end: nothing allowed
-        has mass) and the state after it."""
-
-@final
-class JsonSchema(Grammar):
-    """A JSON Schema the decoded text must satisfy (llguidance's compiler: ``$ref``, ``anyOf``,
-    formats, ``additionalProperties``, ...; see its ``docs/json_schema.md``).
-
-    Args:
-        schema: the schema as JSON text, a dict, or a bool.
-        vocab: the model's vocabulary.
-        whitespace_flexible: allow any JSON whitespace between tokens (llguidance's default);
-            False allows none beyond the separators ``,`` and ``:``. An ``"x-guidance"`` entry
-            in the schema overrides it.
-
-    Raises:
-        ValueError: text that is not JSON (with line and column) or a schema llguidance rejects
-            (with the JSON pointer of the offending subschema, e.g. ``at /properties/a``).
-        TypeError: a schema that is neither text, a dict nor a bool.
-    """
-
-    def __new__(
-        cls, schema: str | dict[str, Any] | bool, vocab: TokenVocab, *, whitespace_flexible: bool = True
-    ) -> JsonSchema: ...
-
-def awrs_sample(
-    probs: Sequence[float] | npt.NDArray[np.float64],
-    check: Callable[[int], bool],
-    estimator: str = "none",
-    seed: int = 0,
-) -> _Sample:
-    """AWRS with a Python predicate as the constraint: the sampler runs without the GIL and takes
-    it only to call ``check``, once per distinct token checked."""
-
-def _softmax64(logits: _Floats, temperature: float = 1.0) -> npt.NDArray[np.float64]:
-    """Softmax at a temperature in float64, as the AWRS reference uses (for tests)."""

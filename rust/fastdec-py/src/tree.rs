@@ -423,24 +423,16 @@ impl PyTokenTree {
         ))
     }
 
-    /// Lossless stochastic verification (the single-coin point-mass rule, trees.md §2.3).
-    ///
-    /// The reference implementation: ``fastdec.sampling`` and the CUDA kernel take the same
-    /// decisions from the same coins.
-    ///
-    /// Args:
-    ///     probs: ``[N, V]`` float32 or float64 target probabilities; row ``i`` is the
-    ///         distribution of the token after node ``i`` (read in place when C-contiguous).
-    ///     coins: ``[N, 2]`` uniforms in ``[0, 1)`` (float64): ``[:, 0]`` for acceptance,
-    ///         ``[:, 1]`` for the bonus draw.
-    ///
-    /// Returns:
-    ///     ``(accepted_nodes, num_accepted, bonus_token)`` as :meth:`verify_greedy`.
+    /// Lossless stochastic verification (the single-coin point-mass rule, trees.md §2.3), the
+    /// reference ``fastdec.sampling`` and the CUDA kernel reproduce coin for coin. ``probs``:
+    /// ``[N, V]`` float32/float64 target probabilities, row ``i`` for the token after node
+    /// ``i`` (read in place when C-contiguous); ``coins``: ``[N, 2]`` uniforms in ``[0, 1)``
+    /// (``[:, 0]`` acceptance, ``[:, 1]`` bonus). Returns ``(accepted_nodes, num_accepted,
+    /// bonus_token)`` as :meth:`verify_greedy`.
     ///
     /// Raises:
-    ///     ValueError: shapes that do not match, coins outside ``[0, 1)``, a token outside the
-    ///         vocabulary, a negative or non-finite probability among those read, or a stop
-    ///         row with no mass.
+    ///     ValueError: mismatched shapes, coins outside ``[0, 1)``, a token outside the
+    ///         vocabulary, a bad probability among those read, or a stop row with no mass.
     ///     TypeError: ``probs`` is not a float32 or float64 numpy array.
     fn verify_stochastic<'py>(
         &self,

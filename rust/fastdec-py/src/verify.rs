@@ -9,20 +9,10 @@ use crate::drafter::PyDraftBatch;
 use crate::error::to_py;
 use crate::tree::PyTokenTree;
 
-/// Stochastic verification of many trees padded to ``M`` nodes: ``TokenTree.verify_stochastic``
-/// for every tree, in parallel for large batches.
-///
-/// Args:
-///     trees: ``B`` trees, or a :class:`DraftBatch`.
-///     probs: ``[B, M, V]`` float32 or float64 target probabilities, ``M`` at least every
-///         tree's node count; rows past a tree's nodes are ignored (read in place when
-///         C-contiguous).
-///     coins: ``[B, M, 2]`` uniforms in ``[0, 1)`` (float64); rows past a tree's nodes are
-///         ignored.
-///
-/// Returns:
-///     One ``(accepted_nodes, bonus_token)`` per tree: the accepted node ids root first (a
-///     list) and the bonus token.
+/// ``TokenTree.verify_stochastic`` for ``B`` trees (or a :class:`DraftBatch`) padded to ``M``
+/// nodes, in parallel for large batches: ``probs`` ``[B, M, V]`` float32/float64 and ``coins``
+/// ``[B, M, 2]`` (rows past a tree's nodes are ignored). Returns one ``(accepted_nodes,
+/// bonus_token)`` per tree.
 ///
 /// Raises:
 ///     ValueError: as ``TokenTree.verify_stochastic``, or a tree of more than ``M`` nodes.

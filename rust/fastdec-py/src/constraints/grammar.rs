@@ -96,20 +96,24 @@ impl PyGrammar {
         new_state(py, self.inner.start())
     }
 
+    /// Whether the text can still be extended (or ended) validly.
     fn is_live(&self, state: &PyGrammarState) -> bool {
         self.inner.is_live(&state.lock())
     }
 
+    /// Whether the text is complete: end of sequence is allowed here.
     fn is_complete(&self, state: &PyGrammarState) -> bool {
         self.inner.is_complete(&mut state.lock())
     }
 
+    /// Whether ``token`` may follow the text (end of sequence: iff it is complete; other special
+    /// tokens never).
     fn allows(&self, state: &PyGrammarState, token: i128) -> PyResult<bool> {
         let t = token_arg(token, "token")?;
         self.inner.allows(&mut state.lock(), t).map_err(to_py)
     }
 
-    /// The state after `tokens` in order, or None as soon as one is not allowed.
+    /// The state after ``tokens``, or None as soon as one is not allowed.
     fn advance(
         &self,
         py: Python<'_>,
@@ -121,7 +125,8 @@ impl PyGrammar {
         next.map(|s| new_state(py, s)).transpose()
     }
 
-    /// The allowed-token bitmask of `state` as int32 words, ceil(V / 32) of them.
+    /// The allowed tokens as an int32 bitmask of ``ceil(V / 32)`` words (bit ``t % 32`` of
+    /// word ``t // 32``), the layout of llguidance and XGrammar.
     fn mask<'py>(
         &self,
         py: Python<'py>,
@@ -130,7 +135,7 @@ impl PyGrammar {
         ops::mask_array(py, &*self.inner, &mut state.lock())
     }
 
-    /// Writes the mask of `state` into row `row` of an int32 array [rows, ceil(V / 32)].
+    /// Writes the mask of ``state`` into row ``row`` of an int32 array ``[rows, ceil(V / 32)]``.
     fn fill_mask(
         &self,
         py: Python<'_>,
@@ -141,7 +146,10 @@ impl PyGrammar {
         ops::fill_mask_row(py, &*self.inner, &mut state.lock(), out, row)
     }
 
-    /// One AWRS step from `logits` at `temperature`: (token or None, weight, checks).
+    /// One AWRS step: ``(token or None at a dead end, weight, checks)``; ``estimator`` is
+    /// ``"none"``, ``"two-run"`` or ``"geometric"``. Without weights, after ``mask_after``
+    /// rejections (default 32; 0: never) the token is drawn under the full mask instead (same
+    /// law; bounds the cost when the model disagrees with the constraint).
     #[pyo3(signature = (state, logits, temperature=1.0, estimator="none", seed=0, mask_after=fastdec_core::constraints::awrs::MASK_AFTER))]
     #[allow(clippy::too_many_arguments)]
     fn sample(
@@ -167,7 +175,8 @@ impl PyGrammar {
         )
     }
 
-    /// One AWRS step from probabilities (float64, normalised): (token or None, weight, checks).
+    /// One AWRS step from probabilities (float64, normalised): ``(token or None, weight,
+    /// checks)``.
     #[pyo3(signature = (state, probs, estimator="none", seed=0))]
     fn sample_probs(
         &self,
@@ -180,9 +189,9 @@ impl PyGrammar {
         ops::sample_probs(py, &*self.inner, &mut state.lock(), probs, estimator, seed)
     }
 
-    /// The subtree of ``tree`` whose every token the grammar allows after the text in
-    /// ``state`` (the root stands for text already there), one walk in Rust; tokens outside
-    /// the vocabulary are pruned.
+    /// The subtree of ``tree`` whose every token the constraint allows after the text in
+    /// ``state`` (the root stands for text already there), one walk in Rust; tokens outside the
+    /// vocabulary are pruned.
     fn prune_tree(
         &self,
         py: Python<'_>,

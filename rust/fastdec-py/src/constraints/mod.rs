@@ -162,16 +162,18 @@ impl PyRegex {
         self.inner.start()
     }
 
-    /// Whether the text can still be extended to a match.
+    /// Whether the text can still be extended (or ended) validly.
     fn is_live(&self, state: u32) -> bool {
         self.inner.is_live(state)
     }
 
-    /// Whether the text matches the whole pattern (end of sequence is allowed).
+    /// Whether the text is complete: end of sequence is allowed here.
     fn is_complete(&self, state: u32) -> bool {
         self.inner.is_complete(state)
     }
 
+    /// Whether ``token`` may follow the text (end of sequence: iff it is complete; other special
+    /// tokens never).
     fn allows(&self, state: u32, token: i128) -> PyResult<bool> {
         let t = token_arg(token, "token")?;
         Constraint::allows(&self.inner, &mut { state }, t).map_err(to_py)
@@ -189,7 +191,7 @@ impl PyRegex {
         ops::mask_array(py, &self.inner, &mut { state })
     }
 
-    /// Writes the mask of `state` into row `row` of an int32 array [rows, ceil(V / 32)].
+    /// Writes the mask of ``state`` into row ``row`` of an int32 array ``[rows, ceil(V / 32)]``.
     fn fill_mask(
         &self,
         py: Python<'_>,
@@ -229,7 +231,8 @@ impl PyRegex {
         )
     }
 
-    /// One AWRS step from probabilities (float64, normalised): (token or None, weight, checks).
+    /// One AWRS step from probabilities (float64, normalised): ``(token or None, weight,
+    /// checks)``.
     #[pyo3(signature = (state, probs, estimator="none", seed=0))]
     fn sample_probs(
         &self,
@@ -242,8 +245,8 @@ impl PyRegex {
         ops::sample_probs(py, &self.inner, &mut { state }, probs, estimator, seed)
     }
 
-    /// The subtree of ``tree`` whose every token the regex allows after the text in ``state``
-    /// (the root stands for text already there), one walk in Rust; tokens outside the
+    /// The subtree of ``tree`` whose every token the constraint allows after the text in
+    /// ``state`` (the root stands for text already there), one walk in Rust; tokens outside the
     /// vocabulary are pruned.
     fn prune_tree(&self, py: Python<'_>, tree: &PyTokenTree, state: u32) -> PyResult<PyPrunedTree> {
         ctree::prune(py, &self.inner, tree, state, NodeStates::Dfa)
