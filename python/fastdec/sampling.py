@@ -240,7 +240,7 @@ def _bonus_fast(row: npt.NDArray[np.float64], excluded: list[int], coin: float) 
 # the specification
 
 
-def _host_probs(probs: torch.Tensor | npt.ArrayLike) -> npt.NDArray[Any]:
+def host_probs(probs: torch.Tensor | npt.ArrayLike) -> npt.NDArray[Any]:
     """Probabilities as a float32 or float64 host array, exactly and without a copy when they
     already are one (narrower floats widen to float32, which holds them exactly)."""
     if isinstance(probs, torch.Tensor):
@@ -292,7 +292,7 @@ def verify_stochastic_ref(
     tok, par = _tree_arrays(tokens, parents)
     _check_probs_shape(probs, len(tok))
     c = _f64(coins) if isinstance(coins, torch.Tensor) else np.asarray(coins, dtype=np.float64)
-    nodes, _, bonus = TokenTree(tok, par).verify_stochastic(_host_probs(probs), c)
+    nodes, _, bonus = TokenTree(tok, par).verify_stochastic(host_probs(probs), c)
     return [int(i) for i in nodes], int(bonus)
 
 

@@ -51,8 +51,7 @@ class StepOps:
         if probs.device.type == "cpu":
             # The Rust reference reads the CPU rows in place: 29 us against 364 us for the torch
             # path (16 nodes, vocabulary 49152, float32; batch 4: 83 against 1199 us).
-            host = probs.detach() if probs.dtype in (torch.float32, torch.float64) else probs.detach().float()
-            out = verify_stochastic_batch(list(trees), host.contiguous().numpy(), coins.numpy())
+            out = verify_stochastic_batch(list(trees), sampling.host_probs(probs), coins.numpy())
         else:
             out = sampling.verify_stochastic_batch([(t.tokens, t.parents) for t in trees], probs, coins)
         return [p for p, _ in out], [b for _, b in out]

@@ -86,6 +86,7 @@ class ConstrainedVerifier(GreedyVerifier):
     ) -> None:
         super().__init__(ops)
         self.constraint = constraint
+        self.native = constraint_tree.is_native(constraint)  # prunes and verifies in Rust
         self.states = [constraint.start() for _ in range(rows)]
         # Per row: a PrunedTree (native constraints keep the states in Rust) or a list of states.
         self.node_states: list[Any] = []
@@ -94,7 +95,7 @@ class ConstrainedVerifier(GreedyVerifier):
 
     def prune(self, trees: list[TokenTree]) -> list[bool]:
         c = self.constraint
-        if constraint_tree.is_native(c):  # one walk per tree in Rust; the states stay there
+        if self.native:  # one walk per tree in Rust; the states stay there
             self.node_states = [
                 c.prune_tree(tree, state) for tree, state in zip(trees, self.states, strict=True)
             ]
@@ -111,16 +112,16 @@ class ConstrainedVerifier(GreedyVerifier):
 
     def verify(self, batch: TreeBatch, trees: Sequence[TokenTree], logits: torch.Tensor) -> Verdict:
         if self.warp is None:
-            rows, key = _host(logits, torch.float32), "logits"
+            rows, key = _host_f32(logits), "logits"
         else:
             from fastdec import sampling
 
-            rows, key = _host(sampling.warp_probs(logits.float(), *self.warp), torch.float64), "probs"
-        native = constraint_tree.is_native(self.constraint)
+            # float32 or float64 as warped, read in place; visited rows widen to float64 exactly.
+            rows, key = sampling.host_probs(sampling.warp_probs(logits.float(), *self.warp)), "probs"
         out = Verdict([], [], [])
         for b, tree in enumerate(trees):
             target = {key: rows[b, : tree.num_nodes]}
-            if native:
+            if self.native:
                 path, y, self.states[b] = self.constraint.verify_tree(
                     self.node_states[b], seed=self._seed(), **target
                 )
@@ -139,9 +140,9 @@ class ConstrainedVerifier(GreedyVerifier):
         return int(torch.randint(2**62, (1,), generator=self.gen))
 
 
-def _host(t: torch.Tensor, dtype: torch.dtype) -> np.ndarray:
-    """``t`` as a C-contiguous numpy array of ``dtype`` on the host (a view where it already is)."""
-    return np.ascontiguousarray(t.detach().to(device="cpu", dtype=dtype).numpy())
+def _host_f32(t: torch.Tensor) -> np.ndarray:
+    """``t`` as a C-contiguous float32 numpy array on the host (a view where it already is)."""
+    return np.ascontiguousarray(t.detach().to(device="cpu", dtype=torch.float32).numpy())
 
 
 def choose_verifier(

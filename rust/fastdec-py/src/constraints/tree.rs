@@ -7,10 +7,10 @@ use std::sync::{Mutex, MutexGuard};
 use fastdec_core::constraints::{
     prune_tree, verify_tree, ConstrainedVerification, Constraint, GrammarState, Rng, Target,
 };
-use numpy::{PyArray2, PyArrayMethods, PyUntypedArrayMethods};
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 
+use crate::convert::{float_array, not_contiguous, FloatArray};
 use crate::error::to_py;
 use crate::tree::PyTokenTree;
 
@@ -106,60 +106,25 @@ pub fn verify<C: Constraint>(
             "this PrunedTree holds another kind of state",
         ));
     };
-    match (logits, probs) {
-        (Some(l), None) => {
-            let rows = rows::<f32>(l, "logits", "float32")?;
-            let r = rows
-                .as_slice()
-                .map_err(|e| PyValueError::new_err(e.to_string()))?;
-            run(py, constraint, tree, states, Target::Logits(r), seed)
+    let (arr, logits) = match (logits, probs) {
+        (Some(l), None) => (float_array(l, 2, "logits")?, true),
+        (None, Some(p)) => (float_array(p, 2, "probs")?, false),
+        _ => {
+            return Err(PyValueError::new_err(
+                "give exactly one of logits (greedy) or probs (sampling)",
+            ))
         }
-        (None, Some(p)) => {
-            if let Ok(rows) = rows::<f64>(p, "probs", "float32 or float64") {
-                let r = rows
-                    .as_slice()
-                    .map_err(|e| PyValueError::new_err(e.to_string()))?;
-                run(py, constraint, tree, states, Target::Probs64(r), seed)
-            } else {
-                let rows = rows::<f32>(p, "probs", "float32 or float64")?;
-                let r = rows
-                    .as_slice()
-                    .map_err(|e| PyValueError::new_err(e.to_string()))?;
-                run(py, constraint, tree, states, Target::Probs32(r), seed)
-            }
+    };
+    let target = match (&arr, logits) {
+        (FloatArray::F32(a), true) => Target::Logits(a.as_slice().map_err(not_contiguous)?),
+        (FloatArray::F64(_), true) => {
+            return Err(PyTypeError::new_err(
+                "logits must be a float32 numpy array, got dtype float64",
+            ))
         }
-        _ => Err(PyValueError::new_err(
-            "give exactly one of logits (greedy) or probs (sampling)",
-        )),
-    }
-}
-
-fn run<C: Constraint>(
-    py: Python<'_>,
-    constraint: &C,
-    tree: &fastdec_core::TokenTree,
-    states: &mut [C::State],
-    target: Target<'_>,
-    seed: u64,
-) -> PyResult<ConstrainedVerification<C::State>> {
+        (FloatArray::F32(a), false) => Target::Probs32(a.as_slice().map_err(not_contiguous)?),
+        (FloatArray::F64(a), false) => Target::Probs64(a.as_slice().map_err(not_contiguous)?),
+    };
     py.detach(|| verify_tree(constraint, tree, states, target, &mut Rng::new(seed)))
         .map_err(to_py)
-}
-
-/// A C-contiguous 2-D numpy array of `T` (copied to one if it is not contiguous).
-fn rows<'py, T: numpy::Element>(
-    obj: &Bound<'py, PyAny>,
-    what: &str,
-    dtypes: &str,
-) -> PyResult<numpy::PyReadonlyArray2<'py, T>> {
-    let arr = obj.cast::<PyArray2<T>>().map_err(|_| {
-        PyTypeError::new_err(format!(
-            "{what} must be a 2-D {dtypes} numpy array [num_nodes, vocab_size]"
-        ))
-    })?;
-    if arr.is_c_contiguous() {
-        return Ok(arr.readonly());
-    }
-    let copy = PyArray2::from_owned_array(obj.py(), arr.to_owned_array());
-    Ok(copy.readonly())
 }
