@@ -40,6 +40,7 @@ import fastdec
 import numpy as np
 import torch
 from fastdec.generation import cache as kv
+from fastdec.machine import machine_meta
 from fastdec.vocab import TokenVocab
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -210,6 +211,7 @@ def main() -> int:
         "repeats": args.repeats,
         "llguidance": llguidance.get_version() if hasattr(llguidance, "get_version") else "?",
         "machine": platform.machine(),
+        **machine_meta(),
         "python": platform.python_version(),
     }
     result = {

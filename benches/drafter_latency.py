@@ -26,6 +26,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import fastdec
 import replay_data
+from fastdec.machine import machine_meta
 from plotting import pyplot, save
 from python_pld import PythonPLD
 
@@ -116,6 +117,7 @@ def main() -> None:
         "batch": args.batch,
         "budget": args.budget,
         "machine": platform.machine(),
+        **machine_meta(),
         "cpus": __import__("os").cpu_count(),
         "python": platform.python_version(),
         "targets": {"step_p50_us": 10, "step_p99_us": 50, "batch_ms": 2, "pld_speedup": 50},

@@ -30,6 +30,7 @@ import torch
 from fastdec import sampling
 from fastdec.generation import tree_ops
 from fastdec.kernels import cuda_available, launch
+from fastdec.machine import machine_meta
 
 sys.path.insert(0, str(Path(__file__).parent))
 from plotting import pyplot, save
@@ -164,6 +165,7 @@ def main() -> int:
         "dtype": str(dtype),
         "repeats": args.repeats,
         "python": platform.python_version(),
+        **machine_meta(),
     }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "kernels.json").write_text(json.dumps({"meta": meta, "rows": rows_out}, indent=2) + "\n")

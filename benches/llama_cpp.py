@@ -373,13 +373,20 @@ def main() -> None:
         raw[model.name] = per
         res.update({f"{model.name}: {wl}": rows for wl, rows in summarize(per).items()})
     import llama_cpp
+    from fastdec.machine import describe, machine_meta
 
     header = (
         f"# llama-cpp-python {llama_cpp.__version__}, {args.threads} threads, "
-        f"tree budget {args.budget}, {platform.machine()}, {os.cpu_count()} CPUs"
+        f"tree budget {args.budget}, {platform.machine()}, {os.cpu_count()} CPUs; {describe()}"
     )
     args.out.mkdir(parents=True, exist_ok=True)
-    doc = {"header": header, "results": res, "raw": raw, "args": {k: str(v) for k, v in vars(args).items()}}
+    doc = {
+        "header": header,
+        "machine": machine_meta(),
+        "results": res,
+        "raw": raw,
+        "args": {k: str(v) for k, v in vars(args).items()},
+    }
     (args.out / f"llama_cpp{args.tag}.json").write_text(json.dumps(doc, indent=1))
     md = table(res, header)
     (args.out / f"llama_cpp{args.tag}.md").write_text(md)

@@ -34,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import fastdec
 import replay_data
 from fastdec import Drafter
+from fastdec.machine import machine_meta
 from plotting import pyplot, save
 from python_pld import PythonPLD
 from replay_data import GROUPS, Request
@@ -263,6 +264,7 @@ def main() -> None:
         "budget": args.budget,
         "wall_s": wall_s,
         "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
+        **machine_meta(),
         "cpus": os.cpu_count(),
         "python": platform.python_version(),
         "numpy": np.__version__,

@@ -25,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import fastdec
 import numpy_tree
 from fastdec._core import _time_tree_step
+from fastdec.machine import machine_meta
 from plotting import pyplot, save
 
 VOCAB = 32000
@@ -154,6 +155,7 @@ def main() -> None:
         "steps_timed": args.steps * args.rounds,
         "prefix_len": args.prefix_len,
         "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
+        **machine_meta(),
         "cpus": __import__("os").cpu_count(),
         "python": platform.python_version(),
         "numpy": np.__version__,

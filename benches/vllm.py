@@ -38,6 +38,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from fastdec.machine import machine_meta
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
 QUESTIONS = SHARED / "data" / "specbench" / "question.jsonl"
@@ -312,6 +314,7 @@ def main() -> None:
     ).stdout.split()
     meta = {
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
+        **machine_meta(),
         "vllm": versions[0],
         "torch": versions[1],
         "fastdec": versions[2],

@@ -79,6 +79,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--threads", type=_positive_int, metavar="N", help="torch CPU threads")
     demo.add_argument(
+        "--dtype",
+        choices=["float32", "bfloat16", "float16"],
+        help="the model's dtype, for all three runs (default: the checkpoint's; a GGUF file: float32)",
+    )
+    demo.add_argument(
         "--no-baseline", action="store_true", help="skip the two runs without speculation (HF and fastdec's)"
     )
     serve = commands.add_parser(
@@ -126,7 +131,10 @@ def _demo(args: argparse.Namespace) -> int:
 
     source = models.resolve_model(args.model)
     print(f"loading {source} ...", file=sys.stderr)
-    model, tokenizer = models.load_model(source)
+    model, tokenizer = models.load_model(source, dtype=args.dtype)
+    from fastdec.machine import describe
+
+    print(f"CPU: {describe()}, {torch.get_num_threads()} torch threads", file=sys.stderr)
     input_ids, eos, streamer, decode = _prepare(model, tokenizer, source, args.prompt)
     pad = eos[0] if eos else None
     num_prompt = input_ids.shape[1]

@@ -296,6 +296,23 @@ class AutoBudget:
             self.nodes[k].add(min(k, n), self.decay, self._step, self.idle_decay)
             below = tokens[k]
 
+    def shadow_size(self) -> int:
+        """The size of the shadow trees drafted while plain decoding runs (:mod:`.shadow`): the
+        largest size run so far (the climb stopped above it), at least the one above plain."""
+        ran = [c for c in self.candidates if self.runs[c]]
+        return max([*ran, self.candidates[min(1, len(self.candidates) - 1)]])
+
+    def observe(self, budget: int, tokens: Mapping[int, float], nodes: int) -> None:
+        """Tokens a ``budget``-node tree of ``nodes`` real nodes would have kept at each size
+        ``k <= budget`` on a step that ran without it (a shadow draft): the gains, not the cost."""
+        below = 0.0
+        for k in self.candidates:
+            if k > budget or k not in tokens:
+                break
+            self.tokens[k].add(tokens[k] - below, self.decay, self._step, self.idle_decay)
+            self.nodes[k].add(min(k, nodes), self.decay, self._step, self.idle_decay)
+            below = tokens[k]
+
     def explain(self) -> str:
         """Which size the controller runs and why, in one line (for logs and ``fastdec demo``)."""
         base = self.candidates[0]

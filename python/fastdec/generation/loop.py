@@ -26,11 +26,12 @@ from fastdec.tree_batch import pad_trees
 from . import arguments
 from . import cache as kv
 from .budget import AutoBudget
-from .cpu_linear import small_row_linears
+from .cpu_linear import cpu_linears
 from .kv_state import TreeCache
 from .output import GenerateOutput
 from .registry import DEFAULT_REGISTRY, DrafterRegistry, make_drafter
 from .rows import Row
+from .shadow import ShadowDrafts
 from .step_ops import step_ops
 from .verifiers import choose_verifier
 
@@ -117,15 +118,25 @@ def generate(
         kv_cache = TreeCache(model, prompts, ops, static_len)
         kv_cache.prefill()
         out.prefill_seconds = time.perf_counter() - t0
-        cleanup.enter_context(small_row_linears(model))
+        linears = cleanup.enter_context(cpu_linears(model))
         topk = _topk_width(draft, vocab_size)
+        # while auto runs plain decoding, shadow trees keep the tree sizes' gains measured
+        # (greedy and unconstrained only: there the tokens that follow are a tree's verdict)
+        auto = sizes if isinstance(sizes, AutoBudget) else None
+        greedy = temperature == 0 and constraint is None
+        shadow = ShadowDrafts() if auto is not None and greedy and draft is not None and not topk else None
         while not all(r.done for r in rows):
             t_start = time.perf_counter()
             size = sizes.next()
             trees = _draft(draft, rows, size)
+            if shadow is not None and auto is not None and draft is not None and size == 1:
+                shadow.propose(draft, rows, auto.shadow_size())
             pruned = verifier.prune(trees)
             t_draft = time.perf_counter()
             batch = pad_trees(DraftBatch(trees), kv_cache.device)  # padded in Rust
+            # the fastest linear path for this many rows (measured the first time: left out of
+            # the step's time, which the tree-size controller reads)
+            paused = linears.use(batch.tokens.numel())
             logits = kv_cache.score(batch)
             t_fwd = time.perf_counter()
             verdict = verifier.verify(batch, trees, logits)
@@ -154,14 +165,19 @@ def generate(
             out.draft_seconds += t_draft - t_start
             out.forward_seconds += t_fwd - t_draft
             out.decode_seconds += t_end - t_start
+            out.calibration_seconds += paused
+            if shadow is not None and auto is not None:
+                for budget, nodes, path in shadow.resolve(rows):
+                    auto.observe(budget, auto.counterfactual(budget, auto.candidates, [path]), nodes)
             paths = [list(p) for p, was_live in zip(verdict.paths, live, strict=True) if was_live]
             sizes.record(
                 size,
-                t_end - t_start,
+                t_end - t_start - paused,
                 sizes.counterfactual(size, sizes.candidates, paths),
                 int(batch.tokens.shape[1]),
             )
-        out.budget_note = sizes.explain()
+        out.linear_note = linears.note()
+        out.budget_note = "\n".join(n for n in (sizes.explain(), out.linear_note) if n)
     return out
 
 

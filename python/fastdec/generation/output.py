@@ -13,12 +13,16 @@ class GenerateOutput:
     sequences: list[list[int]]
     accepted_lengths: list[list[int]]  # per row, per step: tokens emitted (bonus included)
     budgets: list[int] = field(default_factory=list)  # per step
-    budget_note: str = ""  # budget="auto": the size it runs and why (AutoBudget.explain)
+    # budget="auto": the size it runs and why (AutoBudget.explain); then, on a CPU, linear_note
+    budget_note: str = ""
+    linear_note: str = ""  # the CPU linear path per row count and the measured costs behind it
     steps: int = 0
     prefill_seconds: float = 0.0
     decode_seconds: float = 0.0
     draft_seconds: float = 0.0
     forward_seconds: float = 0.0
+    # of decode_seconds, measuring CPU linear paths (first use per model and thread count)
+    calibration_seconds: float = 0.0
 
     @property
     def new_tokens(self) -> int:
