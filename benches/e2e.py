@@ -38,7 +38,8 @@ import os
 import platform
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -63,6 +64,7 @@ METHODS = (
     "fastdec-plain",
     *(f"fastdec-{d}" for d in FASTDEC_DRAFTERS),
     "fastdec-auto",
+    "fastdec-auto-packed",
     *(f"fastdec-auto-{d}" for d in FASTDEC_DRAFTERS),
 )
 DEFAULT_METHODS = (
@@ -77,6 +79,8 @@ DEFAULT_METHODS = (
 REFERENCE = "hf-greedy"
 PLAIN = "fastdec-plain"
 AUTO = "fastdec-auto"
+# fastdec's defaults with oneDNN's packed linear forced (FASTDEC_CPU_LINEAR=packed), on a model copy
+AUTO_PACKED = "fastdec-auto-packed"
 # (method, baseline, least ratio of their tokens/s)
 TARGETS = [(AUTO, PLAIN, 0.97), (AUTO, REFERENCE, 1.15), (PLAIN, REFERENCE, 1.00)]
 WARMUP_PROMPT = "Say hello."
@@ -148,7 +152,13 @@ def load(model_dir: Path, gguf: str | None, threads: int, dtype: str) -> tuple[A
 
 
 def make_methods(
-    names: list[str], model: Any, tok: Any, max_new_tokens: int, budget: int, linear_notes: dict[str, str]
+    names: list[str],
+    model: Any,
+    tok: Any,
+    max_new_tokens: int,
+    budget: int,
+    linear_notes: dict[str, str],
+    packed_model: Any = None,
 ) -> list[Method]:
     import torch
 
@@ -174,21 +184,24 @@ def make_methods(
 
         return run
 
-    def fd(drafter_name: str | None, b: int | str) -> Runner:
+    def fd(drafter_name: str | None, b: int | str, packed: bool = False) -> Runner:
         # One fresh drafter for this method (state carries across its prompts); a throwaway for
-        # the warm-up.
+        # the warm-up. `packed`: a second copy of the model whose linears run oneDNN's packed
+        # path (its reordered weights are kept per model, so the other methods never see them).
         drafter = make_drafter(drafter_name, vocab) if drafter_name else None
+        target = packed_model if packed else model
+        env = {"FASTDEC_CPU_LINEAR": "packed"} if packed else {}
 
         def run(ids: list[int], warmup: bool) -> tuple[list[int], int | None]:
             d = drafter
             if warmup and drafter_name:
                 d = make_drafter(drafter_name, vocab)
-            with torch.inference_mode():
+            with torch.inference_mode(), environment(env):
                 out = fastdec.generate(
-                    model, [ids], drafter=d, max_new_tokens=max_new_tokens, eos_token_id=eos, budget=b
+                    target, [ids], drafter=d, max_new_tokens=max_new_tokens, eos_token_id=eos, budget=b
                 )
             if not warmup:  # which CPU linear path ran, and the costs that chose it
-                linear_notes[f"{drafter_name or 'plain'}/{b}"] = out.linear_note
+                linear_notes[f"{drafter_name or 'plain'}/{b}{'/packed' if packed else ''}"] = out.linear_note
             return out.sequences[0], len(out.accepted_lengths[0])
 
         return run
@@ -198,11 +211,27 @@ def make_methods(
         "hf-pld": lambda: hf({"prompt_lookup_num_tokens": 10}),
         "fastdec-plain": lambda: fd(None, 1),
         AUTO: lambda: fd(DEFAULT_DRAFTER, "auto"),
+        AUTO_PACKED: lambda: fd(DEFAULT_DRAFTER, "auto", packed=True),
     }
     for d in FASTDEC_DRAFTERS:
         table[f"fastdec-{d}"] = lambda d=d: fd(d, budget)
         table[f"fastdec-auto-{d}"] = lambda d=d: fd(d, "auto")
     return [Method(n, table[n]()) for n in names]
+
+
+@contextmanager
+def environment(values: dict[str, str]) -> Iterator[None]:
+    """``os.environ`` with ``values`` set, restored after."""
+    old = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def first_difference(a: list[int], b: list[int]) -> int:
@@ -348,7 +377,9 @@ def run_threads(
     torch.set_num_threads(threads)
     print(f"=== {threads} torch thread(s)", flush=True)
     linear_notes: dict[str, str] = {}
-    methods = make_methods(names, model, tok, args.max_new_tokens, args.budget, linear_notes)
+    methods = make_methods(
+        names, model, tok, args.max_new_tokens, args.budget, linear_notes, packed_model=args.packed_model
+    )
     t0 = time.perf_counter()
     mismatches = run_all(methods, prompts, chat_ids(tok, WARMUP_PROMPT))
     results = summarize(methods, prompts)
@@ -419,6 +450,9 @@ def main() -> None:
 
     model, tok = load(args.model, args.gguf or None, args.threads[0], args.dtype)
     prompts = load_prompts(tok, args.per_category, args.limit_categories)
+    args.packed_model = None
+    if AUTO_PACKED in args.methods:
+        args.packed_model, _ = load(args.model, args.gguf or None, args.threads[0], args.dtype)
     names = list(dict.fromkeys(args.methods))
     print(STATE_NOTE)
     runs = [run_threads(t, model, tok, names, prompts, args) for t in args.threads]

@@ -24,10 +24,12 @@ The paths (each equals ``F.linear`` up to float rounding: another summation orde
 * ``paired``: one row only, paired with a copy of itself so that the GEMM has two columns (MKL
   sends a one-column GEMM to GEMV, slow on some CPUs);
 * ``packed``: oneDNN's linear on a weight reordered once into its blocked layout
-  (``torch.ops.mkldnn``; AMX / AVX512-BF16 kernels where the CPU has them). The reordered
-  copies cost as much memory as the weights and a second or so to make, so this path is
-  opt-in: it is measured only for weights whose copies fit ``FASTDEC_CPU_PACK_BYTES`` (default
-  0), and the copies are kept per model, under weak keys, for the process.
+  (``torch.ops.mkldnn``; AMX / AVX512-BF16 kernels where the CPU has them). Only on request
+  (``FASTDEC_CPU_LINEAR=packed``): the copies cost as much memory as the weights (capped by
+  ``FASTDEC_CPU_PACK_BYTES``, default a quarter of physical memory; they are kept per model,
+  under weak keys, for the process) and about a second to make, and a fresh copy runs its
+  first calls several times slower than its steady state, so a short calibration cannot judge
+  it. In steady state (table above) it is the fastest float32 path for 4-16 rows on the Xeon.
 
 ``FASTDEC_CPU_LINEAR`` forces one path for every row count (``linear`` or ``0``: plain
 ``F.linear``; ``gemm`` or ``1``: ``weight @ x.T`` with the lone row paired, the rule before 0.2;
@@ -152,10 +154,15 @@ def _nbytes(t: torch.Tensor) -> int:
 
 
 def pack_cap() -> int:
-    """Bytes the oneDNN-reordered weight copies may take: ``FASTDEC_CPU_PACK_BYTES``, default 0
-    (the ``packed`` path is then never measured nor used: it would double the memory of the
-    weights it serves, and reordering them takes about a second for a 135M float32 model)."""
-    text = os.environ.get(PACK_BYTES_ENV, "0")
+    """Bytes the oneDNN-reordered weight copies of ``FASTDEC_CPU_LINEAR=packed`` may take:
+    ``FASTDEC_CPU_PACK_BYTES``, default a quarter of physical memory (weights past it keep
+    ``F.linear``)."""
+    text = os.environ.get(PACK_BYTES_ENV)
+    if text is None:
+        try:
+            return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 4
+        except (ValueError, OSError, AttributeError):  # no sysconf (Windows): 4 GiB
+            return 4 << 30
     try:
         value = int(text)
     except ValueError:
@@ -208,6 +215,16 @@ def routable(module: Any) -> bool:
     )
 
 
+def routed(run: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, rows: int, out: int) -> torch.Tensor:
+    """``run`` on ``x``'s rows as a contiguous ``[rows, in]`` matrix, shaped back as ``x`` with
+    ``out`` features: the work a routed forward adds to its path (the calibration times it too,
+    so a path whose kernel wins by less than these extra calls cost is not chosen)."""
+    # The rows must be contiguous: a strided operand (attention's output after its head
+    # transpose) makes torch.mm copy it into the layout that is slow here.
+    y = run(x.reshape(rows, x.shape[-1]).contiguous())
+    return y.reshape(*x.shape[:-1], out)
+
+
 def install(module: torch.nn.Linear, path: LinearPath, packed: PackedWeights) -> None:
     """Routes ``module``'s forward through ``path`` for inputs of 1..``MAX_ROWS`` rows (a packed
     path reads the module's copy from ``packed`` at each call: a changed weight is reordered
@@ -231,10 +248,7 @@ def install(module: torch.nn.Linear, path: LinearPath, packed: PackedWeights) ->
         rows = x.numel() // features if features else 0
         if not 1 <= rows <= MAX_ROWS or x.dtype != module.weight.dtype:
             return torch.nn.functional.linear(x, module.weight, module.bias)
-        # The rows must be contiguous: a strided operand (attention's output after its head
-        # transpose) makes torch.mm copy it into the layout that is slow here.
-        y = run(x.reshape(rows, features).contiguous())
-        return y.reshape(*x.shape[:-1], module.weight.shape[0])
+        return routed(run, x, rows, module.weight.shape[0])
 
     forward.fastdec_path = path.name  # type: ignore[attr-defined]  # ours: routable again
     module.forward = forward  # type: ignore[method-assign]

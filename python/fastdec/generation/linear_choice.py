@@ -135,19 +135,17 @@ class LinearRouter:
         self._lock = threading.Lock()
 
     def candidates(self, group: _Group, rows: int) -> list[cl.LinearPath]:
-        """The paths measured for ``group`` at ``rows``: ``F.linear`` first, then those that
-        serve ``rows`` and, for the packed path, run in this dtype and fit the memory cap."""
-        out = [cl.LINEAR]
-        for p in (cl.GEMM, cl.PAIRED, cl.PACKED):
-            if not p.serves(rows):
-                continue
-            if p is cl.PACKED and (
-                not self.packed.fits(group.modules)
-                or (self.timer is None and not cl.packed_available(group.shape[2]))
-            ):
-                continue
-            out.append(p)
-        return out
+        """The paths measured for ``group`` at ``rows``: ``F.linear`` first, then the GEMM path
+        and, for one row, the paired row. (oneDNN's packed path is never measured: a freshly
+        reordered copy runs its first calls several times slower than the copies a decoding
+        loop keeps, so a short calibration cannot judge it; ``FASTDEC_CPU_LINEAR=packed``
+        forces it.)"""
+        return [p for p in (cl.LINEAR, cl.GEMM, cl.PAIRED) if p.serves(rows)]
+
+    def packed_fits(self, group: _Group) -> bool:
+        """Whether ``FASTDEC_CPU_LINEAR=packed`` can serve ``group``: oneDNN runs its dtype and
+        its copies fit the memory cap."""
+        return cl.packed_available(group.shape[2]) and self.packed.fits(group.modules)
 
     def use(self, rows: int) -> float:
         """Installs the paths chosen for ``rows`` rows (measuring its bucket the first time, and
@@ -184,7 +182,7 @@ class LinearRouter:
     def _forced_path(self, group: _Group, rows: int) -> str:
         if self.forced == "gemm":
             return "paired" if rows == 1 else "gemm"
-        if self.forced == "packed" and not any(p is cl.PACKED for p in self.candidates(group, rows)):
+        if self.forced == "packed" and not self.packed_fits(group):
             return "linear"  # unavailable in this build or dtype, or over the memory cap
         return self.forced or "linear"
 
@@ -228,13 +226,13 @@ class LinearRouter:
         return out
 
     def _warm_up(self) -> None:
-        """A few untimed calls before the first measurement: the thread pool starts and the
-        clock ramps up (the first timed path would pay for both otherwise)."""
+        """One untimed pass of ``F.linear`` over every routed module before the first
+        measurement (as a forward would run them): the thread pool wakes and the clock ramps up.
+        Without it the first bucket measured read about 1.4x slow on a 2-core Xeon VM."""
         for g in self.groups:
-            w = g.modules[0].weight.detach()
-            x = torch.zeros(1, w.shape[1], dtype=w.dtype)
-            for _ in range(2):
-                torch.nn.functional.linear(x, w)
+            x = torch.zeros(1, g.shape[1], dtype=g.shape[2])
+            for m in g.modules:
+                torch.nn.functional.linear(x, m.weight, m.bias)
 
     def _time_group(
         self,
@@ -247,11 +245,22 @@ class LinearRouter:
         """``samples`` timings per candidate, each a run of back-to-back calls on distinct
         weights (as in a forward: a lone call between Python work also times thread wake-ups)."""
         _, in_f, dtype, _ = g.shape
-        x = torch.randn(rows, in_f, generator=gen).to(dtype)
+        # the input as the model passes it ([batch, rows, in]): F.linear is timed as the module
+        # runs it, the other paths with the reshaping a routed forward adds
+        x = torch.randn(1, rows, in_f, generator=gen).to(dtype)
+        linear = torch.nn.functional.linear
+        routed = cl.routed
+
+        def call(p: cl.LinearPath, operand: torch.Tensor, bias: torch.Tensor | None) -> None:
+            if p is cl.LINEAR:
+                linear(x, operand, bias)
+            else:
+                routed(lambda flat: p.compute(operand, bias, flat), x, rows, operand.shape[0])
+
         source = g.slices()
         w, b, _ = next(source)
-        for p in cands:  # warm-up: oneDNN builds its kernel, MKL its buffers
-            p.compute(p.pack(w) if p.pack else w, b, x)
+        for p in cands:  # warm-up: MKL and oneDNN set up their kernels for this shape
+            call(p, w, b)
         runs = len(cands) * self.samples
         per_run = -(-RUN_BYTES // max(w.numel() * w.element_size(), 1))
         per_run = max(1, min(per_run, RUN_CALLS, len(g.modules) * g.slices_per_module() // runs))
@@ -263,13 +272,11 @@ class LinearRouter:
             k = rep % len(cands)
             for p in cands[k:] + cands[:k]:
                 batch = [next(source) for _ in range(per_run)]
-                calls = [(p.pack(w) if p.pack else w, b) for w, b, _ in batch]
                 scale = sum(s for _, _, s in batch) / len(batch)
-                compute = p.compute
                 t0 = clock()
-                for operand, bias in calls:
-                    compute(operand, bias, x)
-                times[p.name].append((clock() - t0) / len(calls) * scale)
+                for w, b, _ in batch:
+                    call(p, w, b)
+                times[p.name].append((clock() - t0) / len(batch) * scale)
 
     def note(self, buckets: Iterable[int] | None = None) -> str:
         """What runs the CPU linears and why, for the ``buckets`` given (default: those used
