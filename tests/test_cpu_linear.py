@@ -210,3 +210,17 @@ def test_generate_equals_hf_with_every_path(
     assert "CPU linears" in out.linear_note
     assert out.linear_note in out.budget_note
     assert not any("forward" in m.__dict__ for m in stories.modules())  # restored
+
+
+def test_one_row_below_float32_keeps_f_linear() -> None:
+    """A bfloat16 plain step runs transformers' own kernel, whatever the timings say; more rows
+    are measured as in float32."""
+    m = model(torch.bfloat16)
+    fast = {b: 1e-4 for b in lc.BUCKETS}
+    router = lc.router_for(
+        m, timer=table_timer({"linear": {b: 1e-3 for b in lc.BUCKETS}, "gemm": fast, "paired": fast})
+    )
+    assert choices(router, 1) == {"linear"}
+    assert not any("forward" in layer.__dict__ for layer in m)
+    assert choices(router, 2) == {"gemm"}
+    router.release()
