@@ -20,7 +20,8 @@ def cpu_info() -> dict[str, Any]:
     """``{"model", "vendor", "arch", "cpus", "flags"}``: ``flags`` lists which of
     :data:`ISA_FLAGS` the CPU has (read from /proc/cpuinfo on Linux; elsewhere what
     ``platform`` says and no flags)."""
-    model, vendor, flags = platform.processor() or "unknown", "unknown", set()
+    model, vendor = platform.processor() or "unknown", "unknown"
+    flags: set[str] = set()
     try:
         with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
             text = f.read()

@@ -15,7 +15,8 @@ and the row count, by up to 2x either way. Two machines of this project's kind, 
                  oneDNN packed     28.7     30.1     30.1     36.6
 
 so no choice is right everywhere: :mod:`.linear_choice` times the candidates on the model's own
-weights at first use and :func:`cpu_linears` installs the winner per weight shape and row count.
+weights at first use and :func:`.linear_choice.cpu_linears` installs the winner per weight shape
+and row count.
 The paths (each equals ``F.linear`` up to float rounding: another summation order):
 
 * ``linear``: ``F.linear`` itself (MKL's GEMV for a row, GEMM with a transposed weight for more);
@@ -40,8 +41,7 @@ from __future__ import annotations
 
 import os
 import weakref
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -251,23 +251,8 @@ def install(module: torch.nn.Linear, path: LinearPath, packed: PackedWeights) ->
         return routed(run, x, rows, module.weight.shape[0])
 
     forward.fastdec_path = path.name  # type: ignore[attr-defined]  # ours: routable again
-    module.forward = forward  # type: ignore[method-assign]
+    module.forward = forward  # type: ignore[method-assign, assignment]
 
 
 def uninstall(module: torch.nn.Linear) -> None:
     module.__dict__.pop("forward", None)
-
-
-@contextmanager
-def cpu_linears(model: Any) -> Iterator[Any]:
-    """While active, ``model``'s CPU linears run the fastest path measured for each step's row
-    count: call ``.use(rows)`` before each forward (it measures a row count the first time, and
-    returns the seconds that took, to leave out of a step's timing), ``.note()`` says what was
-    chosen and why. Everything is restored on exit."""
-    from .linear_choice import router_for
-
-    router = router_for(model)
-    try:
-        yield router
-    finally:
-        router.release()

@@ -25,6 +25,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -344,3 +345,16 @@ def router_for(model: Any, *, timer: Timer | None = None) -> LinearRouter:
         if timer is None:
             per_model[key] = router
     return router
+
+
+@contextmanager
+def cpu_linears(model: Any) -> Iterator[LinearRouter]:
+    """While active, ``model``'s CPU linears run the fastest path measured for each step's row
+    count: call ``.use(rows)`` before each forward (it measures a row count the first time, and
+    returns the seconds that took, to leave out of a step's timing), ``.note()`` says what was
+    chosen and why. Every module's own forward is restored on exit."""
+    router = router_for(model)
+    try:
+        yield router
+    finally:
+        router.release()

@@ -26,8 +26,8 @@ from fastdec.tree_batch import pad_trees
 from . import arguments
 from . import cache as kv
 from .budget import AutoBudget
-from .cpu_linear import cpu_linears
 from .kv_state import TreeCache
+from .linear_choice import cpu_linears
 from .output import GenerateOutput
 from .registry import DEFAULT_REGISTRY, DrafterRegistry, make_drafter
 from .rows import Row

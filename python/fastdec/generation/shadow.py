@@ -41,7 +41,8 @@ class ShadowDrafts:
         if not todo or size < 2:
             return
         trees = draft.propose_batch([rows[b].request_id for b in todo], [size] * len(todo))
-        for b, tree in zip(todo, trees, strict=True):
+        for i, b in enumerate(todo):
+            tree = trees[i]
             self._pending[b] = _Pending(tree, len(rows[b].new), int(tree.max_depth), size)
 
     def resolve(self, rows: list[Row]) -> list[tuple[int, int, list[int]]]:
