@@ -286,15 +286,7 @@ class AutoBudget:
         self.cost.add(n, seconds)
         if budget in self.runs:
             self.runs[budget] += 1
-        below = 0.0
-        for k in self.candidates:
-            if k > budget or k not in tokens:
-                break
-            # The gain over the next smaller size, measured on the same step: paired, so far
-            # less noisy than each size's own tokens. A k-node tree is the first k nodes.
-            self.tokens[k].add(tokens[k] - below, self.decay, self._step, self.idle_decay)
-            self.nodes[k].add(min(k, n), self.decay, self._step, self.idle_decay)
-            below = tokens[k]
+        self.observe(budget, tokens, n)
 
     def shadow_size(self) -> int:
         """The size of the shadow trees drafted while plain decoding runs (:mod:`.shadow`): the
@@ -304,11 +296,14 @@ class AutoBudget:
 
     def observe(self, budget: int, tokens: Mapping[int, float], nodes: int) -> None:
         """Tokens a ``budget``-node tree of ``nodes`` real nodes would have kept at each size
-        ``k <= budget`` on a step that ran without it (a shadow draft): the gains, not the cost."""
+        ``k <= budget`` (a step that ran it, or a shadow draft on one that did not): the gains,
+        not the cost."""
         below = 0.0
         for k in self.candidates:
             if k > budget or k not in tokens:
                 break
+            # The gain over the next smaller size, measured on the same step: paired, so far
+            # less noisy than each size's own tokens. A k-node tree is the first k nodes.
             self.tokens[k].add(tokens[k] - below, self.decay, self._step, self.idle_decay)
             self.nodes[k].add(min(k, nodes), self.decay, self._step, self.idle_decay)
             below = tokens[k]
