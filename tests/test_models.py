@@ -406,7 +406,10 @@ def test_cli_demo_llama2c(capsys: pytest.CaptureFixture[str]) -> None:
         assert main(args) == 0
     finally:
         torch.set_num_threads(threads)  # the setting is process-wide
-    out = capsys.readouterr().out
+    captured = capsys.readouterr()
+    out = captured.out
+    assert "CPU: " in captured.err  # which CPU (model, ISA flags, MKL / oneDNN) gave the figures
+    assert "CPU linears (1 thread, float32), per forward: 1 row " in out  # the measured path
     assert "Once upon a time" in out
     assert "tokens/s" in out
     assert "fastdec, no drafts:" in out  # the split of the speedup: fastdec's loop vs speculation

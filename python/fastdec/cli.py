@@ -198,7 +198,10 @@ def _demo(args: argparse.Namespace) -> int:
         f"fastdec, speculative:  {_rate(len(tokens), fastdec_seconds)}, "
         f"{result.mean_accepted:.2f} tokens per step over {result.steps} steps"
     )
-    print(result.budget_note or f"fixed budget: {args.budget}-node trees")
+    if args.budget != "auto":
+        print(f"fixed budget: {args.budget}-node trees")
+    if result.budget_note:  # auto's choice and why, then the CPU linear path and its costs
+        print(result.budget_note)
     if baseline is None or plain is None:
         return 0
     print(
