@@ -5,14 +5,19 @@ The first time a decoding step of ``rows`` rows runs on a model (per weight dtyp
 thread count), :meth:`LinearRouter.use` times every path on the model's own weights, for each
 weight shape the model has, at the row-count bucket ``rows`` falls in (the tree sizes
 ``budget="auto"`` tries: 1, 2, 3, 4, 6, 8, 12, ..., 64; a bucket is measured at its upper end).
-To time what a real step sees, weights come from memory, not cache: every timed call reads
-another module of the shape (or another slice of at most 2 MiB of a large one, the LM head, say,
-its time scaled to the whole matrix), candidates take turns in a rotating order, and each gets
-``samples`` calls after an untimed warm-up (oneDNN builds its kernel on first use). A shape's
-cost for a path is the median call scaled to its modules; the fastest path wins per (shape,
-bucket), but ``F.linear`` (what transformers runs) keeps a shape unless another path beats it by
-``margin``. A bucket costs 3-4 candidates x ``samples`` calls per shape, about 10-20 ms for a
-135M model, once per process; ``generate`` leaves that time out of its step timing.
+To time what a real step sees, weights come from memory, not cache: every timed run reads
+other modules of the shape (or other slices of at most 2 MiB of a large one, the LM head, say,
+their time scaled to the whole matrix) in a few back-to-back calls, as a forward would;
+candidates take turns in a rotating order, ``F.linear`` is timed as the module runs it and the
+other paths with the reshaping a routed forward adds, and each gets ``samples`` runs after an
+untimed warm-up (plus, before the first bucket, one untimed ``F.linear`` pass over every module:
+the thread pool and the clock ramp up, and without it the first bucket read 1.4x slow on a
+2-core Xeon). A shape's cost for a path is its median run scaled to its modules; the fastest path
+wins per (shape, bucket), but ``F.linear`` (what transformers runs) keeps a shape unless another
+path beats it by ``margin`` (10 %: a noisy one-row calibration that mixed in ``weight @ x.T`` at a
+5 % margin made the plain loop 3 % slower than transformers'). A bucket costs 2-3 candidates x
+``samples`` runs per shape, 10-35 ms for a 135M model, once per process; ``generate`` leaves that
+time out of the step times its tree-size controller reads.
 
 Choices are kept per model (weak keys) and thread count, for the process. Tests inject the
 timings (``timer``) to check the choice without a clock.
