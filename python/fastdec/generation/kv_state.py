@@ -33,22 +33,33 @@ class TreeCache:
         self.device = next(model.parameters()).device
         self.dtype = next(model.parameters()).dtype
         self.cache = kv.new_cache(model, static_len)
-        # Each prompt's last token is the first tree's root: it is not cached yet.
-        self.valid = [len(p) - 1 for p in prompts]
+        # The whole prompt is cached by the prefill, whose logits give the first token, as
+        # ``model.generate`` does: plain steps then follow its numerics exactly, which matters in
+        # bfloat16, where running the prompt's last token in a later forward can round
+        # differently and flip a greedy argmax.
+        self.valid = [len(p) for p in prompts]
         self.past = max(self.valid)
         self._prompts = prompts
 
-    def prefill(self) -> None:
-        """Runs every prompt but its last token (right-padded; the causal mask alone keeps real
-        tokens from seeing pads)."""
-        if not self.past:
-            return
+    def prefill(self) -> torch.Tensor:
+        """Runs every prompt (right-padded; the causal mask alone keeps real tokens from seeing
+        pads) and returns the logits ``[B, 1, V]`` at each prompt's last token."""
         pre = torch.zeros((len(self.valid), self.past), dtype=torch.long)
         for b, p in enumerate(self._prompts):
-            pre[b, : len(p) - 1] = torch.tensor(p[:-1])
-        kv.run(
-            self.model, self.cache, start=0, input_ids=pre.to(self.device), use_cache=True, logits_to_keep=1
+            pre[b, : len(p)] = torch.tensor(p)
+        last = [n - 1 for n in self.valid]
+        keep = sorted(set(last))
+        # only the positions some row needs go through the LM head (a [B, T, V] tensor of
+        # logits would be most of the call's memory)
+        to_keep: int | torch.Tensor = 1 if len(keep) == 1 else torch.tensor(keep, device=self.device)
+        out = kv.run(
+            self.model, self.cache, start=0, input_ids=pre.to(self.device), use_cache=True, logits_to_keep=to_keep
         )
+        logits = out.logits
+        if len(keep) == 1:
+            return logits[:, -1:]  # type: ignore[no-any-return]
+        column = torch.tensor([keep.index(n) for n in last], device=logits.device)
+        return logits[torch.arange(len(last), device=logits.device), column][:, None]
 
     def score(self, batch: TreeBatch) -> torch.Tensor:
         """The target's logits ``[B, N, V]`` at every tree node, from one forward pass; the

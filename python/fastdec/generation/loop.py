@@ -33,7 +33,7 @@ from .registry import DEFAULT_REGISTRY, DrafterRegistry, make_drafter
 from .rows import Row
 from .shadow import ShadowDrafts
 from .step_ops import step_ops
-from .verifiers import choose_verifier
+from .verifiers import Verdict, choose_verifier
 
 __all__ = ["DEFAULT_DRAFTER", "DRAFTER_NAMES", "GenerateOutput", "generate", "make_drafter"]
 
@@ -116,10 +116,16 @@ def generate(
         _start(cleanup, draft, rows, streamer)
         t0 = time.perf_counter()
         kv_cache = TreeCache(model, prompts, ops, static_len)
-        kv_cache.prefill()
+        first = kv_cache.prefill()
+        topk = _topk_width(draft, vocab_size)
+        # The first token comes from the prefill's logits, as model.generate's does: a step of
+        # one-node trees whose roots (the prompts' last tokens) are cached already.
+        trees = _draft(None, rows, 1)
+        pruned = verifier.prune(trees)
+        batch = pad_trees(DraftBatch(trees), kv_cache.device)
+        _settle(rows, trees, pruned, verifier.verify(batch, trees, first), first, topk, draft, streamer)
         out.prefill_seconds = time.perf_counter() - t0
         linears = cleanup.enter_context(cpu_linears(model))
-        topk = _topk_width(draft, vocab_size)
         # while auto runs plain decoding, shadow trees keep the tree sizes' gains measured
         # (greedy and unconstrained only: there the tokens that follow are a tree's verdict)
         auto = sizes if isinstance(sizes, AutoBudget) else None
@@ -142,23 +148,7 @@ def generate(
             verdict = verifier.verify(batch, trees, logits)
             live = [not r.done for r in rows]
             kv_cache.compact(verdict.paths, live)
-            top = logits.topk(topk, dim=-1).indices.to(torch.int32).cpu().numpy() if topk else None
-            for b, row in enumerate(rows):
-                if not live[b]:
-                    continue
-                path, tree = verdict.paths[b], trees[b]
-                emitted = row.emit(
-                    [int(tree.tokens[i]) for i in path[1:]], int(verdict.bonus[b]), verdict.dead[b]
-                )
-                if not emitted:  # a dead end with nothing to emit
-                    continue
-                if draft is not None:
-                    # A pruned tree no longer matches the proposal node for node: a learning
-                    # drafter then skips its update for this step.
-                    feedback = top[b, : tree.num_nodes] if top is not None and not pruned[b] else None
-                    draft.accept(row.request_id, emitted, topk_ids=feedback)
-                if streamer is not None:
-                    streamer.put(torch.tensor(emitted))
+            _settle(rows, trees, pruned, verdict, logits, topk, draft, streamer)
             t_end = time.perf_counter()
             out.steps += 1
             out.budgets.append(size)
@@ -179,6 +169,35 @@ def generate(
         out.linear_note = linears.note()
         out.budget_note = "\n".join(n for n in (sizes.explain(), out.linear_note) if n)
     return out
+
+
+def _settle(
+    rows: list[Row],
+    trees: list[TokenTree],
+    pruned: list[bool],
+    verdict: Verdict,
+    logits: torch.Tensor,
+    topk: int,
+    draft: BaseDrafter | None,
+    streamer: Any,
+) -> None:
+    """Emits each live row's accepted tokens and bonus token, and tells the drafter and the
+    streamer."""
+    top = logits.topk(topk, dim=-1).indices.to(torch.int32).cpu().numpy() if topk else None
+    for b, row in enumerate(rows):
+        if row.done:
+            continue
+        path, tree = verdict.paths[b], trees[b]
+        emitted = row.emit([int(tree.tokens[i]) for i in path[1:]], int(verdict.bonus[b]), verdict.dead[b])
+        if not emitted:  # a dead end with nothing to emit
+            continue
+        if draft is not None:
+            # A pruned tree no longer matches the proposal node for node: a learning drafter
+            # then skips its update for this step.
+            feedback = top[b, : tree.num_nodes] if top is not None and not pruned[b] else None
+            draft.accept(row.request_id, emitted, topk_ids=feedback)
+        if streamer is not None:
+            streamer.put(torch.tensor(emitted))
 
 
 class _FixedBudget:

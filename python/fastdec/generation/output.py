@@ -11,12 +11,13 @@ class GenerateOutput:
     token, when produced, is the last one)."""
 
     sequences: list[list[int]]
-    accepted_lengths: list[list[int]]  # per row, per step: tokens emitted (bonus included)
-    budgets: list[int] = field(default_factory=list)  # per step
+    # per row, per forward: tokens emitted (bonus included); the first entry is the prefill's token
+    accepted_lengths: list[list[int]]
+    budgets: list[int] = field(default_factory=list)  # per decode step (the prefill not counted)
     # budget="auto": the size it runs and why (AutoBudget.explain); then, on a CPU, linear_note
     budget_note: str = ""
     linear_note: str = ""  # the CPU linear path per row count and the measured costs behind it
-    steps: int = 0
+    steps: int = 0  # decode steps after the prefill
     prefill_seconds: float = 0.0
     decode_seconds: float = 0.0
     draft_seconds: float = 0.0
