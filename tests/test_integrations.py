@@ -139,7 +139,7 @@ def test_lazy_names() -> None:
 
 @pytest.mark.parametrize(
     "module",
-    ["_common", "vllm", "vllm_requests", "draft_length", "sglang", "transformers", "llama_cpp"],
+    ["_common", "vllm", "sglang", "transformers", "llama_cpp"],
     ids=lambda name: name,
 )
 def test_doctests(module: str) -> None:

@@ -1,6 +1,7 @@
 """The vLLM proposers (``fastdec.integrations.vllm``) without vLLM: vLLM ``ngram``'s rule
-transcribed, a persistent batch that moves rows the way ``InputBatch`` does, request tracking
-over 10^4 requests, cross-request memory and the draft-length controller. The same proposers run
+transcribed, cross-request memory and the draft-length controller (``fastdec.DraftLength``,
+in Rust). Request recognition through moving rows is tested on the draft session itself
+(``tests/test_draft_session.py``). The same proposers run
 inside the real engine in ``tests/vllm/`` (``make test-vllm``)."""
 
 from __future__ import annotations
@@ -13,9 +14,8 @@ import fastdec
 import numpy as np
 import numpy.typing as npt
 import pytest
+from fastdec import DraftLength
 from fastdec.integrations import vllm as fd_vllm
-from fastdec.integrations.draft_length import DraftLength
-from fastdec.integrations.vllm_requests import RequestTracker
 
 MAX_MODEL_LEN = 64
 
@@ -96,146 +96,6 @@ def test_random_batches_match_reference() -> None:
         assert proposer.propose(sampled, counts, rows) == expected, trial
 
 
-class PersistentBatch:
-    """vLLM's ``InputBatch`` row bookkeeping: a new request takes the lowest free row, removed
-    rows are refilled by sliding the last rows down (``condense``), and rows may be swapped."""
-
-    def __init__(self, max_rows: int, max_len: int) -> None:
-        self.tokens = np.zeros((max_rows, max_len), dtype=np.int32)
-        self.counts = np.zeros(max_rows, dtype=np.int32)
-        self.ids: list[int | None] = []
-
-    def add(self, rid: int, prompt: Sequence[int]) -> None:
-        row = self.ids.index(None) if None in self.ids else len(self.ids)
-        if row == len(self.ids):
-            self.ids.append(None)
-        self.ids[row] = rid
-        self.tokens[row, : len(prompt)] = prompt
-        self.counts[row] = len(prompt)
-
-    def remove(self, rid: int) -> None:
-        self.ids[self.ids.index(rid)] = None
-
-    def condense(self) -> None:
-        while self.ids and self.ids[-1] is None:
-            self.ids.pop()
-        while None in self.ids:
-            hole, last = self.ids.index(None), len(self.ids) - 1
-            self.swap(hole, last)
-            self.ids.pop()
-            while self.ids and self.ids[-1] is None:
-                self.ids.pop()
-
-    def swap(self, i: int, j: int) -> None:
-        self.ids[i], self.ids[j] = self.ids[j], self.ids[i]
-        self.tokens[[i, j]] = self.tokens[[j, i]]
-        self.counts[[i, j]] = self.counts[[j, i]]
-
-    def emit(self, rid: int, new: Sequence[int]) -> None:
-        row = self.ids.index(rid)
-        n = int(self.counts[row])
-        self.tokens[row, n : n + len(new)] = new
-        self.counts[row] = n + len(new)
-
-
-class Recorder:
-    """A stateful drafter that records the lifecycle it is driven through (and drafts nothing)."""
-
-    def __init__(self) -> None:
-        self.tokens: dict[int, list[int]] = {}
-        self.stopped: dict[int, list[int]] = {}
-
-    def start(self, request_id: int, prompt_ids: npt.ArrayLike) -> None:
-        assert request_id not in self.tokens
-        self.tokens[request_id] = np.asarray(prompt_ids).tolist()
-
-    def accept(self, request_id: int, emitted: npt.ArrayLike, topk_ids: Any = None) -> None:
-        self.tokens[request_id] += np.asarray(emitted).tolist()
-
-    def stop(self, request_id: int) -> None:
-        self.stopped[request_id] = self.tokens.pop(request_id)
-
-    def propose_batch(self, request_ids: Sequence[int], budgets: npt.ArrayLike) -> Any:
-        return [fastdec.TokenTree.chain([self.tokens[r][-1]]) for r in request_ids]
-
-
-def drive(tracker: RequestTracker, num_requests: int, seed: int, max_rows: int = 8) -> dict[int, list[int]]:
-    """Runs ``num_requests`` requests through a moving persistent batch; returns each true
-    request's final tokens. Every step checks that each row maps to its own tracked state."""
-    rng = np.random.default_rng(seed)
-    batch = PersistentBatch(max_rows, 200)
-    truth: dict[int, list[int]] = {}
-    remaining: dict[int, int] = {}
-    tracked_as: dict[int, int] = {}
-    waiting = list(range(num_requests))
-    while waiting or remaining:
-        while waiting and len(remaining) < max_rows and rng.random() < 0.7:
-            rid = waiting.pop(0)
-            # prompts share a long head (a system prompt), so the head alone cannot tell them apart
-            prompt = [1, 2, 3, 4, 5, 6, 7, 8, *rng.integers(0, 50, size=int(rng.integers(1, 30))).tolist()]
-            batch.add(rid, prompt)
-            first = int(rng.integers(0, 50))
-            batch.emit(rid, [first])  # the prefill's sampled token
-            truth[rid] = [*prompt, first]
-            remaining[rid] = int(rng.integers(1, 40))
-        if rng.random() < 0.3 and len(batch.ids) > 1:
-            batch.swap(*rng.choice(len(batch.ids), size=2, replace=False).tolist())
-        sampled = [[] if rid is None else [truth[rid][-1]] for rid in batch.ids]
-        matches = tracker.step(sampled, batch.counts, batch.tokens)
-        for row, rid in enumerate(batch.ids):
-            if rid is None:
-                continue
-            m = matches[row]
-            assert m is not None
-            state = tracked_as.setdefault(rid, m.request.request_id)
-            assert state == m.request.request_id, (rid, state, m.request.request_id)
-        done = []
-        for rid in list(remaining):
-            new = rng.integers(0, 50, size=int(rng.integers(1, 5))).tolist()  # accepted drafts + bonus
-            batch.emit(rid, new)
-            truth[rid] += new
-            remaining[rid] -= 1
-            if remaining[rid] <= 0:
-                done.append(rid)
-        for rid in done:
-            del remaining[rid]
-            batch.remove(rid)
-        batch.condense()
-    for _ in range(tracker.grace_steps):
-        tracker.step([], np.zeros(0, dtype=np.int32), batch.tokens)
-    return {tracked_as[rid]: tokens for rid, tokens in truth.items()}
-
-
-def test_tracker_follows_moving_rows() -> None:
-    drafter = Recorder()
-    tracker = RequestTracker(drafter, max_gap=8, grace_steps=2)
-    truth = drive(tracker, 200, seed=1)
-    # each request was started once and fed exactly its tokens, then stopped (finished)
-    assert tracker.started == tracker.stopped == 200
-    assert not drafter.tokens
-    for state, tokens in truth.items():
-        assert drafter.stopped[state][: len(tokens) - 4] == tokens[: len(tokens) - 4]
-        assert len(drafter.stopped[state]) <= len(tokens)
-
-
-def test_tracker_bounded_over_ten_thousand_requests() -> None:
-    drafter = fastdec.TrieDrafter(max_requests=64, max_global_nodes=1 << 14)
-    tracker = RequestTracker(drafter, max_gap=8, grace_steps=2, max_requests=64)
-    memory = []
-    rng = np.random.default_rng(2)
-    rows = np.zeros((4, 64), dtype=np.int32)
-    for r in range(10_000):
-        rows[r % 4, :40] = rng.integers(0, 1000, size=40)  # a new request replaces one row a step
-        counts = np.full(4, 40, dtype=np.int32)
-        tracker.step([[int(rows[i, 39])] for i in range(4)], counts, rows)
-        assert len(tracker) <= 64
-        if r % 1000 == 999:
-            memory.append(drafter.memory_bytes())
-    assert tracker.started == 10_000 + 3  # and the three rows of zeros at the start
-    assert tracker.started - tracker.stopped == len(tracker) <= 64
-    assert max(memory[3:]) <= 1.5 * max(memory[:3]), memory  # the shared trie's cap holds
-
-
 def test_cross_request_memory() -> None:
     """A finished request's output reaches the shared trie: a later request that starts the
     same way is drafted that output (prompt lookup alone cannot: it is not in its context)."""
@@ -267,7 +127,7 @@ def test_settings_through_additional_config() -> None:
     assert (proposer.num_speculative_tokens, proposer.max_model_len) == (3, MAX_MODEL_LEN)
     assert (proposer.prompt_lookup_min, proposer.prompt_lookup_max) == (2, 4)
     assert proposer.tracker.grace_steps == 3
-    assert not proposer.length.enabled  # pld keeps vLLM ngram's fixed length unless asked
+    assert not proposer.session.adaptive  # pld keeps vLLM ngram's fixed length unless asked
     assert proposer.load_model(object()) is None
     # vLLM's 0/0 for custom_class means "not set": vLLM ngram's defaults
     config.additional_config = {}
@@ -279,7 +139,7 @@ def test_settings_through_additional_config() -> None:
     assert fd_vllm.PldProposer(config).prompt_lookup_min == 3
     config.additional_config = {"fastdec": {"drafter": "hybrid"}}
     assert fd_vllm.FastdecProposer(config).drafter_name == "hybrid"
-    assert fd_vllm.FastdecProposer(config).length.enabled
+    assert fd_vllm.FastdecProposer(config).session.adaptive
     assert isinstance(fd_vllm.FastdecProposer(config).drafter, fastdec.HybridDrafter)
     assert fd_vllm.FastdecProposer(num_speculative_tokens=2, max_model_len=8).drafter_name == "trie"
 

@@ -41,6 +41,8 @@ __all__ = [
     "_MASK_AFTER",
     "BaseDrafter",
     "DraftBatch",
+    "DraftLength",
+    "DraftSession",
     "Grammar",
     "GrammarState",
     "HybridDrafter",
@@ -302,6 +304,103 @@ class BaseDrafter:
         """Stateless proposals for many contexts in parallel (rayon, GIL released)."""
     def propose_batch(self, request_ids: Sequence[int | str], budgets: _Ints) -> DraftBatch:
         """Proposals for many requests in parallel (rayon, GIL released)."""
+
+@final
+class DraftSession:
+    """One owner of every engine's requests: recognises each batch row's request (by the
+    engine's id, or from its tokens when the engine passes none), feeds it only the tokens new
+    to it, finishes and evicts requests under one cap, and drafts the whole batch in one call
+    per engine step (GIL released), with a learnt draft length (:class:`DraftLength`).
+
+    ``rows``: the engine's ``[R, C]`` int32 / int64 token rows, read in place (only the tokens
+    new to each row and a few sampled positions are read: O(new tokens + log context) a row);
+    ``counts[i]``: row ``i``'s tokens, drafts excluded; ``sampled[i]``: tokens it emitted last
+    step (0: a partial prefill, no draft); ``max_len``: the model's length limit; ``ids``: the
+    engine's request id per row, or ``None`` (rows recognised by content; a request missing for
+    ``grace_steps`` steps is finished); ``now``: the step's time in seconds (default: the
+    session's clock). Returns one draft (at most ``k`` tokens) per row.
+    """
+
+    def __init__(
+        self,
+        drafter: BaseDrafter,
+        k: int,
+        *,
+        tree_budget: int | None = None,
+        max_requests: int = 1024,
+        grace_steps: int = 4,
+        max_gap: int | None = None,
+        adaptive: bool = True,
+        explore: float = 0.05,
+        min_steps: int = 16,
+        window: int = 128,
+    ) -> None: ...
+    @property
+    def drafter(self) -> BaseDrafter: ...
+    @property
+    def k(self) -> int: ...
+    @property
+    def started(self) -> int: ...
+    @property
+    def stopped(self) -> int: ...
+    @property
+    def grace_steps(self) -> int: ...
+    @property
+    def max_requests(self) -> int: ...
+    @property
+    def adaptive(self) -> bool: ...
+    def step(
+        self,
+        rows: npt.NDArray[np.int32] | npt.NDArray[np.int64],
+        counts: _Ints,
+        sampled: _Ints,
+        *,
+        max_len: int | None = None,
+        ids: Sequence[int | str] | None = None,
+        now: float | None = None,
+    ) -> list[list[int]]: ...
+    def finish(self, ids: Sequence[int | str]) -> None:
+        """Finishes these requests (unknown ids are ignored)."""
+    def finish_all(self) -> None: ...
+    def last_rows(self) -> npt.NDArray[np.int64]:
+        """Per row of the last step, the session's id of its request (-1: none)."""
+    def __len__(self) -> int: ...
+    def stats(self) -> dict[str, float]:
+        """steps, rows, drafted, accepted, started, stopped, evicted, live, step_us."""
+    def length_stats(self) -> dict[str, Any]: ...
+
+@final
+class DraftLength:
+    """How many tokens of each linear draft are worth verifying, learnt from what the engine
+    accepted and what its steps cost: a token reached with cumulative acceptance ``q`` is kept
+    while ``q >= tau`` (tokens/s times a draft token's measured seconds), a row drafts only if
+    its kept tokens pay for a drafting row, a batch only if they pay for a drafting step."""
+
+    def __init__(
+        self,
+        k: int,
+        *,
+        bins: int = 8,
+        window: int = 128,
+        min_steps: int = 16,
+        explore: float = 0.05,
+        decay: float = 0.998,
+        shrink: float = 8.0,
+        enabled: bool = True,
+    ) -> None: ...
+    @property
+    def k(self) -> int: ...
+    @property
+    def enabled(self) -> bool: ...
+    explore: float
+    @property
+    def tau(self) -> float: ...
+    def probability(self, depth: int, confidence: float) -> float: ...
+    def observe(self, draft: _Ints, confidences: Sequence[float], emitted: _Ints) -> int: ...
+    def observe_step(self, drafts: Sequence[int], seconds: float, emitted: int) -> None: ...
+    def cut(self, confidences: Sequence[float]) -> int: ...
+    def cut_batch(self, chains: Sequence[Sequence[float]]) -> list[int]: ...
+    def stats(self) -> dict[str, Any]: ...
 
 @final
 class TrieDrafter(BaseDrafter):

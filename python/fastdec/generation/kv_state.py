@@ -53,11 +53,16 @@ class TreeCache:
         # logits would be most of the call's memory)
         to_keep: int | torch.Tensor = 1 if len(keep) == 1 else torch.tensor(keep, device=self.device)
         out = kv.run(
-            self.model, self.cache, start=0, input_ids=pre.to(self.device), use_cache=True, logits_to_keep=to_keep
+            self.model,
+            self.cache,
+            start=0,
+            input_ids=pre.to(self.device),
+            use_cache=True,
+            logits_to_keep=to_keep,
         )
-        logits = out.logits
+        logits: torch.Tensor = out.logits
         if len(keep) == 1:
-            return logits[:, -1:]  # type: ignore[no-any-return]
+            return logits[:, -1:]
         column = torch.tensor([keep.index(n) for n in last], device=logits.device)
         return logits[torch.arange(len(last), device=logits.device), column][:, None]
 

@@ -15,7 +15,15 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 import numpy.typing as npt
 
-from fastdec._core import MAX_NODES, DraftBatch, HybridDrafter, NgramDrafter, TokenTree, TrieDrafter
+from fastdec._core import (
+    MAX_NODES,
+    BaseDrafter,
+    DraftBatch,
+    HybridDrafter,
+    NgramDrafter,
+    TokenTree,
+    TrieDrafter,
+)
 
 RequestId = int | str
 
@@ -87,7 +95,7 @@ def server_drafter(
     tree_n: tuple[int, int],
     max_requests: int,
     options: Mapping[str, Any] | None = None,
-) -> BatchDrafter:
+) -> BaseDrafter:
     """The drafter ``name`` (one of :data:`SERVER_DRAFTERS`) as every server adapter builds it:
     prompt lookup with ``pld_n = (min_n, max_n)`` and ``num_pred`` tokens; the trie; or the trie
     fused with an n-gram tree over ``tree_n`` (weights 1 and 0.5). ``options``: the trie's (or

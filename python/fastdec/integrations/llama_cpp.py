@@ -7,14 +7,14 @@ llama-cpp-python calls the draft model with the whole context and nothing else
 one ``Llama`` serves one sequence at a time). The adapter is the vLLM proposer's machinery on a
 batch of one row (:class:`fastdec.integrations.vllm.FastdecProposer`):
 
-* the request is recognised from the context (a digest of the tokens seen at the previous call):
-  a context that continues it is the same request, anything else starts a new one, and the old
-  one is stopped at once (``grace_steps = 1``: a ``Llama`` runs one sequence at a time), which is
-  when a :class:`fastdec.TrieDrafter` adds its output to the shared trie (cross-request memory,
-  at most ``max_requests`` tracked);
+* the request is recognised by the proposer's :class:`fastdec.DraftSession` from the context (a
+  fingerprint of the tokens seen at the previous call): a context that continues it is the same
+  request, anything else starts a new one, and the old one is stopped at once (``grace_steps =
+  1``: a ``Llama`` runs one sequence at a time), which is when a :class:`fastdec.TrieDrafter`
+  adds its output to the shared trie (cross-request memory, at most ``max_requests`` tracked);
 * the draft length is learnt from what was accepted (the tokens the next context gained) and
-  the time between calls against the tokens verified (:class:`~fastdec.integrations.draft_length.
-  DraftLength`).
+  the time between calls against the tokens verified (:class:`fastdec.DraftLength`, inside the
+  session).
 
 Pass ``logits_all=True`` to ``Llama`` as well: llama-cpp-python 0.3.36 sizes its scores buffer for
 ``n_batch`` rows without it, and a long prompt then fails.
@@ -27,7 +27,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from fastdec.integrations._common import BatchDrafter, server_drafter
+from fastdec._core import BaseDrafter
+from fastdec.integrations._common import server_drafter
 from fastdec.integrations.vllm import DRAFTERS, FastdecProposer
 
 _NO_LIMIT = 2**31 - 1  # llama-cpp-python clips drafts to its context itself
@@ -36,7 +37,7 @@ TREE_DRAFTERS = ("none", "pld", "trie", "hybrid")
 MAX_TREE = 64  # nodes per step; a tree of N nodes has < N leaves, each a sequence id
 
 
-def make_drafter(name: str, *, max_requests: int = 1024, **options: Any) -> BatchDrafter | None:
+def make_drafter(name: str, *, max_requests: int = 1024, **options: Any) -> BaseDrafter | None:
     """The fastdec drafter a name stands for (None for ``"none"``).
 
     Raises:
@@ -81,7 +82,7 @@ class FastdecDraftModel:
 
     def __init__(
         self,
-        drafter: str | BatchDrafter = "trie",
+        drafter: str | BaseDrafter = "trie",
         *,
         num_pred_tokens: int = 10,
         adaptive: bool | None = None,
@@ -116,7 +117,7 @@ class FastdecDraftModel:
     def finish(self) -> None:
         """Stops the current request now (its output reaches the shared trie) instead of at the
         next unrelated context."""
-        self.proposer.tracker.stop_all()
+        self.proposer.session.finish_all()
 
 
 def _register() -> None:

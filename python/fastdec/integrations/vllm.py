@@ -28,10 +28,14 @@ The call, per engine step (``GPUModelRunner.propose_draft_token_ids``): ``propos
 sampled_token_ids, num_tokens_no_spec, token_ids_cpu, slot_mappings=...)`` with, per batch row,
 the tokens it emitted (``[]``: a partial prefill, no draft), its token count and the persistent
 batch's token rows (sampled tokens already written). No request ids are passed and rows move
-between steps, so :class:`~fastdec.integrations.vllm_requests.RequestTracker` recognises
-requests by their tokens. It returns one ragged linear draft per row (``[]`` = none); a row at
-``max_model_len`` gets ``[]`` and a draft never runs past it. vLLM passes no target logits, so
-Token Recycling cannot learn here and is not offered.
+between steps: the proposer hands the whole batch to one :class:`fastdec.DraftSession` call (in
+Rust, GIL released), which recognises each row's request from a fingerprint of its tokens
+(O(new tokens + log context) a row, not O(context)), feeds it what it emitted, finishes
+requests gone for ``grace_steps`` steps, drafts every row in one batched proposal and cuts each
+draft to the length its learnt acceptance and the measured step cost pay for. The Python side
+per step is the list of sampled counts. It returns one ragged linear draft per row (``[]`` =
+none); a row at ``max_model_len`` gets ``[]`` and a draft never runs past it. vLLM passes no
+target logits, so Token Recycling cannot learn here and is not offered.
 
 vLLM 0.34 replaced ``custom_class`` with ``register_speculative_method`` plugins; its x86 CPU
 build needs triton-cpu (not on PyPI), so fastdec ships no plugin for it: one that was never run
@@ -44,14 +48,14 @@ import json
 import os
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
 import numpy.typing as npt
 
-from fastdec.integrations._common import SERVER_DRAFTERS, BatchDrafter, node_budget, server_drafter
-from fastdec.integrations.draft_length import DraftLength, chain_confidences
-from fastdec.integrations.vllm_requests import RequestTracker, RowMatch
+from fastdec._core import BaseDrafter, DraftSession
+from fastdec.integrations._common import SERVER_DRAFTERS, node_budget, server_drafter
 
 DRAFTERS = SERVER_DRAFTERS
 #: setting -> (type, meaning)
@@ -96,6 +100,21 @@ def read_settings(vllm_config: Any, overrides: Mapping[str, Any]) -> dict[str, A
         if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
             raise ValueError(f"fastdec vLLM setting {name} = {value!r}: must be {SETTINGS[name][1]}")
     return settings
+
+
+@dataclass(frozen=True)
+class TrackedRequest:
+    """A request as the draft session knows it."""
+
+    request_id: int
+
+
+@dataclass(frozen=True)
+class RowMatch:
+    """One batch row at the last step and the session's request for it."""
+
+    row: int
+    request: TrackedRequest
 
 
 def engine_counters(llm: Any) -> dict[str, float]:
@@ -144,7 +163,7 @@ class FastdecProposer:
         self,
         vllm_config: Any = None,
         *,
-        drafter: BatchDrafter | str | None = None,
+        drafter: BaseDrafter | str | None = None,
         num_speculative_tokens: int | None = None,
         max_model_len: int | None = None,
         **settings: Any,
@@ -200,23 +219,35 @@ class FastdecProposer:
         )
         if self.tree_budget < 2:
             raise ValueError(f"fastdec vLLM setting tree_budget = {self.tree_budget}: must be >= 2")
-        self.drafter: BatchDrafter = drafter if drafter is not None else self.make_drafter(max_requests)
-        self.tracker = RequestTracker(
-            self.drafter,
-            max_gap=self.num_speculative_tokens + 1 + 8,
-            grace_steps=int(self.settings.get("grace_steps", 4)),
-            max_requests=max_requests,
-        )
+        self.drafter: BaseDrafter = drafter if drafter is not None else self.make_drafter(max_requests)
         adaptive = bool(self.settings.get("adaptive", self.drafter_name != "pld"))
-        self.length = DraftLength(self.num_speculative_tokens, enabled=adaptive)
+        #: the one owner of request state: recognition, feeding, finishing, drafting, draft length
+        self.session = DraftSession(
+            self.drafter,
+            self.num_speculative_tokens,
+            tree_budget=self.tree_budget,
+            max_requests=max_requests,
+            grace_steps=int(self.settings.get("grace_steps", 4)),
+            max_gap=self.num_speculative_tokens + 1 + 8,
+            adaptive=adaptive,
+        )
         self.stats_file = self.settings.get("stats_file")
-        #: the tracker's view of the rows at the last call
-        self.last_matches: list[RowMatch | None] = []
-        self._last_call: float | None = None
-        self._last_drafts: list[int] = []
-        self.counters = {"steps": 0, "rows": 0, "drafted": 0, "accepted": 0, "propose_seconds": 0.0}
 
-    def make_drafter(self, max_requests: int) -> BatchDrafter:
+    @property
+    def tracker(self) -> DraftSession:
+        """The draft session (it recognises requests: ``started``, ``stopped``, ``len()``)."""
+        return self.session
+
+    @property
+    def last_matches(self) -> list[RowMatch | None]:
+        """The session's view of the rows at the last call (built on demand: for tests and
+        debugging, not the step)."""
+        return [
+            None if rid < 0 else RowMatch(row, TrackedRequest(int(rid)))
+            for row, rid in enumerate(self.session.last_rows().tolist())
+        ]
+
+    def make_drafter(self, max_requests: int) -> BaseDrafter:
         """The drafter the settings name (override in a subclass for another one).
 
         Raises:
@@ -258,65 +289,28 @@ class FastdecProposer:
             (``n_i`` its token count), ``[]`` when it emitted nothing, is at ``max_model_len``
             or the drafter has nothing worth verifying.
         """
-        start = time.perf_counter()
-        counts = np.asarray(num_tokens_no_spec)
         rows = np.asarray(token_ids_cpu)
-        matches = self.tracker.step(sampled_token_ids, counts, rows)
-        self.last_matches = matches
-        emitted = 0
-        for m in matches:
-            if m is not None and not m.is_new:
-                emitted += len(m.new_tokens)
-                if m.previous_draft:
-                    emitted_ids = m.new_tokens.tolist()
-                    accepted = self.length.observe(m.previous_draft, m.previous_confidence, emitted_ids)
-                    self.counters["accepted"] += accepted
-        if self._last_call is not None:
-            self.length.observe_step(self._last_drafts, start - self._last_call, emitted)
-        drafts: list[list[int]] = [[] for _ in sampled_token_ids]
-        todo = []  # (match, most draft tokens)
-        for m in matches:
-            if m is None or not len(sampled_token_ids[m.row]):
-                continue
-            room = min(self.num_speculative_tokens, self.max_model_len - int(counts[m.row]))
-            if room > 0:
-                todo.append((m, room))
-        if todo:
-            budgets = np.full(len(todo), self.tree_budget, dtype=np.int32)
-            trees = self.drafter.propose_batch([m.request.request_id for m, _ in todo], budgets)
-            chains = []  # (match, chain nodes, confidences)
-            for b, (m, room) in enumerate(todo):
-                tree = trees[b]
-                if tree.num_nodes > 1:
-                    nodes = tree.chain_view()[: room + 1]
-                    chains.append((m, tree, nodes, chain_confidences(tree, nodes.tolist())))
-            keeps = self.length.cut_batch([conf for *_, conf in chains])
-            for (m, tree, nodes, confidence), keep in zip(chains, keeps, strict=True):
-                draft = tree.tokens[nodes[1 : keep + 1]].tolist()
-                drafts[m.row] = draft
-                m.request.draft, m.request.draft_confidence = draft, confidence[:keep]
-        self._last_drafts = [len(d) for d in drafts]
-        self._last_call = start
-        c = self.counters
-        c["steps"] += 1
-        c["rows"] += len(todo)
-        c["drafted"] += sum(len(d) for d in drafts)
-        c["propose_seconds"] += time.perf_counter() - start
-        if self.stats_file and c["steps"] % 32 == 0:
+        sampled = np.fromiter(map(len, sampled_token_ids), dtype=np.int32, count=len(sampled_token_ids))
+        counts = np.asarray(num_tokens_no_spec)[: len(sampled)]
+        drafts = self.session.step(rows, counts, sampled, max_len=self.max_model_len, now=time.perf_counter())
+        if self.stats_file and self.session.stats()["steps"] % 32 == 0:
             self.write_stats()
         return drafts
 
     def stats(self) -> dict[str, Any]:
-        """Counters (steps, rows drafted for, tokens drafted and accepted, seconds in
-        ``propose``), the draft-length controller's state and the tracker's."""
+        """The session's counters (steps, rows drafted for, tokens drafted and accepted,
+        requests started / stopped / evicted / live, microseconds in its step), the
+        draft-length controller's state and the drafter's memory."""
+        s = self.session.stats()
         return {
-            **self.counters,
+            **s,
+            "propose_seconds": s["step_us"] / 1e6,
             "drafter": self.drafter_name,
-            "draft_length": self.length.stats(),
-            "requests_live": len(self.tracker),
-            "requests_started": self.tracker.started,
-            "requests_stopped": self.tracker.stopped,
-            "drafter_memory_bytes": int(getattr(self.drafter, "memory_bytes", lambda: 0)()),
+            "draft_length": self.session.length_stats(),
+            "requests_live": s["live"],
+            "requests_started": s["started"],
+            "requests_stopped": s["stopped"],
+            "drafter_memory_bytes": int(self.drafter.memory_bytes()),
         }
 
     def write_stats(self) -> None:

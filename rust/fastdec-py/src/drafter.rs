@@ -17,7 +17,7 @@ use crate::error::to_py;
 use crate::template::PyTreeTemplate;
 use crate::tree::PyTokenTree;
 
-fn to_request_id(obj: &Bound<'_, PyAny>) -> PyResult<RequestId> {
+pub(crate) fn to_request_id(obj: &Bound<'_, PyAny>) -> PyResult<RequestId> {
     if let Ok(s) = obj.cast::<PyString>() {
         return Ok(RequestId::Str(s.to_str()?.to_owned()));
     }
@@ -80,7 +80,7 @@ where
     weakref
 )]
 pub struct PyBaseDrafter {
-    inner: Arc<dyn Drafter>,
+    pub(crate) inner: Arc<dyn Drafter>,
 }
 
 #[pymethods]

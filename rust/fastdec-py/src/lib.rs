@@ -13,6 +13,7 @@ mod constraints;
 mod convert;
 mod drafter;
 mod error;
+mod session;
 mod template;
 mod tree;
 mod verify;
@@ -35,6 +36,8 @@ mod _core {
         PyBaseDrafter, PyDraftBatch, PyHybridDrafter, PyNgramDrafter, PyRecycleDrafter,
         PyTrieDrafter,
     };
+    #[pymodule_export]
+    use super::session::{PyDraftLength, PyDraftSession};
     #[pymodule_export]
     use super::template::{optimal_template, PyTreeTemplate};
     #[pymodule_export]

@@ -35,7 +35,6 @@ from collections import deque
 from collections.abc import Sequence
 
 import numpy as np
-
 from fastdec._core import TokenTree
 
 REFIT_EVERY = 8  # engine steps between refits of the cost slope

@@ -31,7 +31,6 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-
 from fastdec.integrations._common import BatchDrafter
 
 _DIGEST_BYTES = 16

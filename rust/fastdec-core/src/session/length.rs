@@ -1,0 +1,549 @@
+//! How many tokens of each linear draft are worth verifying, learnt from what the engine accepted
+//! and what its steps cost (the draft-length controller of [`super::DraftSession`]).
+//!
+//! A draft token is worth verifying when what it is expected to add beats what it costs. If the
+//! engine emits `R` tokens per second and one more verified token makes a step `b` seconds longer,
+//! a token reached (all tokens before it accepted) and accepted with cumulative probability `q`
+//! raises throughput iff `q / b > R`, i.e. `q >= tau = b * R`. Both factors are measured:
+//!
+//! * `b` and `R` from the step clock: the seconds between consecutive engine steps regressed on
+//!   the shape of the step verified in between (a constant, its rows, whether any row drafted,
+//!   its drafting rows, its draft tokens), least squares with the costs kept `>= 0` and one refit
+//!   without outlying steps, over a recent window; `R` as emitted tokens over seconds. The
+//!   step-level term matters: on vLLM's CPU engine the first draft token of a step costs several
+//!   ms (the rejection sampler, logits at draft positions), later ones about 1 ms.
+//! * `q` as the product of per-token acceptance probabilities, estimated per (depth, drafter
+//!   confidence bin) with shrinkage towards the per-depth rate (and that towards the overall
+//!   rate). A chain token's confidence is its tree score over its parent's; a drafter without
+//!   scores (prompt lookup) gives 1, so only depth distinguishes its tokens.
+//!
+//! A small share of rows (`explore`) drafts its whole chain or nothing whatever `tau` says, so
+//! neither estimate can get stuck on tokens that are never drafted.
+
+use std::collections::VecDeque;
+
+use crate::{Error, Result, TokenId};
+
+/// Engine steps between refits of the cost.
+const REFIT_EVERY: u64 = 8;
+
+/// The controller's settings (see the module docs).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LengthConfig {
+    /// The most draft tokens per row.
+    pub k: usize,
+    /// Confidence bins per depth.
+    pub bins: usize,
+    /// Recent steps in the cost fit.
+    pub window: usize,
+    /// Steps measured before `tau` leaves 0 (draft everything until then).
+    pub min_steps: usize,
+    /// Share of rows drafted in full (half of it) or not at all (the other half).
+    pub explore: f64,
+    /// Per-observation decay of the acceptance counts.
+    pub decay: f64,
+    /// Pseudo-counts pulling a bin towards its depth's rate, and a depth towards the overall.
+    pub shrink: f64,
+    /// `false`: always draft the full chain.
+    pub enabled: bool,
+}
+
+impl LengthConfig {
+    /// The defaults for drafts of at most `k` tokens.
+    pub fn new(k: usize) -> Self {
+        LengthConfig {
+            k,
+            bins: 8,
+            window: 128,
+            min_steps: 16,
+            explore: 0.05,
+            decay: 0.998,
+            shrink: 8.0,
+            enabled: true,
+        }
+    }
+
+    fn check(&self) -> Result<()> {
+        let checks: [(&'static str, bool, String); 7] = [
+            ("k", self.k >= 1, self.k.to_string()),
+            ("bins", self.bins >= 1, self.bins.to_string()),
+            ("window", self.window >= 4, self.window.to_string()),
+            (
+                "min_steps",
+                2 <= self.min_steps && self.min_steps <= self.window,
+                self.min_steps.to_string(),
+            ),
+            (
+                "explore",
+                (0.0..=1.0).contains(&self.explore),
+                self.explore.to_string(),
+            ),
+            (
+                "decay",
+                self.decay > 0.0 && self.decay <= 1.0,
+                self.decay.to_string(),
+            ),
+            ("shrink", self.shrink > 0.0, self.shrink.to_string()),
+        ];
+        for (name, ok, value) in checks {
+            if !ok {
+                return Err(Error::arg(name, value, "out of range for the draft length"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Accepted / tried, decayed so that the estimate follows the text.
+#[derive(Debug, Clone, Copy, Default)]
+struct Rate {
+    accepted: f64,
+    tried: f64,
+}
+
+impl Rate {
+    fn add(&mut self, accepted: bool, decay: f64) {
+        self.accepted = self.accepted * decay + f64::from(u8::from(accepted));
+        self.tried = self.tried * decay + 1.0;
+    }
+}
+
+/// What the controller has measured (see [`DraftLength::stats`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct LengthStats {
+    /// The cumulative acceptance a draft token must reach.
+    pub tau: f64,
+    /// Fitted seconds: fixed per step, per row, per step with drafts, per drafting row, per
+    /// draft token (NaN until fitted).
+    pub cost: [f64; 5],
+    /// Emitted tokens per second.
+    pub tokens_per_second: f64,
+    /// Acceptance overall (NaN before any draft).
+    pub acceptance: f64,
+    /// Acceptance per depth.
+    pub acceptance_by_depth: Vec<f64>,
+    /// Steps in the cost window.
+    pub steps: usize,
+}
+
+/// The draft-length controller (see the module docs).
+#[derive(Debug, Clone)]
+pub struct DraftLength {
+    config: LengthConfig,
+    cells: Vec<Rate>,
+    depths: Vec<Rate>,
+    overall: Rate,
+    // (rows, any row drafting, drafting rows, draft tokens, seconds, emitted) per step
+    steps: VecDeque<[f64; 6]>,
+    rng: u64,
+    observed: u64,
+    cost: [f64; 5],
+    rate: f64,
+}
+
+impl DraftLength {
+    /// A controller with these settings.
+    ///
+    /// # Errors
+    /// A setting out of range (named).
+    pub fn new(config: LengthConfig) -> Result<Self> {
+        config.check()?;
+        Ok(DraftLength {
+            cells: vec![Rate::default(); config.k * config.bins],
+            depths: vec![Rate::default(); config.k],
+            overall: Rate::default(),
+            steps: VecDeque::with_capacity(config.window),
+            rng: 0x9E37_79B9_7F4A_7C15,
+            observed: 0,
+            cost: [f64::NAN; 5],
+            rate: f64::NAN,
+            config,
+        })
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &LengthConfig {
+        &self.config
+    }
+
+    /// Changes the share of rows drafted in full or not at all whatever `tau` says.
+    ///
+    /// # Errors
+    /// A share outside `[0, 1]`.
+    pub fn set_explore(&mut self, explore: f64) -> Result<()> {
+        LengthConfig {
+            explore,
+            ..self.config
+        }
+        .check()?;
+        self.config.explore = explore;
+        Ok(())
+    }
+
+    fn bin(&self, confidence: f64) -> usize {
+        let b = (confidence * self.config.bins as f64) as i64;
+        b.clamp(0, self.config.bins as i64 - 1) as usize
+    }
+
+    /// Estimated chance that a draft token at `depth` (0 = first) with `confidence` is
+    /// accepted, given that every token before it was.
+    pub fn probability(&self, depth: usize, confidence: f64) -> f64 {
+        let d = depth.min(self.config.k - 1);
+        let s = self.config.shrink;
+        let o = self.overall;
+        let p_all = (o.accepted + 0.5) / (o.tried + 1.0);
+        let dr = self.depths[d];
+        let p_depth = (dr.accepted + s * p_all) / (dr.tried + s);
+        let cell = self.cells[d * self.config.bins + self.bin(confidence)];
+        (cell.accepted + s * p_depth) / (cell.tried + s)
+    }
+
+    /// Records how much of a row's previous draft the engine accepted (`emitted`: the tokens
+    /// the row gained since, accepted drafts then one more); returns the draft tokens accepted.
+    pub fn observe(
+        &mut self,
+        draft: &[TokenId],
+        confidences: &[f64],
+        emitted: &[TokenId],
+    ) -> usize {
+        let limit = draft.len().min(emitted.len().saturating_sub(1));
+        let accepted = draft[..limit]
+            .iter()
+            .zip(emitted)
+            .take_while(|(a, b)| a == b)
+            .count();
+        let decay = self.config.decay;
+        // token j was reached iff all before it held
+        for j in 0..draft.len().min(accepted + 1) {
+            let hit = j < accepted;
+            let c = confidences.get(j).copied().unwrap_or(1.0);
+            let d = j.min(self.config.k - 1);
+            let cell = d * self.config.bins + self.bin(c);
+            self.cells[cell].add(hit, decay);
+            self.depths[d].add(hit, decay);
+            self.overall.add(hit, decay);
+        }
+        accepted
+    }
+
+    /// Records one engine step: `drafts` the draft length of each row verified, `seconds`
+    /// taken, `emitted` tokens gained; refits the cost every few steps.
+    pub fn observe_step(&mut self, drafts: &[usize], seconds: f64, emitted: usize) {
+        let rows = drafts.len();
+        if rows == 0 || !(seconds > 0.0 && seconds.is_finite()) {
+            return;
+        }
+        let drafting = drafts.iter().filter(|&&d| d > 0).count();
+        let tokens: usize = drafts.iter().sum();
+        if self.steps.len() == self.config.window {
+            self.steps.pop_front();
+        }
+        self.steps.push_back([
+            rows as f64,
+            f64::from(u8::from(drafting > 0)),
+            drafting as f64,
+            tokens as f64,
+            seconds,
+            emitted as f64,
+        ]);
+        self.observed += 1;
+        if self.observed.is_multiple_of(REFIT_EVERY) || self.steps.len() == self.config.min_steps {
+            self.fit();
+        }
+    }
+
+    fn fit(&mut self) {
+        if self.steps.len() < self.config.min_steps {
+            return;
+        }
+        let mut seconds: Vec<f64> = self.steps.iter().map(|s| s[4]).collect();
+        let typical = median(&mut seconds);
+        // engine idle time or a huge prefill
+        let kept: Vec<&[f64; 6]> = self
+            .steps
+            .iter()
+            .filter(|s| s[4] <= 10.0 * typical)
+            .collect();
+        let tokens = kept.iter().map(|s| s[3]);
+        let spread =
+            tokens.clone().fold(f64::NEG_INFINITY, f64::max) - tokens.fold(f64::INFINITY, f64::min);
+        if kept.len() < 2 || spread == 0.0 {
+            return; // the token cost is not identified yet: keep the last fit
+        }
+        let design: Vec<[f64; 5]> = kept.iter().map(|s| [1.0, s[0], s[1], s[2], s[3]]).collect();
+        let s: Vec<f64> = kept.iter().map(|s| s[4]).collect();
+        let all: Vec<usize> = (0..s.len()).collect();
+        let mut w = cost_fit(&design, &s, &all);
+        let mut resid: Vec<f64> = design.iter().zip(&s).map(|(x, y)| y - dot(x, &w)).collect();
+        let mid = median(&mut resid.clone());
+        let mut dev: Vec<f64> = resid.iter().map(|r| (r - mid).abs()).collect();
+        let mad = median(&mut dev);
+        if mad > 0.0 {
+            // one refit without the steps a hiccup stretched (robust to outliers)
+            let inliers: Vec<usize> = (0..s.len())
+                .filter(|&i| resid[i].abs() <= 3.5 * 1.4826 * mad)
+                .collect();
+            if inliers.len() >= 2.max(s.len() / 2) {
+                w = cost_fit(&design, &s, &inliers);
+            }
+        }
+        resid.clear();
+        self.cost = w;
+        let emitted: f64 = kept.iter().map(|s| s[5]).sum();
+        self.rate = emitted / s.iter().sum::<f64>();
+    }
+
+    /// The cumulative acceptance probability a draft token must reach to be verified: the
+    /// engine's tokens/s times a draft token's seconds.
+    pub fn tau(&self) -> f64 {
+        if !self.config.enabled || !self.rate.is_finite() {
+            return 0.0;
+        }
+        (self.rate * self.cost[4]).min(1.0)
+    }
+
+    fn random(&mut self) -> f64 {
+        // splitmix64: exploration only needs a cheap, seeded stream
+        self.rng = self.rng.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.rng;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+        (z >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    /// How many leading tokens of each row's chain (given by its confidences) to draft.
+    ///
+    /// A token is kept while its cumulative acceptance `q` reaches `tau`; a row drafts only if
+    /// what its kept tokens add, `sum(q - tau)`, pays for a drafting row's own cost, and the
+    /// batch drafts only if the rows together pay for a step that verifies drafts at all.
+    pub fn cut_batch(&mut self, chains: &[&[f64]]) -> Vec<usize> {
+        let k = self.config.k;
+        let ns: Vec<usize> = chains.iter().map(|c| c.len().min(k)).collect();
+        if !self.config.enabled {
+            return ns;
+        }
+        let mut keeps = ns.clone();
+        let mut forced = vec![false; ns.len()];
+        let explore = self.config.explore;
+        if explore > 0.0 {
+            for i in 0..ns.len() {
+                let r = self.random();
+                if r < explore {
+                    forced[i] = true;
+                    keeps[i] = if r < explore / 2.0 { ns[i] } else { 0 };
+                }
+            }
+        }
+        if !self.rate.is_finite() {
+            return keeps; // nothing measured yet: draft everything
+        }
+        let tau = self.tau();
+        let (row_cost, step_cost) = (self.rate * self.cost[3], self.rate * self.cost[2]);
+        let mut total = 0.0;
+        for (i, conf) in chains.iter().enumerate() {
+            if forced[i] {
+                continue;
+            }
+            let (mut q, mut gain, mut keep) = (1.0, 0.0, 0);
+            for (j, &c) in conf.iter().take(ns[i]).enumerate() {
+                q *= self.probability(j, c);
+                if q < tau {
+                    break;
+                }
+                gain += q - tau;
+                keep = j + 1;
+            }
+            if gain < row_cost {
+                keep = 0;
+                gain = 0.0;
+            }
+            keeps[i] = keep;
+            total += gain;
+        }
+        let forced_drafts = forced.iter().zip(&keeps).any(|(&f, &k)| f && k > 0);
+        if total < step_cost && !forced_drafts {
+            for (keep, &f) in keeps.iter_mut().zip(&forced) {
+                if !f {
+                    *keep = 0;
+                }
+            }
+        }
+        keeps
+    }
+
+    /// What has been measured so far.
+    pub fn stats(&self) -> LengthStats {
+        let ratio = |r: &Rate| {
+            if r.tried > 0.0 {
+                r.accepted / r.tried
+            } else {
+                f64::NAN
+            }
+        };
+        LengthStats {
+            tau: self.tau(),
+            cost: self.cost,
+            tokens_per_second: self.rate,
+            acceptance: ratio(&self.overall),
+            acceptance_by_depth: self.depths.iter().map(ratio).collect(),
+            steps: self.steps.len(),
+        }
+    }
+}
+
+/// Per chain node after the root, its tree score over its parent's clipped to `[0, 1]`; 1 for
+/// a tree without scores.
+pub fn chain_confidences(scores: Option<&[f32]>, nodes: &[i32]) -> Vec<f64> {
+    let Some(scores) = scores else {
+        return vec![1.0; nodes.len().saturating_sub(1)];
+    };
+    nodes
+        .windows(2)
+        .map(|w| {
+            let parent = f64::from(scores[w[0] as usize]);
+            let ratio = if parent > 0.0 {
+                f64::from(scores[w[1] as usize]) / parent
+            } else {
+                0.0
+            };
+            if ratio.is_finite() {
+                ratio.clamp(0.0, 1.0)
+            } else {
+                0.0
+            }
+        })
+        .collect()
+}
+
+fn median(values: &mut [f64]) -> f64 {
+    if values.is_empty() {
+        return f64::NAN;
+    }
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    if n % 2 == 1 {
+        values[n / 2]
+    } else {
+        0.5 * (values[n / 2 - 1] + values[n / 2])
+    }
+}
+
+fn dot(x: &[f64; 5], w: &[f64; 5]) -> f64 {
+    x.iter().zip(w).map(|(a, b)| a * b).sum()
+}
+
+/// Least squares of step seconds on the design rows `rows` (intercept, rows, drafting step,
+/// drafting rows, draft tokens) with every cost but the intercept `>= 0` (an active set: the
+/// most negative cost is dropped and the rest refitted), and a tiny ridge so that columns the
+/// data cannot tell apart share their cost instead of cancelling.
+fn cost_fit(design: &[[f64; 5]], seconds: &[f64], rows: &[usize]) -> [f64; 5] {
+    let mut gram = [[0.0; 5]; 5];
+    let mut rhs = [0.0; 5];
+    for &i in rows {
+        let x = &design[i];
+        for a in 0..5 {
+            rhs[a] += x[a] * seconds[i];
+            for b in 0..5 {
+                gram[a][b] += x[a] * x[b];
+            }
+        }
+    }
+    let ridge = 1e-6 * (0..5).map(|a| gram[a][a]).sum::<f64>() / 5.0;
+    let mut active = [true; 5];
+    let mut w = [0.0; 5];
+    for _ in 0..5 {
+        let idx: Vec<usize> = (0..5).filter(|&a| active[a]).collect();
+        let mut g: Vec<Vec<f64>> = idx
+            .iter()
+            .map(|&a| {
+                idx.iter()
+                    .map(|&b| gram[a][b] + if a == b && a > 0 { ridge } else { 0.0 })
+                    .collect()
+            })
+            .collect();
+        let mut r: Vec<f64> = idx.iter().map(|&a| rhs[a]).collect();
+        w = [0.0; 5];
+        if let Some(sol) = solve(&mut g, &mut r) {
+            for (&a, v) in idx.iter().zip(sol) {
+                w[a] = v;
+            }
+        }
+        let worst = (1..5)
+            .filter(|&a| w[a] < 0.0)
+            .min_by(|&a, &b| w[a].total_cmp(&w[b]));
+        match worst {
+            Some(a) => active[a] = false,
+            None => break,
+        }
+    }
+    w
+}
+
+/// Gaussian elimination with partial pivoting; `None` for a singular system.
+fn solve(matrix: &mut [Vec<f64>], rhs: &mut [f64]) -> Option<Vec<f64>> {
+    let size = rhs.len();
+    for col in 0..size {
+        let pivot =
+            (col..size).max_by(|&i, &j| matrix[i][col].abs().total_cmp(&matrix[j][col].abs()))?;
+        if matrix[pivot][col].abs() < 1e-300 {
+            return None;
+        }
+        matrix.swap(col, pivot);
+        rhs.swap(col, pivot);
+        let (top, rest) = matrix.split_at_mut(col + 1);
+        let pivot_row = &top[col];
+        for (offset, row) in rest.iter_mut().enumerate() {
+            let factor = row[col] / pivot_row[col];
+            for (value, p) in row[col..].iter_mut().zip(&pivot_row[col..]) {
+                *value -= factor * p;
+            }
+            rhs[col + 1 + offset] -= factor * rhs[col];
+        }
+    }
+    let mut solution = vec![0.0; size];
+    for row in (0..size).rev() {
+        let known: f64 = (row + 1..size).map(|c| matrix[row][c] * solution[c]).sum();
+        solution[row] = (rhs[row] - known) / matrix[row][row];
+    }
+    Some(solution)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cost_fit_recovers_a_linear_cost() {
+        let design: Vec<[f64; 5]> = (0..40)
+            .map(|i| {
+                let rows = f64::from(1 + i % 4);
+                let drafting = f64::from(i % 3);
+                let tokens = drafting * f64::from(1 + i % 5);
+                [
+                    1.0,
+                    rows,
+                    f64::from(u8::from(drafting > 0.0)),
+                    drafting,
+                    tokens,
+                ]
+            })
+            .collect();
+        let truth = [0.01, 0.002, 0.006, 0.0005, 0.0013];
+        let s: Vec<f64> = design.iter().map(|x| dot(x, &truth)).collect();
+        let all: Vec<usize> = (0..s.len()).collect();
+        let w = cost_fit(&design, &s, &all);
+        for (a, b) in w.iter().zip(&truth) {
+            assert!((a - b).abs() < 1e-4, "{w:?}");
+        }
+    }
+
+    #[test]
+    fn a_bad_setting_is_named() {
+        let mut c = LengthConfig::new(3);
+        c.explore = 2.0;
+        let err = DraftLength::new(c).unwrap_err().to_string();
+        assert!(err.contains("explore"), "{err}");
+        assert!(DraftLength::new(LengthConfig::new(0)).is_err());
+    }
+}

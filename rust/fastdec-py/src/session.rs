@@ -1,0 +1,426 @@
+//! Binding of the draft session (see `fastdec.DraftSession`).
+
+use fastdec_core::drafter::RequestId;
+use fastdec_core::session::rows::Token;
+use std::sync::{Mutex, PoisonError};
+
+use fastdec_core::session::{DraftLength, DraftSession, LengthConfig, LengthStats, SessionConfig};
+use numpy::{PyArray1, PyArray2, PyArrayMethods, PyReadonlyArray2};
+use pyo3::exceptions::{PyIndexError, PyTypeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyList};
+
+use crate::convert::{count, i32_vec};
+use crate::drafter::{to_request_id, PyBaseDrafter};
+use crate::error::to_py;
+
+/// One owner of every engine's requests: recognises each batch row's request (by the engine's
+/// id, or from its tokens when the engine passes none), feeds it only the tokens new to it,
+/// finishes and evicts requests under one cap, and drafts the whole batch in one call per
+/// engine step (GIL released), with a learnt draft length.
+///
+/// ``DraftSession(drafter, k, *, tree_budget=k + 1, max_requests=1024, grace_steps=4,
+/// max_gap=k + 9, adaptive=True, explore=0.05, min_steps=16, window=128)``; ``step(rows, counts,
+/// sampled, *, max_len=None, ids=None)`` returns one draft (a list of at most ``k`` token ids)
+/// per row. ``rows``: the engine's ``[R, C]`` int32 / int64 token rows (read in place: only the
+/// tokens new to each row and a few sampled positions are read); ``counts[i]``: row ``i``'s
+/// tokens, drafts excluded; ``sampled[i]``: tokens it emitted last step (0: a partial prefill,
+/// no draft); ``max_len``: the model's length limit (no draft runs past it); ``ids``: the
+/// engine's request id per row (int or str), or ``None`` (rows are recognised by content and a
+/// request missing for ``grace_steps`` steps is finished). ``finish(ids)`` finishes requests
+/// (their outputs reach a trie drafter's shared memory).
+#[pyclass(name = "DraftSession", module = "fastdec._core", frozen)]
+pub struct PyDraftSession {
+    inner: DraftSession,
+    drafter: Py<PyBaseDrafter>,
+}
+
+/// Reads an `[R, C]` token array in place and runs `f` on its first `counts[i]` tokens per row.
+fn with_rows<T, R>(
+    rows: &Bound<'_, PyArray2<T>>,
+    counts: &[usize],
+    f: impl FnOnce(&[&[T]]) -> R,
+) -> PyResult<R>
+where
+    T: numpy::Element + Token,
+{
+    let ro: PyReadonlyArray2<'_, T> = rows.readonly();
+    let view = ro.as_array();
+    let (r, c) = (view.shape()[0], view.shape()[1]);
+    if counts.len() > r {
+        return Err(PyValueError::new_err(format!(
+            "counts has {} rows, the token rows only {r}",
+            counts.len()
+        )));
+    }
+    let stride = view.strides()[1];
+    if stride != 1 && c > 1 {
+        return Err(PyValueError::new_err(
+            "rows must be contiguous along each row (numpy.ascontiguousarray)",
+        ));
+    }
+    let mut slices = Vec::with_capacity(counts.len());
+    for (i, &n) in counts.iter().enumerate() {
+        if n > c {
+            return Err(PyIndexError::new_err(format!(
+                "counts[{i}] = {n} exceeds the rows' width {c}"
+            )));
+        }
+        let row = view.row(i);
+        // SAFETY-free: a row of a C-contiguous-along-rows view is a slice
+        let s = row.to_slice().ok_or_else(|| {
+            PyValueError::new_err(
+                "rows must be contiguous along each row (numpy.ascontiguousarray)",
+            )
+        })?;
+        slices.push(&s[..n]);
+    }
+    Ok(f(&slices))
+}
+
+fn counts_arg(obj: &Bound<'_, PyAny>, what: &'static str) -> PyResult<Vec<usize>> {
+    i32_vec(obj, what)?
+        .into_iter()
+        .enumerate()
+        .map(|(i, v)| {
+            usize::try_from(v)
+                .map_err(|_| PyValueError::new_err(format!("{what}[{i}] = {v}: must be >= 0")))
+        })
+        .collect()
+}
+
+#[pymethods]
+impl PyDraftSession {
+    #[new]
+    #[pyo3(signature = (drafter, k, *, tree_budget = None, max_requests = 1024, grace_steps = 4,
+        max_gap = None, adaptive = true, explore = 0.05, min_steps = 16, window = 128))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        drafter: &Bound<'_, PyBaseDrafter>,
+        k: i128,
+        tree_budget: Option<i128>,
+        max_requests: i128,
+        grace_steps: i128,
+        max_gap: Option<i128>,
+        adaptive: bool,
+        explore: f64,
+        min_steps: i128,
+        window: i128,
+    ) -> PyResult<Self> {
+        let k = count(k, "k")?;
+        let mut config = SessionConfig::new(k);
+        if let Some(b) = tree_budget {
+            config.tree_budget = count(b, "tree_budget")?;
+        }
+        config.max_requests = count(max_requests, "max_requests")?;
+        config.grace_steps = count(grace_steps, "grace_steps")? as u64;
+        if let Some(g) = max_gap {
+            config.max_gap = count(g, "max_gap")?;
+        }
+        config.length = LengthConfig {
+            enabled: adaptive,
+            explore,
+            min_steps: count(min_steps, "min_steps")?,
+            window: count(window, "window")?,
+            ..LengthConfig::new(k)
+        };
+        let inner = DraftSession::new(drafter.get().inner.clone(), config).map_err(to_py)?;
+        Ok(PyDraftSession {
+            inner,
+            drafter: drafter.clone().unbind(),
+        })
+    }
+
+    /// The drafter this session drafts with.
+    #[getter]
+    fn drafter(&self, py: Python<'_>) -> Py<PyBaseDrafter> {
+        self.drafter.clone_ref(py)
+    }
+
+    /// ``k``: the most draft tokens per row.
+    #[getter]
+    fn k(&self) -> usize {
+        self.inner.config().length.k
+    }
+
+    /// Requests started so far.
+    #[getter]
+    fn started(&self) -> u64 {
+        self.inner.stats().started
+    }
+
+    /// Requests finished so far (by the engine, by absence, for the cap, or restarted).
+    #[getter]
+    fn stopped(&self) -> u64 {
+        self.inner.stats().stopped
+    }
+
+    #[getter]
+    fn grace_steps(&self) -> u64 {
+        self.inner.config().grace_steps
+    }
+
+    #[getter]
+    fn max_requests(&self) -> usize {
+        self.inner.config().max_requests
+    }
+
+    #[getter]
+    fn adaptive(&self) -> bool {
+        self.inner.config().length.enabled
+    }
+
+    #[pyo3(signature = (rows, counts, sampled, *, max_len = None, ids = None, now = None))]
+    #[allow(clippy::too_many_arguments)]
+    fn step<'py>(
+        &self,
+        py: Python<'py>,
+        rows: &Bound<'py, PyAny>,
+        counts: &Bound<'py, PyAny>,
+        sampled: &Bound<'py, PyAny>,
+        max_len: Option<i128>,
+        ids: Option<&Bound<'py, PyAny>>,
+        now: Option<f64>,
+    ) -> PyResult<Bound<'py, PyList>> {
+        let counts = counts_arg(counts, "counts")?;
+        let sampled = counts_arg(sampled, "sampled")?;
+        let keys = ids
+            .map(|obj| {
+                obj.try_iter()?
+                    .map(|o| to_request_id(&o?))
+                    .collect::<PyResult<Vec<RequestId>>>()
+            })
+            .transpose()?;
+        let k = self.inner.config().length.k;
+        let limit = max_len.map(|m| count(m, "max_len")).transpose()?;
+        let room: Vec<usize> = counts
+            .iter()
+            .map(|&n| limit.map_or(k, |m| m.saturating_sub(n).min(k)))
+            .collect();
+        let session = &self.inner;
+        let work = counts.len();
+        let drafts = if let Ok(a) = rows.cast::<PyArray2<i32>>() {
+            with_rows(a, &counts, |r| {
+                run(py, work, || {
+                    session.step(keys.as_deref(), r, &sampled, &room, now)
+                })
+            })?
+        } else if let Ok(a) = rows.cast::<PyArray2<i64>>() {
+            with_rows(a, &counts, |r| {
+                run(py, work, || {
+                    session.step(keys.as_deref(), r, &sampled, &room, now)
+                })
+            })?
+        } else {
+            return Err(PyTypeError::new_err(
+                "rows must be a 2-D int32 or int64 numpy array [rows, max_len]",
+            ));
+        }
+        .map_err(to_py)?;
+        PyList::new(
+            py,
+            drafts
+                .iter()
+                .map(|d| PyList::new(py, d).map(Bound::unbind))
+                .collect::<PyResult<Vec<_>>>()?,
+        )
+    }
+
+    /// Finishes the requests with these engine ids (unknown ids are ignored).
+    fn finish(&self, ids: &Bound<'_, PyAny>) -> PyResult<()> {
+        let keys = ids
+            .try_iter()?
+            .map(|o| to_request_id(&o?))
+            .collect::<PyResult<Vec<RequestId>>>()?;
+        self.inner.finish(&keys).map_err(to_py)
+    }
+
+    /// Finishes every live request.
+    fn finish_all(&self) -> PyResult<()> {
+        self.inner.finish_all().map_err(to_py)
+    }
+
+    /// Per row of the last step, the session's id of its request (-1: none).
+    fn last_rows<'py>(&self, py: Python<'py>) -> Bound<'py, PyArray1<i64>> {
+        PyArray1::from_vec(py, self.inner.last_rows())
+    }
+
+    fn __len__(&self) -> usize {
+        self.inner.len()
+    }
+
+    /// Counters: steps, rows drafted for, tokens drafted and accepted, requests started /
+    /// stopped / evicted / live, microseconds in ``step``.
+    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let s = self.inner.stats();
+        let d = PyDict::new(py);
+        d.set_item("steps", s.steps)?;
+        d.set_item("rows", s.rows)?;
+        d.set_item("drafted", s.drafted)?;
+        d.set_item("accepted", s.accepted)?;
+        d.set_item("started", s.started)?;
+        d.set_item("stopped", s.stopped)?;
+        d.set_item("evicted", s.evicted)?;
+        d.set_item("live", s.live)?;
+        d.set_item("step_us", s.step_ns as f64 / 1e3)?;
+        let per_row = PyDict::new(py);
+        for (rows, serial, pooled) in &s.propose_ns_per_row {
+            per_row.set_item(rows, (serial, pooled))?;
+        }
+        d.set_item("propose_ns_per_row", per_row)?;
+        Ok(d)
+    }
+
+    /// The draft-length controller's measurements (see :meth:`DraftLength.stats`).
+    fn length_stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        length_dict(py, &self.inner.length_stats())
+    }
+}
+
+fn length_dict<'py>(py: Python<'py>, s: &LengthStats) -> PyResult<Bound<'py, PyDict>> {
+    {
+        let d = PyDict::new(py);
+        d.set_item("tau", s.tau)?;
+        d.set_item("step_fixed_seconds", s.cost[0])?;
+        d.set_item("seconds_per_row", s.cost[1])?;
+        d.set_item("seconds_per_drafting_step", s.cost[2])?;
+        d.set_item("seconds_per_drafting_row", s.cost[3])?;
+        d.set_item("seconds_per_token", s.cost[4])?;
+        d.set_item("tokens_per_second", s.tokens_per_second)?;
+        d.set_item("acceptance", s.acceptance)?;
+        d.set_item("acceptance_by_depth", s.acceptance_by_depth.clone())?;
+        d.set_item("steps", s.steps)?;
+        Ok(d)
+    }
+}
+
+/// Runs a step with the GIL released for batches worth it.
+fn run<T: Send>(py: Python<'_>, rows: usize, f: impl FnOnce() -> T + Send) -> T {
+    if rows >= 8 {
+        py.detach(f)
+    } else {
+        f()
+    }
+}
+
+/// How many tokens of each linear draft are worth verifying, learnt from what the engine
+/// accepted and what its steps cost (the controller inside :class:`DraftSession`; the design
+/// is in ``docs/``'s server page). ``DraftLength(k, *, bins=8, window=128, min_steps=16,
+/// explore=0.05, decay=0.998, shrink=8.0, enabled=True)``.
+#[pyclass(name = "DraftLength", module = "fastdec._core", frozen)]
+pub struct PyDraftLength {
+    inner: Mutex<DraftLength>,
+}
+
+impl PyDraftLength {
+    fn lock(&self) -> std::sync::MutexGuard<'_, DraftLength> {
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+fn tokens_of(obj: &Bound<'_, PyAny>, what: &'static str) -> PyResult<Vec<u32>> {
+    crate::convert::token_vec(obj, what)
+}
+
+#[pymethods]
+impl PyDraftLength {
+    #[new]
+    #[pyo3(signature = (k, *, bins = 8, window = 128, min_steps = 16, explore = 0.05,
+        decay = 0.998, shrink = 8.0, enabled = true))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        k: i128,
+        bins: i128,
+        window: i128,
+        min_steps: i128,
+        explore: f64,
+        decay: f64,
+        shrink: f64,
+        enabled: bool,
+    ) -> PyResult<Self> {
+        let config = LengthConfig {
+            k: count(k, "k")?,
+            bins: count(bins, "bins")?,
+            window: count(window, "window")?,
+            min_steps: count(min_steps, "min_steps")?,
+            explore,
+            decay,
+            shrink,
+            enabled,
+        };
+        Ok(PyDraftLength {
+            inner: Mutex::new(DraftLength::new(config).map_err(to_py)?),
+        })
+    }
+
+    /// ``k``: the most draft tokens per row.
+    #[getter]
+    fn k(&self) -> usize {
+        self.lock().config().k
+    }
+
+    /// ``False``: always the full chain.
+    #[getter]
+    fn enabled(&self) -> bool {
+        self.lock().config().enabled
+    }
+
+    /// The share of rows drafted in full (half) or not at all (half) whatever ``tau`` says.
+    #[getter]
+    fn get_explore(&self) -> f64 {
+        self.lock().config().explore
+    }
+
+    #[setter]
+    fn set_explore(&self, value: f64) -> PyResult<()> {
+        self.lock().set_explore(value).map_err(to_py)
+    }
+
+    /// The cumulative acceptance a draft token must reach to be verified.
+    #[getter]
+    fn tau(&self) -> f64 {
+        self.lock().tau()
+    }
+
+    /// Estimated chance that a draft token at ``depth`` with ``confidence`` is accepted, given
+    /// that every token before it was.
+    fn probability(&self, depth: usize, confidence: f64) -> f64 {
+        self.lock().probability(depth, confidence)
+    }
+
+    /// Records how much of a row's previous draft was accepted (``emitted``: the tokens the row
+    /// gained since); returns the draft tokens accepted.
+    fn observe(
+        &self,
+        draft: &Bound<'_, PyAny>,
+        confidences: Vec<f64>,
+        emitted: &Bound<'_, PyAny>,
+    ) -> PyResult<usize> {
+        let draft = tokens_of(draft, "draft")?;
+        let emitted = tokens_of(emitted, "emitted")?;
+        Ok(self.lock().observe(&draft, &confidences, &emitted))
+    }
+
+    /// Records one engine step: each row's draft length, the seconds taken, tokens emitted.
+    fn observe_step(&self, drafts: Vec<usize>, seconds: f64, emitted: usize) {
+        self.lock().observe_step(&drafts, seconds, emitted);
+    }
+
+    /// How many leading tokens of a chain with these confidences to draft (a batch of one).
+    fn cut(&self, confidences: Vec<f64>) -> usize {
+        self.lock().cut_batch(&[confidences.as_slice()])[0]
+    }
+
+    /// How many leading tokens of each row's chain (given by its confidences) to draft.
+    fn cut_batch(&self, chains: Vec<Vec<f64>>) -> Vec<usize> {
+        let views: Vec<&[f64]> = chains.iter().map(Vec::as_slice).collect();
+        self.lock().cut_batch(&views)
+    }
+
+    /// ``tau``, the fitted seconds (``step_fixed_seconds``, ``seconds_per_row``,
+    /// ``seconds_per_drafting_step``, ``seconds_per_drafting_row``, ``seconds_per_token``),
+    /// ``tokens_per_second``, ``acceptance`` overall and ``acceptance_by_depth``, ``steps``.
+    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        length_dict(py, &self.lock().stats())
+    }
+}
