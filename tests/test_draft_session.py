@@ -313,3 +313,29 @@ def test_bad_settings_are_named(kwargs: dict[str, Any], match: str) -> None:
     args = {"k": K, **kwargs}
     with pytest.raises(ValueError, match=match):
         fastdec.DraftSession(pld(), args.pop("k"), **args)
+
+
+def test_tails_with_offsets_and_trees_out() -> None:
+    """SGLang's form: per request only a tail of its tokens and where it starts; trees out. The
+    drafter's context is the first tail plus every token since (what the tails show), so each
+    tree equals a fresh look at that context; a tail that skips tokens restarts the request."""
+    s = session()
+    seq = [4, 5, 6, 7, 4, 5, 6, 8, 4, 5, 9, 4, 5]
+    depth = 6
+    context = seq[-depth:]
+    rng = np.random.default_rng(3)
+    for _ in range(12):
+        batch = s.step_trees([seq[-depth:]], None, [1], ids=["r"], offsets=[len(seq) - depth])
+        want = REFERENCE.propose_for(np.asarray(context, dtype=np.int32), K + 1)
+        assert batch[0].tokens.tolist() == want.tokens.tolist()
+        new = rng.integers(4, 8, size=int(rng.integers(1, 4))).tolist()
+        seq, context = seq + new, context + new
+    assert s.stats()["restarted"] == 0
+    s.step_trees([seq[-3:]], None, [1], ids=["r"], offsets=[len(seq) + 5])  # a gap: start over
+    assert s.stats()["restarted"] == 1
+    assert s.stats()["started"] == 2
+
+
+def test_offsets_need_ids() -> None:
+    with pytest.raises(ValueError, match="offsets"):
+        session().step([[1, 2, 3]], None, [1], offsets=[0])

@@ -351,14 +351,28 @@ class DraftSession:
     def adaptive(self) -> bool: ...
     def step(
         self,
-        rows: npt.NDArray[np.int32] | npt.NDArray[np.int64],
-        counts: _Ints,
+        rows: npt.NDArray[np.int32] | npt.NDArray[np.int64] | Sequence[Sequence[int]],
+        counts: _Ints | None,
         sampled: _Ints,
         *,
         max_len: int | None = None,
         ids: Sequence[int | str] | None = None,
         now: float | None = None,
+        offsets: _Ints | None = None,
     ) -> list[list[int]]: ...
+    def step_trees(
+        self,
+        rows: npt.NDArray[np.int32] | npt.NDArray[np.int64] | Sequence[Sequence[int]],
+        counts: _Ints | None,
+        sampled: _Ints,
+        *,
+        ids: Sequence[int | str] | None = None,
+        offsets: _Ints | None = None,
+    ) -> DraftBatch:
+        """:meth:`step` for engines that verify trees: one tree of at most ``tree_budget`` nodes
+        per row (root = the row's last token; a row that does not draft gets its root alone).
+        ``rows`` may be a list of token lists (e.g. SGLang's tails, with ``offsets``: each tail's
+        position in its request; offsets need ``ids``)."""
     def finish(self, ids: Sequence[int | str]) -> None:
         """Finishes these requests (unknown ids are ignored)."""
     def finish_all(self) -> None: ...

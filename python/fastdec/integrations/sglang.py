@@ -13,7 +13,9 @@ decode batch; ``reset()`` on a cache flush.
 :class:`FastdecNgramCorpus` has that interface (the constructor takes the keyword arguments the
 worker passes) over a stateful fastdec drafter keyed by SGLang's request ids: a request is
 ``start``-ed with the tokens of its first ``batch_get`` and then ``accept``-s the tokens its
-length grew by; ``erase_match_state`` and ``reset`` ``stop`` requests, which is when a
+length grew by, all through one :class:`fastdec.DraftSession` call per step (the same request
+owner every adapter uses: one cap, one eviction rule; a tail that does not continue what was
+seen restarts the request); ``erase_match_state`` and ``reset`` ``stop`` requests, which is when a
 :class:`fastdec.TrieDrafter` adds a request's output to its shared trie (cross-request memory,
 SGLang's own corpus inserts every step's tails instead; ``batch_put`` is a no-op here). At most
 ``max_requests`` requests are kept; one more stops the least recently seen.
@@ -55,7 +57,6 @@ constructor), ``prompt_lookup_min`` / ``prompt_lookup_max`` (n-gram lengths of `
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
@@ -66,8 +67,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from fastdec._core import MAX_NODES, TokenTree
-from fastdec.integrations._common import BatchDrafter, RequestId, server_drafter
+from fastdec._core import MAX_NODES, BaseDrafter, DraftSession, TokenTree
+from fastdec.integrations._common import server_drafter
 from fastdec.integrations.vllm import DRAFTERS
 
 _I32 = npt.NDArray[np.int32]
@@ -215,7 +216,7 @@ def make_drafter(
     max_n: int = 3,
     max_requests: int = 1024,
     options: Mapping[str, Any] | None = None,
-) -> BatchDrafter:
+) -> BaseDrafter:
     """The fastdec drafter a name of :data:`fastdec.integrations.vllm.DRAFTERS` stands for, built
     as the vLLM and llama.cpp adapters build it.
 
@@ -280,7 +281,7 @@ class FastdecNgramCorpus:
         external_sam_budget: int = 0,
         external_corpus_max_tokens: int = 10000000,
         *,
-        drafter: BatchDrafter | None = None,
+        drafter: BaseDrafter | None = None,
         settings: Mapping[str, Any] | None = None,
     ) -> None:
         self.max_trie_depth = _check_int("max_trie_depth", max_trie_depth, 2)
@@ -313,7 +314,7 @@ class FastdecNgramCorpus:
             )
         self.drafter_name = str(self.settings.get("drafter", "trie")) if drafter is None else "custom"
         #: the stateful fastdec drafter (request ids are SGLang's ``req.rid``)
-        self.drafter: BatchDrafter = (
+        self.drafter: BaseDrafter = (
             drafter
             if drafter is not None
             else make_drafter(
@@ -325,49 +326,28 @@ class FastdecNgramCorpus:
                 options=self.settings.get("drafter_options"),
             )
         )
-        # request id -> its total length when last seen; least recently seen first
-        self._lengths: dict[RequestId, int] = {}
+        #: the one owner of request state (keyed by SGLang's ``req.rid``; one cap, one eviction rule)
+        self.session = DraftSession(
+            self.drafter,
+            max(1, self.draft_token_num - 1),
+            tree_budget=max(2, min(self.draft_token_num, MAX_NODES)),
+            max_requests=self.max_requests,
+            adaptive=False,
+        )
         #: the last ``batch_get``'s drafts with the positions and indices SGLang derives
         self.last_drafts: SGLangDrafts | None = None
-        #: requests started, stopped (erased, reset or evicted) and restarted after a gap
-        self.counters = {"started": 0, "stopped": 0, "evicted": 0, "restarted": 0}
 
     @property
     def num_requests(self) -> int:
         """Requests with drafter state (started, not stopped)."""
-        return len(self._lengths)
+        return len(self.session)
 
-    def _start(self, rid: RequestId, tail: _I32) -> None:
-        self.drafter.start(rid, tail)
-        self.counters["started"] += 1
-
-    def _stop(self, rid: RequestId) -> None:
-        """Forgets a known request and stops it in the drafter."""
-        del self._lengths[rid]
-        self.counters["stopped"] += 1
-        with contextlib.suppress(KeyError):  # the drafter evicted it already (its own request cap)
-            self.drafter.stop(rid)
-
-    def _observe(self, rid: RequestId, tail: _I32, total_len: int) -> None:
-        """Brings the drafter up to date with a request's tail and length."""
-        seen = self._lengths.get(rid)
-        if seen is not None and not 0 <= total_len - seen <= len(tail):
-            # tokens were missed (or the length shrank): start over from this tail
-            self._stop(rid)
-            self.counters["restarted"] += 1
-            seen = None
-        if seen is None:
-            self._start(rid, tail)
-        elif total_len > seen:
-            try:
-                self.drafter.accept(rid, tail[len(tail) - (total_len - seen) :])
-            except KeyError:  # evicted by the drafter's own cap: start it again
-                self._start(rid, tail)
-        self._lengths.pop(rid, None)
-        self._lengths[rid] = total_len  # most recently seen last
-        while len(self._lengths) > self.max_requests:
-            self._stop(next(iter(self._lengths)))
-            self.counters["evicted"] += 1
+    @property
+    def counters(self) -> dict[str, int]:
+        """Requests started, stopped (erased, reset, evicted or restarted), evicted for the cap,
+        and restarted (a tail that does not continue what was seen: a gap, or a shorter one)."""
+        s = self.session.stats()
+        return {k: int(s[k]) for k in ("started", "stopped", "evicted", "restarted")}
 
     def batch_get(
         self,
@@ -391,13 +371,20 @@ class FastdecNgramCorpus:
                 f"batch_get: {bs} req_ids, {len(batch_tokens)} batch_tokens, {len(total_lens)} total_lens"
             )
         lens = np.asarray(total_lens, dtype=np.int64).reshape(bs)
-        for rid, tokens, total_len in zip(req_ids, batch_tokens, lens.tolist(), strict=True):
-            tail = np.asarray(tokens, dtype=np.int32).reshape(-1)
-            if not len(tail):
-                raise ValueError(f"batch_get: request {rid!r} has an empty token tail")
-            self._observe(rid, tail, int(total_len))
-        budgets = np.full(bs, min(self.draft_token_num, MAX_NODES), dtype=np.int32)
-        batch = self.drafter.propose_batch(list(req_ids), budgets)
+        sizes = np.fromiter(map(len, batch_tokens), dtype=np.int64, count=bs)
+        if bs and not sizes.all():
+            rid = req_ids[int(np.argmin(sizes))]
+            raise ValueError(f"batch_get: request {rid!r} has an empty token tail")
+        if bs and (lens < sizes).any():
+            b = int(np.argmax(lens < sizes))
+            raise ValueError(
+                f"batch_get: request {req_ids[b]!r} has total_len {int(lens[b])} "
+                f"< its {int(sizes[b])}-token tail"
+            )
+        # one call for the whole batch: recognise (by id), feed what each tail adds, draft trees
+        batch = self.session.step_trees(
+            batch_tokens, None, np.ones(bs, dtype=np.int32), ids=req_ids, offsets=lens - sizes
+        )
         trees = [batch[b] for b in range(bs)]
         drafts = build_sglang_drafts(trees, self.draft_token_num, np.maximum(lens - 1, 0), pad_id=self.pad_id)
         self.last_drafts = drafts
@@ -412,14 +399,11 @@ class FastdecNgramCorpus:
     def erase_match_state(self, req_ids: list[str]) -> None:
         """Stops the requests (their output reaches a trie drafter's shared trie); unknown ids are
         ignored."""
-        for rid in req_ids:
-            if rid in self._lengths:
-                self._stop(rid)
+        self.session.finish(req_ids)
 
     def reset(self) -> None:
         """Stops every request (a cache flush); the drafter's shared state is kept."""
-        for rid in list(self._lengths):
-            self._stop(rid)
+        self.session.finish_all()
 
     @property
     def remaining_token_budget(self) -> int:

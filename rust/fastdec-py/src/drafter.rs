@@ -239,6 +239,10 @@ pub struct PyDraftBatch {
 }
 
 impl PyDraftBatch {
+    pub(crate) fn from_trees(trees: Vec<fastdec_core::TokenTree>) -> Self {
+        Self::new(trees)
+    }
+
     fn new(trees: Vec<fastdec_core::TokenTree>) -> Self {
         PyDraftBatch {
             inner: fastdec_core::TreeBatch::new(trees),

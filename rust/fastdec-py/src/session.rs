@@ -11,7 +11,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
 
 use crate::convert::{count, i32_vec};
-use crate::drafter::{to_request_id, PyBaseDrafter};
+use crate::drafter::{to_request_id, PyBaseDrafter, PyDraftBatch};
 use crate::error::to_py;
 
 /// One owner of every engine's requests: recognises each batch row's request (by the engine's
@@ -38,7 +38,7 @@ pub struct PyDraftSession {
 /// Reads an `[R, C]` token array in place and runs `f` on its first `counts[i]` tokens per row.
 fn with_rows<T, R>(
     rows: &Bound<'_, PyArray2<T>>,
-    counts: &[usize],
+    counts: Option<&[usize]>,
     f: impl FnOnce(&[&[T]]) -> R,
 ) -> PyResult<R>
 where
@@ -47,6 +47,8 @@ where
     let ro: PyReadonlyArray2<'_, T> = rows.readonly();
     let view = ro.as_array();
     let (r, c) = (view.shape()[0], view.shape()[1]);
+    let full = vec![c; r];
+    let counts = counts.unwrap_or(&full);
     if counts.len() > r {
         return Err(PyValueError::new_err(format!(
             "counts has {} rows, the token rows only {r}",
@@ -76,6 +78,59 @@ where
         slices.push(&s[..n]);
     }
     Ok(f(&slices))
+}
+
+fn keys_arg(ids: Option<&Bound<'_, PyAny>>) -> PyResult<Option<Vec<RequestId>>> {
+    ids.map(|obj| {
+        obj.try_iter()?
+            .map(|o| to_request_id(&o?))
+            .collect::<PyResult<Vec<RequestId>>>()
+    })
+    .transpose()
+}
+
+/// Runs `$f` on the rows as slices: a 2-D int32 / int64 array read in place (each row's first
+/// `counts[i]` tokens, or all of them without counts), or a list of token lists (copied).
+macro_rules! dispatch_rows {
+    ($rows:expr, $counts:expr, $f:expr) => {{
+        let rows: &Bound<'_, PyAny> = $rows;
+        let counts: Option<Vec<usize>> = $counts.map(|c| counts_arg(c, "counts")).transpose()?;
+        if let Ok(a) = rows.cast::<PyArray2<i32>>() {
+            with_rows(a, counts.as_deref(), $f)?
+        } else if let Ok(a) = rows.cast::<PyArray2<i64>>() {
+            with_rows(a, counts.as_deref(), $f)?
+        } else if rows.cast::<numpy::PyUntypedArray>().is_ok() {
+            return Err(PyTypeError::new_err(
+                "rows must be a 2-D int32 or int64 numpy array [rows, max_len], or a list of token lists",
+            ));
+        } else {
+            let owned: Vec<Vec<i64>> = rows.extract().map_err(|_| {
+                PyTypeError::new_err(
+                    "rows must be a 2-D int32 or int64 numpy array [rows, max_len], or a list of token lists",
+                )
+            })?;
+            let mut slices: Vec<&[i64]> = owned.iter().map(Vec::as_slice).collect();
+            if let Some(c) = counts.as_deref() {
+                if c.len() != slices.len() {
+                    return Err(PyValueError::new_err(format!(
+                        "counts has {} rows, the token rows {}",
+                        c.len(),
+                        slices.len()
+                    )));
+                }
+                for (i, (s, &n)) in slices.iter_mut().zip(c).enumerate() {
+                    if n > s.len() {
+                        return Err(PyIndexError::new_err(format!(
+                            "counts[{i}] = {n} exceeds row {i}'s {} tokens",
+                            s.len()
+                        )));
+                    }
+                    *s = &s[..n];
+                }
+            }
+            ($f)(&slices)
+        }
+    }};
 }
 
 fn counts_arg(obj: &Bound<'_, PyAny>, what: &'static str) -> PyResult<Vec<usize>> {
@@ -170,52 +225,41 @@ impl PyDraftSession {
         self.inner.config().length.enabled
     }
 
-    #[pyo3(signature = (rows, counts, sampled, *, max_len = None, ids = None, now = None))]
+    #[pyo3(signature = (rows, counts, sampled, *, max_len = None, ids = None, now = None, offsets = None))]
     #[allow(clippy::too_many_arguments)]
     fn step<'py>(
         &self,
         py: Python<'py>,
         rows: &Bound<'py, PyAny>,
-        counts: &Bound<'py, PyAny>,
+        counts: Option<&Bound<'py, PyAny>>,
         sampled: &Bound<'py, PyAny>,
         max_len: Option<i128>,
         ids: Option<&Bound<'py, PyAny>>,
         now: Option<f64>,
+        offsets: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyList>> {
-        let counts = counts_arg(counts, "counts")?;
         let sampled = counts_arg(sampled, "sampled")?;
-        let keys = ids
-            .map(|obj| {
-                obj.try_iter()?
-                    .map(|o| to_request_id(&o?))
-                    .collect::<PyResult<Vec<RequestId>>>()
-            })
-            .transpose()?;
+        let keys = keys_arg(ids)?;
+        let offsets = offsets.map(|o| counts_arg(o, "offsets")).transpose()?;
         let k = self.inner.config().length.k;
         let limit = max_len.map(|m| count(m, "max_len")).transpose()?;
-        let room: Vec<usize> = counts
-            .iter()
-            .map(|&n| limit.map_or(k, |m| m.saturating_sub(n).min(k)))
-            .collect();
         let session = &self.inner;
-        let work = counts.len();
-        let drafts = if let Ok(a) = rows.cast::<PyArray2<i32>>() {
-            with_rows(a, &counts, |r| {
-                run(py, work, || {
-                    session.step(keys.as_deref(), r, &sampled, &room, now)
-                })
-            })?
-        } else if let Ok(a) = rows.cast::<PyArray2<i64>>() {
-            with_rows(a, &counts, |r| {
-                run(py, work, || {
-                    session.step(keys.as_deref(), r, &sampled, &room, now)
-                })
-            })?
-        } else {
-            return Err(PyTypeError::new_err(
-                "rows must be a 2-D int32 or int64 numpy array [rows, max_len]",
-            ));
-        }
+        let drafts = dispatch_rows!(rows, counts, |r: &[&[_]]| {
+            let room: Vec<usize> = r
+                .iter()
+                .zip(
+                    offsets
+                        .as_deref()
+                        .unwrap_or(&[])
+                        .iter()
+                        .chain(std::iter::repeat(&0)),
+                )
+                .map(|(row, &o)| limit.map_or(k, |m| m.saturating_sub(o + row.len()).min(k)))
+                .collect();
+            run(py, r.len(), || {
+                session.step(keys.as_deref(), r, offsets.as_deref(), &sampled, &room, now)
+            })
+        })
         .map_err(to_py)?;
         PyList::new(
             py,
@@ -224,6 +268,33 @@ impl PyDraftSession {
                 .map(|d| PyList::new(py, d).map(Bound::unbind))
                 .collect::<PyResult<Vec<_>>>()?,
         )
+    }
+
+    /// :meth:`step` for engines that verify trees: one tree of at most ``tree_budget`` nodes per
+    /// row (root = the row's last token; a row that does not draft gets its root alone), as a
+    /// :class:`DraftBatch`. ``rows`` may also be a list of token lists (e.g. SGLang's tails, with
+    /// ``offsets``: each tail's position in its request).
+    #[pyo3(signature = (rows, counts, sampled, *, ids = None, offsets = None))]
+    fn step_trees<'py>(
+        &self,
+        py: Python<'py>,
+        rows: &Bound<'py, PyAny>,
+        counts: Option<&Bound<'py, PyAny>>,
+        sampled: &Bound<'py, PyAny>,
+        ids: Option<&Bound<'py, PyAny>>,
+        offsets: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<PyDraftBatch> {
+        let sampled = counts_arg(sampled, "sampled")?;
+        let keys = keys_arg(ids)?;
+        let offsets = offsets.map(|o| counts_arg(o, "offsets")).transpose()?;
+        let session = &self.inner;
+        let trees = dispatch_rows!(rows, counts, |r: &[&[_]]| {
+            run(py, r.len(), || {
+                session.step_trees(keys.as_deref(), r, offsets.as_deref(), &sampled)
+            })
+        })
+        .map_err(to_py)?;
+        Ok(PyDraftBatch::from_trees(trees))
     }
 
     /// Finishes the requests with these engine ids (unknown ids are ignored).
@@ -261,6 +332,7 @@ impl PyDraftSession {
         d.set_item("started", s.started)?;
         d.set_item("stopped", s.stopped)?;
         d.set_item("evicted", s.evicted)?;
+        d.set_item("restarted", s.restarted)?;
         d.set_item("live", s.live)?;
         d.set_item("step_us", s.step_ns as f64 / 1e3)?;
         let per_row = PyDict::new(py);

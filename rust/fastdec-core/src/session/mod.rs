@@ -23,19 +23,19 @@
 pub mod length;
 mod parallel;
 pub mod rows;
+mod track;
 
-use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
 use rayon::prelude::*;
-use rustc_hash::FxHashMap as HashMap;
 
 use crate::drafter::{Drafter, RequestId};
-use crate::{Error, Result, TokenId};
+use crate::{Error, Result, TokenId, TokenTree};
 pub use length::{chain_confidences, DraftLength, LengthConfig, LengthStats};
 use parallel::ParallelChoice;
-use rows::{fingerprint, token_ids, Token};
+use rows::Token;
+use track::{Row, Seen, Tracker};
 
 /// A session's settings.
 #[derive(Debug, Clone, PartialEq)]
@@ -76,12 +76,15 @@ pub struct SessionStats {
     pub drafted: u64,
     /// Draft tokens the engine accepted (read from what rows gained).
     pub accepted: u64,
-    /// Requests started, finished (by the engine, by absence, or restarted) and evicted.
+    /// Requests started.
     pub started: u64,
-    /// Requests finished.
+    /// Requests finished (by the engine, by absence, for the cap, or restarted).
     pub stopped: u64,
     /// Of those, finished for the cap.
     pub evicted: u64,
+    /// Of those, restarted: a row with a known id that did not continue its request (a gap,
+    /// or a shorter row).
+    pub restarted: u64,
     /// Live requests.
     pub live: usize,
     /// Nanoseconds spent in [`DraftSession::step`].
@@ -91,30 +94,13 @@ pub struct SessionStats {
     pub propose_ns_per_row: Vec<(usize, f64, f64)>,
 }
 
-struct Tracked {
-    key: Option<RequestId>,
-    length: usize,
-    fp: u64,
-    last_seen: u64,
-    tick: u64,
-    draft: Vec<TokenId>,
-    confidence: Vec<f64>,
-}
-
 struct Inner {
-    requests: HashMap<i64, Tracked>,
-    by_fp: HashMap<(usize, u64), Vec<i64>>,
-    by_key: HashMap<RequestId, i64>,
-    lru: BTreeSet<(u64, i64)>,
-    next_id: i64,
-    tick: u64,
-    last_rows: Vec<i64>,
+    tracker: Tracker,
     length: DraftLength,
-    last_call: Option<f64>,
-    clock: Instant,
-    last_drafts: Vec<usize>,
     parallel: ParallelChoice,
-    stats: SessionStats,
+    clock: Instant,
+    last_call: Option<f64>,
+    last_drafts: Vec<usize>,
 }
 
 /// The draft session (see the module docs). Thread-safe: one step runs at a time.
@@ -124,10 +110,27 @@ pub struct DraftSession {
     inner: Mutex<Inner>,
 }
 
-/// A row of this step, as recognised.
-struct Seen {
-    id: i64,
-    draft: bool,
+fn check_lengths(rows: usize, inputs: &[(&'static str, Option<usize>)]) -> Result<()> {
+    for &(what, got) in inputs {
+        if let Some(got) = got.filter(|&g| g != rows) {
+            return Err(Error::LengthMismatch {
+                what,
+                expected: rows,
+                got,
+            });
+        }
+    }
+    Ok(())
+}
+
+fn as_rows<'a, T>(rows: &[&'a [T]], offsets: Option<&[usize]>) -> Vec<Row<'a, T>> {
+    rows.iter()
+        .enumerate()
+        .map(|(i, &tokens)| Row {
+            tokens,
+            offset: offsets.map_or(0, |o| o[i]),
+        })
+        .collect()
 }
 
 impl DraftSession {
@@ -137,38 +140,37 @@ impl DraftSession {
     /// A setting out of range (named).
     pub fn new(drafter: Arc<dyn Drafter>, config: SessionConfig) -> Result<Self> {
         let length = DraftLength::new(config.length)?;
+        if config.tree_budget < 2 {
+            return Err(Error::arg(
+                "tree_budget",
+                config.tree_budget,
+                "must be >= 2",
+            ));
+        }
         for (name, value) in [
-            ("tree_budget", config.tree_budget.saturating_sub(1)),
             ("max_requests", config.max_requests),
             ("grace_steps", config.grace_steps as usize),
             ("max_gap", config.max_gap),
         ] {
             if value < 1 {
-                let shown = if name == "tree_budget" {
-                    config.tree_budget
-                } else {
-                    value
-                };
-                let least = if name == "tree_budget" { 2 } else { 1 };
-                return Err(Error::arg(name, shown, format!("must be >= {least}")));
+                return Err(Error::arg(name, value, "must be >= 1"));
             }
         }
+        let tracker = Tracker::new(
+            Arc::clone(&drafter),
+            config.max_requests,
+            config.max_gap,
+            config.grace_steps,
+        );
         Ok(DraftSession {
             drafter,
             inner: Mutex::new(Inner {
-                requests: HashMap::default(),
-                by_fp: HashMap::default(),
-                by_key: HashMap::default(),
-                lru: BTreeSet::new(),
-                next_id: 0,
-                tick: 0,
-                last_rows: Vec::new(),
+                tracker,
                 length,
-                last_call: None,
-                clock: Instant::now(),
-                last_drafts: Vec::new(),
                 parallel: ParallelChoice::default(),
-                stats: SessionStats::default(),
+                clock: Instant::now(),
+                last_call: None,
+                last_drafts: Vec::new(),
             }),
             config,
         })
@@ -188,291 +190,168 @@ impl DraftSession {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// One engine step for the whole batch: recognises each row's request, feeds it the tokens
-    /// new to it, finishes requests gone for `grace_steps` (id-less rows only), and returns one
-    /// linear draft per row.
+    /// One engine step for the whole batch, linear drafts out: recognises each row's request,
+    /// feeds it the tokens new to it, finishes requests gone for `grace_steps` (id-less rows
+    /// only), and returns one draft per row, cut to the length the controller finds worth it.
     ///
     /// `keys`: the engine's request id per row, or `None` for id-less rows. `rows[i]`: row
-    /// `i`'s tokens so far (drafts excluded). `sampled[i]`: tokens row `i` emitted last step (0:
-    /// a partial prefill, no draft; an unknown row with 0 is not started). `room[i]`: the most
-    /// draft tokens row `i` may get (`min(k, max_model_len - len)`). `now`: the engine step's
-    /// time in seconds on any monotonic clock (`None`: the session's own); the draft-length
-    /// controller reads a step's cost as the time between consecutive calls.
+    /// `i`'s tokens (drafts excluded), from position `offsets[i]` (default 0: the whole row;
+    /// offsets need ids). `sampled[i]`: tokens row `i` emitted last step (0: a partial prefill,
+    /// no draft; an unknown row with 0 is not started). `room[i]`: the most draft tokens row
+    /// `i` may get (`min(k, max_model_len - len)`). `now`: the engine step's time in seconds on
+    /// any monotonic clock (`None`: the session's own); the draft-length controller reads a
+    /// step's cost as the time between consecutive calls.
     ///
     /// # Errors
-    /// Length mismatches, invalid token ids (named), or a drafter error.
+    /// Length mismatches, offsets without ids, invalid token ids (named), or a drafter error.
     pub fn step<T: Token>(
         &self,
         keys: Option<&[RequestId]>,
         rows: &[&[T]],
+        offsets: Option<&[usize]>,
         sampled: &[usize],
         room: &[usize],
         now: Option<f64>,
     ) -> Result<Vec<Vec<TokenId>>> {
         let start = Instant::now();
-        for (what, got) in [("sampled", sampled.len()), ("room", room.len())]
-            .into_iter()
-            .chain(keys.map(|k| ("keys", k.len())))
-        {
-            if got != rows.len() {
-                return Err(Error::LengthMismatch {
-                    what,
-                    expected: rows.len(),
-                    got,
-                });
-            }
-        }
+        Self::check(keys, rows.len(), offsets, sampled, Some(room.len()))?;
         let mut g = self.lock();
         let inner = &mut *g;
         let now = now.unwrap_or_else(|| start.duration_since(inner.clock).as_secs_f64());
-        inner.tick += 1;
-        let step = inner.tick;
-        let mut emitted_total = 0usize;
-        let mut seen: Vec<Option<Seen>> = Vec::with_capacity(rows.len());
-        let previous_rows = std::mem::take(&mut inner.last_rows);
-        for (i, row) in rows.iter().enumerate() {
-            let hint = previous_rows.get(i).copied().unwrap_or(-1);
-            let key = keys.map(|k| &k[i]);
-            let found = self.recognise(inner, key, row, hint, step);
-            let s = match found {
-                Some(id) => {
-                    emitted_total += self.feed(inner, id, row, step)?;
-                    Some(Seen {
-                        id,
-                        draft: sampled[i] > 0,
-                    })
-                }
-                None if sampled[i] == 0 || row.is_empty() => None,
-                None => Some(Seen {
-                    id: self.begin(inner, key, row, sampled[i], step)?,
-                    draft: true,
-                }),
-            };
-            seen.push(s);
-        }
-        // A cap below the batch can evict a request this very step: its row gets no draft.
-        for s in &mut seen {
-            if s.as_ref()
-                .is_some_and(|s| !inner.requests.contains_key(&s.id))
-            {
-                *s = None;
-            }
-        }
-        inner.last_rows = seen
-            .iter()
-            .map(|s| s.as_ref().map_or(-1, |s| s.id))
-            .collect();
-        if keys.is_none() {
-            let grace = self.config.grace_steps;
-            let gone: Vec<i64> = inner
-                .requests
-                .iter()
-                .filter(|(_, r)| r.last_seen + grace <= step)
-                .map(|(&id, _)| id)
-                .collect();
-            for id in gone {
-                self.stop(inner, id, false)?;
-            }
-        }
+        let rows = as_rows(rows, offsets);
+        let (seen, gained) = inner
+            .tracker
+            .observe(keys, &rows, sampled, &mut inner.length)?;
         if let Some(t) = inner.last_call {
-            let seconds = now - t;
             let drafts = std::mem::take(&mut inner.last_drafts);
-            inner.length.observe_step(&drafts, seconds, emitted_total);
+            inner.length.observe_step(&drafts, now - t, gained);
         }
-        let drafts = self.draft(inner, rows, &seen, room)?;
+        let drafts = self.draft_chains(inner, &seen, room)?;
         inner.last_drafts = drafts.iter().map(Vec::len).collect();
         inner.last_call = Some(now);
-        let s = &mut inner.stats;
+        let s = &mut inner.tracker.stats;
         s.steps += 1;
         s.drafted += drafts.iter().map(|d| d.len() as u64).sum::<u64>();
         s.step_ns += start.elapsed().as_nanos() as u64;
         Ok(drafts)
     }
 
-    /// The live request `row` continues, if any.
-    fn recognise<T: Token>(
+    /// [`DraftSession::step`] for engines that verify trees (SGLang): one tree of at most
+    /// `tree_budget` nodes per row (root = the row's last token); a row that does not draft
+    /// gets its root alone. No length controller: the engine verifies fixed-size trees.
+    ///
+    /// # Errors
+    /// As [`DraftSession::step`]; an empty row.
+    pub fn step_trees<T: Token>(
         &self,
-        inner: &Inner,
-        key: Option<&RequestId>,
-        row: &[T],
-        hint: i64,
-        step: u64,
-    ) -> Option<i64> {
-        let n = row.len();
-        let continues = |r: &Tracked| r.length <= n && fingerprint(row, r.length) == r.fp;
-        if let Some(key) = key {
-            let id = *inner.by_key.get(key)?;
-            return continues(&inner.requests[&id]).then_some(id);
-        }
-        if n == 0 {
-            return None;
-        }
-        let gap = self.config.max_gap;
-        if let Some(r) = inner.requests.get(&hint) {
-            if r.last_seen != step && n - r.length.min(n) <= gap && continues(r) {
-                return Some(hint);
-            }
-        }
-        for len in (n.saturating_sub(gap).max(1)..=n).rev() {
-            let fp = fingerprint(row, len);
-            if let Some(ids) = inner.by_fp.get(&(len, fp)) {
-                if let Some(&id) = ids.iter().find(|id| inner.requests[id].last_seen != step) {
-                    return Some(id);
-                }
-            }
-        }
-        None
-    }
-
-    /// Feeds request `id` the tokens of `row` after its known length; returns how many.
-    fn feed<T: Token>(&self, inner: &mut Inner, id: i64, row: &[T], step: u64) -> Result<usize> {
-        let r = inner
-            .requests
-            .get_mut(&id)
-            .expect("recognised requests are live");
-        let new = token_ids(&row[r.length..], "row tokens")?;
-        let draft = std::mem::take(&mut r.draft);
-        let confidence = std::mem::take(&mut r.confidence);
-        if !new.is_empty() {
-            if !draft.is_empty() {
-                let accepted = inner.length.observe(&draft, &confidence, &new);
-                inner.stats.accepted += accepted as u64;
-            }
-            match self.drafter.accept(&RequestId::Int(id), &new, None) {
-                // the drafter dropped it (its own cap, below the session's): start it again
-                Err(Error::UnknownRequest { .. }) => self
-                    .drafter
-                    .start(RequestId::Int(id), &token_ids(row, "row tokens")?)?,
-                other => other?,
-            }
-        }
-        Self::index(inner, id, row, step);
-        Ok(new.len())
-    }
-
-    /// Starts a request for `row`, whose last `sampled` tokens were emitted (the rest is the
-    /// prompt); finishes the least recently seen beyond the cap first.
-    fn begin<T: Token>(
-        &self,
-        inner: &mut Inner,
-        key: Option<&RequestId>,
-        row: &[T],
-        sampled: usize,
-        step: u64,
-    ) -> Result<i64> {
-        if let Some(old) = key.and_then(|k| inner.by_key.get(k).copied()) {
-            self.stop(inner, old, false)?; // a row that does not continue its request: restart
-        }
-        while inner.requests.len() >= self.config.max_requests {
-            let Some(&(_, oldest)) = inner.lru.iter().next() else {
-                break;
-            };
-            self.stop(inner, oldest, true)?;
-        }
-        let tokens = token_ids(row, "row tokens")?;
-        let prompt = tokens.len().saturating_sub(sampled).max(1);
-        let id = inner.next_id;
-        inner.next_id += 1;
-        self.drafter.start(RequestId::Int(id), &tokens[..prompt])?;
-        if prompt < tokens.len() {
-            self.drafter
-                .accept(&RequestId::Int(id), &tokens[prompt..], None)?;
-        }
-        inner.requests.insert(
-            id,
-            Tracked {
-                key: key.cloned(),
-                length: 0,
-                fp: 0,
-                last_seen: step,
-                tick: 0,
-                draft: Vec::new(),
-                confidence: Vec::new(),
-            },
-        );
-        if let Some(k) = key {
-            inner.by_key.insert(k.clone(), id);
-        }
-        inner.stats.started += 1;
-        Self::index(inner, id, row, step);
-        Ok(id)
-    }
-
-    /// Records that request `id` holds `row` now.
-    fn index<T: Token>(inner: &mut Inner, id: i64, row: &[T], step: u64) {
-        let r = inner
-            .requests
-            .get_mut(&id)
-            .expect("indexed requests are live");
-        let old = (r.length, r.fp);
-        r.length = row.len();
-        r.fp = fingerprint(row, row.len());
-        r.last_seen = step;
-        inner.lru.remove(&(r.tick, id));
-        r.tick = step;
-        inner.lru.insert((step, id));
-        let new = (r.length, r.fp);
-        if r.key.is_none() && old != new {
-            unindex(&mut inner.by_fp, old, id);
-            inner.by_fp.entry(new).or_default().push(id);
-        }
-    }
-
-    fn stop(&self, inner: &mut Inner, id: i64, evicted: bool) -> Result<()> {
-        let Some(r) = inner.requests.remove(&id) else {
-            return Ok(());
-        };
-        inner.lru.remove(&(r.tick, id));
-        match &r.key {
-            Some(k) => {
-                inner.by_key.remove(k);
-            }
-            None => unindex(&mut inner.by_fp, (r.length, r.fp), id),
-        }
-        inner.stats.stopped += 1;
-        inner.stats.evicted += u64::from(evicted);
-        match self.drafter.stop(&RequestId::Int(id)) {
-            Err(Error::UnknownRequest { .. }) => Ok(()), // the drafter's own cap dropped it
-            other => other,
-        }
-    }
-
-    /// Drafts every row that may get one, in one batched proposal.
-    fn draft<T: Token>(
-        &self,
-        inner: &mut Inner,
+        keys: Option<&[RequestId]>,
         rows: &[&[T]],
+        offsets: Option<&[usize]>,
+        sampled: &[usize],
+    ) -> Result<Vec<TokenTree>> {
+        let start = Instant::now();
+        Self::check(keys, rows.len(), offsets, sampled, None)?;
+        if let Some(i) = rows.iter().position(|r| r.is_empty()) {
+            return Err(Error::arg("rows", format!("row {i}"), "must not be empty"));
+        }
+        let mut g = self.lock();
+        let inner = &mut *g;
+        let rows = as_rows(rows, offsets);
+        let (seen, _) = inner
+            .tracker
+            .observe(keys, &rows, sampled, &mut inner.length)?;
+        let todo: Vec<usize> = (0..rows.len())
+            .filter(|&i| seen[i].as_ref().is_some_and(|s| s.draft))
+            .collect();
+        let ids: Vec<i64> = todo
+            .iter()
+            .map(|&i| seen[i].as_ref().map_or(-1, |s| s.id))
+            .collect();
+        let mut proposed = self.propose(inner, &ids)?.into_iter();
+        let mut out = Vec::with_capacity(rows.len());
+        for (i, row) in rows.iter().enumerate() {
+            if todo.binary_search(&i).is_ok() {
+                out.extend(proposed.next());
+            } else {
+                let root = row.tokens[row.tokens.len() - 1].value();
+                out.push(TokenTree::chain(rows::token_ids(&[root], "row tokens")?)?);
+            }
+        }
+        let s = &mut inner.tracker.stats;
+        s.steps += 1;
+        s.rows += todo.len() as u64;
+        s.drafted += out.iter().map(|t| t.num_nodes() as u64 - 1).sum::<u64>();
+        s.step_ns += start.elapsed().as_nanos() as u64;
+        Ok(out)
+    }
+
+    fn check(
+        keys: Option<&[RequestId]>,
+        rows: usize,
+        offsets: Option<&[usize]>,
+        sampled: &[usize],
+        room: Option<usize>,
+    ) -> Result<()> {
+        check_lengths(
+            rows,
+            &[
+                ("sampled", Some(sampled.len())),
+                ("room", room),
+                ("keys", keys.map(<[_]>::len)),
+                ("offsets", offsets.map(<[_]>::len)),
+            ],
+        )?;
+        if offsets.is_some() && keys.is_none() {
+            return Err(Error::arg(
+                "offsets",
+                "given",
+                "rows without ids are recognised from whole rows: pass ids, or no offsets",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Proposals for these requests, one after another or on rayon's pool as measured.
+    fn propose(&self, inner: &mut Inner, ids: &[i64]) -> Result<Vec<TokenTree>> {
+        let budget = self.config.tree_budget;
+        let drafter = &*self.drafter;
+        let pooled = inner.parallel.pooled(ids.len());
+        let t0 = Instant::now();
+        let one = |&id: &i64| drafter.propose(&RequestId::Int(id), budget);
+        let trees = if pooled {
+            ids.par_iter().map(one).collect::<Result<Vec<_>>>()?
+        } else {
+            ids.iter().map(one).collect::<Result<Vec<_>>>()?
+        };
+        if !ids.is_empty() {
+            inner.parallel.record(ids.len(), pooled, t0);
+        }
+        Ok(trees)
+    }
+
+    /// Linear drafts for every row that may get one: each tree's deepest chain, cut by the
+    /// length controller.
+    fn draft_chains(
+        &self,
+        inner: &mut Inner,
         seen: &[Option<Seen>],
         room: &[usize],
     ) -> Result<Vec<Vec<TokenId>>> {
-        let mut out = vec![Vec::new(); rows.len()];
+        let mut out = vec![Vec::new(); seen.len()];
         let k = self.config.length.k;
-        let todo: Vec<usize> = (0..rows.len())
+        let todo: Vec<usize> = (0..seen.len())
             .filter(|&i| seen[i].as_ref().is_some_and(|s| s.draft) && room[i] > 0)
             .collect();
         if todo.is_empty() {
             return Ok(out);
         }
-        let ids: Vec<RequestId> = todo
+        let ids: Vec<i64> = todo
             .iter()
-            .map(|&i| RequestId::Int(seen[i].as_ref().map_or(-1, |s| s.id)))
+            .map(|&i| seen[i].as_ref().map_or(-1, |s| s.id))
             .collect();
-        let budget = self.config.tree_budget;
-        let drafter = &*self.drafter;
-        let pooled = inner.parallel.pooled(ids.len());
-        let t0 = Instant::now();
-        let trees: Vec<_> = if pooled {
-            ids.par_iter()
-                .map(|id| drafter.propose(id, budget))
-                .collect::<Result<_>>()?
-        } else {
-            ids.iter()
-                .map(|id| drafter.propose(id, budget))
-                .collect::<Result<_>>()?
-        };
-        inner.parallel.record(ids.len(), pooled, t0);
-        let mut chains: Vec<(usize, Vec<TokenId>, Vec<f64>)> = Vec::with_capacity(todo.len());
-        for (&i, tree) in todo.iter().zip(&trees) {
+        let trees = self.propose(inner, &ids)?;
+        let mut chains: Vec<(usize, i64, Vec<TokenId>, Vec<f64>)> = Vec::with_capacity(todo.len());
+        for ((&i, &id), tree) in todo.iter().zip(&ids).zip(&trees) {
             if tree.num_nodes() < 2 {
                 continue;
             }
@@ -482,37 +361,27 @@ impl DraftSession {
                 .iter()
                 .map(|&n| tree.tokens()[n as usize])
                 .collect();
-            chains.push((i, tokens, chain_confidences(tree.scores(), &nodes)));
+            chains.push((i, id, tokens, chain_confidences(tree.scores(), &nodes)));
         }
-        let confidences: Vec<&[f64]> = chains.iter().map(|c| c.2.as_slice()).collect();
+        let confidences: Vec<&[f64]> = chains.iter().map(|c| c.3.as_slice()).collect();
         let keeps = inner.length.cut_batch(&confidences);
-        inner.stats.rows += todo.len() as u64;
-        for ((i, mut tokens, mut confidence), keep) in chains.into_iter().zip(keeps) {
+        inner.tracker.stats.rows += todo.len() as u64;
+        for ((i, id, mut tokens, mut confidence), keep) in chains.into_iter().zip(keeps) {
             tokens.truncate(keep);
             confidence.truncate(keep);
-            let id = seen[i].as_ref().map_or(-1, |s| s.id);
-            if let Some(r) = inner.requests.get_mut(&id) {
-                r.draft.clone_from(&tokens);
-                r.confidence = confidence;
-            }
+            inner.tracker.set_draft(id, &tokens, confidence);
             out[i] = tokens;
         }
         Ok(out)
     }
 
-    /// Finishes the requests with these engine ids (unknown ones are ignored: a request the
+    /// Finishes the requests with these engine ids (unknown ids are ignored: a request the
     /// session never drafted for, or one already evicted).
     ///
     /// # Errors
     /// A drafter error.
     pub fn finish(&self, keys: &[RequestId]) -> Result<()> {
-        let mut g = self.lock();
-        for key in keys {
-            if let Some(id) = g.by_key.get(key).copied() {
-                self.stop(&mut g, id, false)?;
-            }
-        }
-        Ok(())
+        self.lock().tracker.finish(keys)
     }
 
     /// Finishes every live request (their outputs reach the drafter's shared memory).
@@ -520,22 +389,17 @@ impl DraftSession {
     /// # Errors
     /// A drafter error.
     pub fn finish_all(&self) -> Result<()> {
-        let mut g = self.lock();
-        let ids: Vec<i64> = g.requests.keys().copied().collect();
-        for id in ids {
-            self.stop(&mut g, id, false)?;
-        }
-        Ok(())
+        self.lock().tracker.finish_all()
     }
 
     /// Per row of the last step, the session's id of its request (-1: none).
     pub fn last_rows(&self) -> Vec<i64> {
-        self.lock().last_rows.clone()
+        self.lock().tracker.last_rows.clone()
     }
 
     /// Live requests.
     pub fn len(&self) -> usize {
-        self.lock().requests.len()
+        self.lock().tracker.len()
     }
 
     /// Whether no request is live.
@@ -547,23 +411,14 @@ impl DraftSession {
     pub fn stats(&self) -> SessionStats {
         let g = self.lock();
         SessionStats {
-            live: g.requests.len(),
+            live: g.tracker.len(),
             propose_ns_per_row: g.parallel.measured(),
-            ..g.stats.clone()
+            ..g.tracker.stats.clone()
         }
     }
 
     /// What the draft-length controller has measured.
     pub fn length_stats(&self) -> LengthStats {
         self.lock().length.stats()
-    }
-}
-
-fn unindex(by_fp: &mut HashMap<(usize, u64), Vec<i64>>, key: (usize, u64), id: i64) {
-    if let Some(ids) = by_fp.get_mut(&key) {
-        ids.retain(|&x| x != id);
-        if ids.is_empty() {
-            by_fp.remove(&key);
-        }
     }
 }
