@@ -12,29 +12,16 @@ from __future__ import annotations
 import weakref
 from typing import Any
 
-from fastdec._core import BaseDrafter, HybridDrafter, NgramDrafter, RecycleDrafter, TrieDrafter
-from fastdec.drafters import DRAFTER_NAMES
+from fastdec._core import BaseDrafter
+from fastdec.drafters import build_drafter
 
 from .budget import AutoBudget
 
 
 def make_drafter(name: str, vocab_size: int) -> BaseDrafter:
-    """A fresh drafter of the kind ``name`` (one of :data:`fastdec.drafters.DRAFTER_NAMES`), with
-    the settings ``fastdec.generate`` and ``fastdec demo`` use."""
-    if name == "recycling":
-        return RecycleDrafter(vocab_size)
-    if name == "trie":
-        return TrieDrafter()
-    if name == "ngram":
-        return NgramDrafter("tree", max_n=4, num_pred=16, max_matches=32)
-    if name == "pld":
-        return NgramDrafter("pld")
-    if name == "hybrid":
-        return HybridDrafter(
-            [TrieDrafter(), NgramDrafter("tree", max_n=4, num_pred=16, max_matches=32)],
-            weights=[1.0, 0.5],
-        )
-    raise ValueError(f"unknown drafter={name!r}: expected one of {DRAFTER_NAMES} or a drafter object")
+    """A fresh drafter of the kind ``name`` (one of :data:`fastdec.drafters.DRAFTER_NAMES`), as
+    :func:`fastdec.drafters.build_drafter` builds it by default."""
+    return build_drafter(name, vocab_size=vocab_size, label="unknown")
 
 
 class DrafterRegistry:

@@ -15,15 +15,8 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 import numpy.typing as npt
 
-from fastdec._core import (
-    MAX_NODES,
-    BaseDrafter,
-    DraftBatch,
-    HybridDrafter,
-    NgramDrafter,
-    TokenTree,
-    TrieDrafter,
-)
+from fastdec._core import MAX_NODES, BaseDrafter, DraftBatch, TokenTree
+from fastdec.drafters import SERVER_DRAFTERS, build_drafter
 
 RequestId = int | str
 
@@ -82,10 +75,6 @@ def chain_tokens(tree: TokenTree, max_tokens: int) -> npt.NDArray[np.int32]:
     return tree.tokens[nodes]
 
 
-#: the drafters a server adapter builds from a name
-SERVER_DRAFTERS = ("pld", "trie", "hybrid")
-
-
 def server_drafter(
     name: str,
     *,
@@ -96,29 +85,20 @@ def server_drafter(
     max_requests: int,
     options: Mapping[str, Any] | None = None,
 ) -> BaseDrafter:
-    """The drafter ``name`` (one of :data:`SERVER_DRAFTERS`) as every server adapter builds it:
-    prompt lookup with ``pld_n = (min_n, max_n)`` and ``num_pred`` tokens; the trie; or the trie
-    fused with an n-gram tree over ``tree_n`` (weights 1 and 0.5). ``options``: the trie's (or
-    the lookup's) constructor keywords. ``label`` starts every error message (e.g. ``"fastdec
-    vLLM setting"``).
+    """The drafter ``name`` (one of :data:`fastdec.drafters.SERVER_DRAFTERS`) from the one
+    table (:func:`fastdec.drafters.build_drafter`), with the engine's draft length ``num_pred``,
+    prompt lookup's n-gram lengths ``pld_n`` and the n-gram tree's ``tree_n`` (``hybrid``).
+    ``label`` starts every error message (e.g. ``"fastdec vLLM setting"``).
 
     Raises:
         ValueError: an unknown name, or options the drafter does not take (both named).
     """
     if name not in SERVER_DRAFTERS:
         raise ValueError(f"{label} drafter = {name!r}: must be one of {SERVER_DRAFTERS}")
-    kwargs = dict(options or {})
+    n = pld_n if name == "pld" else tree_n
     try:
-        if name == "pld":
-            return NgramDrafter(
-                "pld", min_n=pld_n[0], max_n=pld_n[1], num_pred=num_pred, max_requests=max_requests, **kwargs
-            )
-        if name == "trie":
-            return TrieDrafter(max_requests=max_requests, **kwargs)
-        parts = [
-            TrieDrafter(max_requests=max_requests, **kwargs),
-            NgramDrafter("tree", min_n=tree_n[0], max_n=tree_n[1], max_requests=max_requests),
-        ]
-        return HybridDrafter(parts, weights=[1.0, 0.5], max_requests=max_requests)
-    except (TypeError, ValueError) as err:
-        raise ValueError(f"{label} drafter_options = {kwargs!r}: {err}") from err
+        return build_drafter(
+            name, num_pred=num_pred, min_n=n[0], max_n=n[1], max_requests=max_requests, options=options
+        )
+    except ValueError as err:
+        raise ValueError(f"{label} drafter_options = {dict(options or {})!r}: {err}") from err

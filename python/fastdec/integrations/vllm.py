@@ -55,7 +55,8 @@ import numpy as np
 import numpy.typing as npt
 
 from fastdec._core import BaseDrafter, DraftSession
-from fastdec.integrations._common import SERVER_DRAFTERS, node_budget, server_drafter
+from fastdec.drafters import SERVER_DRAFTERS
+from fastdec.integrations._common import node_budget, server_drafter
 
 DRAFTERS = SERVER_DRAFTERS
 #: setting -> (type, meaning)
