@@ -321,8 +321,8 @@ class DraftSession:
     session's clock). Returns one draft (at most ``k`` tokens) per row.
     """
 
-    def __init__(
-        self,
+    def __new__(
+        cls,
         drafter: BaseDrafter,
         k: int,
         *,
@@ -334,7 +334,7 @@ class DraftSession:
         explore: float = 0.05,
         min_steps: int = 16,
         window: int = 128,
-    ) -> None: ...
+    ) -> DraftSession: ...
     @property
     def drafter(self) -> BaseDrafter: ...
     @property
@@ -390,8 +390,8 @@ class DraftLength:
     while ``q >= tau`` (tokens/s times a draft token's measured seconds), a row drafts only if
     its kept tokens pay for a drafting row, a batch only if they pay for a drafting step."""
 
-    def __init__(
-        self,
+    def __new__(
+        cls,
         k: int,
         *,
         bins: int = 8,
@@ -401,7 +401,7 @@ class DraftLength:
         decay: float = 0.998,
         shrink: float = 8.0,
         enabled: bool = True,
-    ) -> None: ...
+    ) -> DraftLength: ...
     @property
     def k(self) -> int: ...
     @property
