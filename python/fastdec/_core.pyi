@@ -307,18 +307,21 @@ class BaseDrafter:
 
 @final
 class DraftSession:
-    """One owner of every engine's requests: recognises each batch row's request (by the
-    engine's id, or from its tokens when the engine passes none), feeds it only the tokens new
-    to it, finishes and evicts requests under one cap, and drafts the whole batch in one call
-    per engine step (GIL released), with a learnt draft length (:class:`DraftLength`).
+    """One owner of every engine's requests: recognises each batch row's request (by the engine's
+    id, or from its tokens when the engine passes none), feeds it only the tokens new to it,
+    finishes and evicts requests under one cap, and drafts the whole batch in one call per
+    engine step (GIL released), with a learnt draft length.
 
-    ``rows``: the engine's ``[R, C]`` int32 / int64 token rows, read in place (only the tokens
-    new to each row and a few sampled positions are read: O(new tokens + log context) a row);
-    ``counts[i]``: row ``i``'s tokens, drafts excluded; ``sampled[i]``: tokens it emitted last
-    step (0: a partial prefill, no draft); ``max_len``: the model's length limit; ``ids``: the
-    engine's request id per row, or ``None`` (rows recognised by content; a request missing for
-    ``grace_steps`` steps is finished); ``now``: the step's time in seconds (default: the
-    session's clock). Returns one draft (at most ``k`` tokens) per row.
+    ``DraftSession(drafter, k, *, tree_budget=k + 1, max_requests=1024, grace_steps=4,
+    max_gap=k + 9, adaptive=True, explore=0.05, min_steps=16, window=128)``; ``step(rows, counts,
+    sampled, *, max_len=None, ids=None)`` returns one draft (a list of at most ``k`` token ids)
+    per row. ``rows``: the engine's ``[R, C]`` int32 / int64 token rows (read in place: only the
+    tokens new to each row and a few sampled positions are read); ``counts[i]``: row ``i``'s
+    tokens, drafts excluded; ``sampled[i]``: tokens it emitted last step (0: a partial prefill,
+    no draft); ``max_len``: the model's length limit (no draft runs past it); ``ids``: the
+    engine's request id per row (int or str), or ``None`` (rows are recognised by content and a
+    request missing for ``grace_steps`` steps is finished). ``finish(ids)`` finishes requests
+    (their outputs reach a trie drafter's shared memory).
     """
 
     def __new__(
@@ -369,26 +372,30 @@ class DraftSession:
         ids: Sequence[int | str] | None = None,
         offsets: _Ints | None = None,
     ) -> DraftBatch:
-        """:meth:`step` for engines that verify trees: one tree of at most ``tree_budget`` nodes
-        per row (root = the row's last token; a row that does not draft gets its root alone).
-        ``rows`` may be a list of token lists (e.g. SGLang's tails, with ``offsets``: each tail's
-        position in its request; offsets need ``ids``)."""
+        """:meth:`step` for engines that verify trees: one tree of at most ``tree_budget`` nodes per
+        row (root = the row's last token; a row that does not draft gets its root alone), as a
+        :class:`DraftBatch`. ``rows`` may also be a list of token lists (e.g. SGLang's tails, with
+        ``offsets``: each tail's position in its request).
+        """
     def finish(self, ids: Sequence[int | str]) -> None:
-        """Finishes these requests (unknown ids are ignored)."""
+        """Finishes the requests with these engine ids (unknown ids are ignored)."""
     def finish_all(self) -> None: ...
     def last_rows(self) -> npt.NDArray[np.int64]:
         """Per row of the last step, the session's id of its request (-1: none)."""
     def __len__(self) -> int: ...
     def stats(self) -> dict[str, float]:
-        """steps, rows, drafted, accepted, started, stopped, evicted, live, step_us."""
+        """Counters: steps, rows drafted for, tokens drafted and accepted, requests started /
+        stopped / evicted / live, microseconds in ``step``.
+        """
     def length_stats(self) -> dict[str, Any]: ...
 
 @final
 class DraftLength:
     """How many tokens of each linear draft are worth verifying, learnt from what the engine
-    accepted and what its steps cost: a token reached with cumulative acceptance ``q`` is kept
-    while ``q >= tau`` (tokens/s times a draft token's measured seconds), a row drafts only if
-    its kept tokens pay for a drafting row, a batch only if they pay for a drafting step."""
+    accepted and what its steps cost (the controller inside :class:`DraftSession`; the design
+    is in ``docs/``'s server page). ``DraftLength(k, *, bins=8, window=128, min_steps=16,
+    explore=0.05, decay=0.998, shrink=8.0, enabled=True)``.
+    """
 
     def __new__(
         cls,
