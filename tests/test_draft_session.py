@@ -339,3 +339,69 @@ def test_tails_with_offsets_and_trees_out() -> None:
 def test_offsets_need_ids() -> None:
     with pytest.raises(ValueError, match="offsets"):
         session().step([[1, 2, 3]], None, [1], offsets=[0])
+
+
+def test_a_budget_per_call() -> None:
+    """A tree loop that picks its own size each step (llama.cpp's): ``budget`` caps that call's
+    trees, ``budget=1`` drafts nothing but still feeds the request, and 0 is refused."""
+    s = session()
+    seq = [4, 5, 6, 7, 4, 5, 6, 8, 4, 5, 9, 4, 5, 6]
+    full = s.step_trees([seq], None, [1], ids=[0])[0]
+    assert full.num_nodes > 3
+    small = s.step_trees([seq[-2:]], None, [1], ids=[0], offsets=[len(seq) - 2], budget=3)[0]
+    want = REFERENCE.propose_for(np.asarray(seq, dtype=np.int32), 3)
+    assert small.tokens.tolist() == want.tokens.tolist()
+    seq += [7, 4]
+    plain = s.step_trees([seq[-2:]], None, [2], ids=[0], offsets=[len(seq) - 2], budget=1)[0]
+    assert plain.tokens.tolist() == [4]
+    seq += [5]
+    after = s.step_trees([seq[-1:]], None, [1], ids=[0], offsets=[len(seq) - 1])[0]
+    want = REFERENCE.propose_for(np.asarray(seq, dtype=np.int32), K + 1)
+    assert after.tokens.tolist() == want.tokens.tolist()
+    assert s.stats()["started"] == 1
+    with pytest.raises(ValueError, match="budget = 0"):
+        s.step_trees([seq[-1:]], None, [1], ids=[0], offsets=[len(seq) - 1], budget=0)
+
+
+def test_slots_and_fixed_width_drafts() -> None:
+    """vLLM 0.34's form: the rows live in a request-state table (``slots[i]``: batch row i's
+    table row, the engine's ``idx_mapping``), ids are passed, and drafts come back as one
+    ``[R, width]`` int64 array, each short draft filled with its row's last token."""
+    table = np.zeros((4, 32), dtype=np.int32)
+    contexts = {"a": [4, 5, 6, 7, 4, 5], "b": [9, 8, 9, 8, 9], "c": [1, 2, 3]}
+    where = {"a": 3, "b": 0, "c": 2}
+    for rid, ctx in contexts.items():
+        table[where[rid], : len(ctx)] = ctx
+    s = session()
+    order = ["b", "a", "c"]
+    counts = [len(contexts[r]) for r in order]
+    slots = [where[r] for r in order]
+    got = s.step(table, counts, [1, 1, 1], ids=order, slots=slots, width=3)
+    assert isinstance(got, np.ndarray)
+    assert got.dtype == np.int64
+    assert got.shape == (3, 3)
+    for row, rid in enumerate(order):
+        want = expected(contexts[rid], 3)
+        assert got[row].tolist() == want + [contexts[rid][-1]] * (3 - len(want)), rid
+    # next step: reordered, "b" emitted two tokens, "c" is prefilling (nothing emitted)
+    contexts["b"] += [8, 9]
+    table[where["b"], : len(contexts["b"])] = contexts["b"]
+    order = ["c", "b", "a"]
+    got = s.step(
+        table,
+        [len(contexts[r]) for r in order],
+        [0, 2, 0],
+        ids=order,
+        slots=[where[r] for r in order],
+        width=K + 3,
+        max_len=32,
+    )
+    assert got.shape == (3, K + 3)
+    assert got[0].tolist() == [3] * (K + 3)  # no draft: all fill
+    want = expected(contexts["b"], K)
+    assert got[1].tolist() == want + [9] * (K + 3 - len(want))
+    assert s.stats()["started"] == 3
+    with pytest.raises(IndexError, match="slots\\[0\\] = 4"):
+        s.step(table, [3], [1], ids=["a"], slots=[4], width=3)
+    with pytest.raises(TypeError, match="slots"):
+        s.step([[1, 2, 3]], None, [1], ids=["a"], slots=[0])

@@ -4,7 +4,7 @@ here."""
 
 import os
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any, final
+from typing import Any, final, overload
 
 import numpy as np
 import numpy.typing as npt
@@ -352,6 +352,7 @@ class DraftSession:
     def max_requests(self) -> int: ...
     @property
     def adaptive(self) -> bool: ...
+    @overload
     def step(
         self,
         rows: npt.NDArray[np.int32] | npt.NDArray[np.int64] | Sequence[Sequence[int]],
@@ -362,7 +363,30 @@ class DraftSession:
         ids: Sequence[int | str] | None = None,
         now: float | None = None,
         offsets: _Ints | None = None,
-    ) -> list[list[int]]: ...
+        slots: _Ints | None = None,
+        width: None = None,
+    ) -> list[list[int]]:
+        """One engine step for the whole batch (see the class): one draft per row, a list of at most
+        ``k`` token ids. ``offsets[i]``: where row ``i``'s tokens start in its request (with ``ids``);
+        ``slots[i]``: the array row that holds batch row ``i`` (vLLM 0.34's ``idx_mapping``; default
+        ``i``); ``width``: an ``[R, width]`` int64 array instead, each draft cut to ``width`` and
+        filled with its row's last token (vLLM 0.34's fixed-``K`` layout); ``now``: the step's time
+        on any monotonic clock, for the draft-length controller (default: the session's own).
+        """
+    @overload
+    def step(
+        self,
+        rows: npt.NDArray[np.int32] | npt.NDArray[np.int64] | Sequence[Sequence[int]],
+        counts: _Ints | None,
+        sampled: _Ints,
+        *,
+        max_len: int | None = None,
+        ids: Sequence[int | str] | None = None,
+        now: float | None = None,
+        offsets: _Ints | None = None,
+        slots: _Ints | None = None,
+        width: int,
+    ) -> npt.NDArray[np.int64]: ...
     def step_trees(
         self,
         rows: npt.NDArray[np.int32] | npt.NDArray[np.int64] | Sequence[Sequence[int]],
@@ -371,11 +395,13 @@ class DraftSession:
         *,
         ids: Sequence[int | str] | None = None,
         offsets: _Ints | None = None,
+        budget: int | None = None,
     ) -> DraftBatch:
-        """:meth:`step` for engines that verify trees: one tree of at most ``tree_budget`` nodes per
-        row (root = the row's last token; a row that does not draft gets its root alone), as a
-        :class:`DraftBatch`. ``rows`` may also be a list of token lists (e.g. SGLang's tails, with
-        ``offsets``: each tail's position in its request).
+        """:meth:`step` for engines that verify trees: one tree of at most ``budget`` nodes per row
+        (default ``tree_budget``; root = the row's last token; a row that does not draft, or
+        every row at ``budget=1``, gets its root alone), as a :class:`DraftBatch`. ``rows`` may
+        also be a list of token lists (e.g. SGLang's tails, with ``offsets``: each tail's
+        position in its request).
         """
     def finish(self, ids: Sequence[int | str]) -> None:
         """Finishes the requests with these engine ids (unknown ids are ignored)."""
@@ -392,9 +418,11 @@ class DraftSession:
 @final
 class DraftLength:
     """How many tokens of each linear draft are worth verifying, learnt from what the engine
-    accepted and what its steps cost (the controller inside :class:`DraftSession`; the design
-    is in ``docs/``'s server page). ``DraftLength(k, *, bins=8, window=128, min_steps=16,
-    explore=0.05, decay=0.998, shrink=8.0, enabled=True)``.
+    accepted and what its steps cost (the controller inside :class:`DraftSession`; the README's
+    vLLM section says how). ``DraftLength(k, *, bins=8, window=128, min_steps=16,
+    explore=0.05, decay=0.998, shrink=8.0, enabled=True)``. Tree loops (``generate(budget=
+    "auto")``, llama.cpp's) keep their own controller: their forward's cost per tree size is not
+    the line this one fits over a batched step's rows and tokens.
     """
 
     def __new__(

@@ -17,6 +17,10 @@ on a CPU makes it slower than plain decoding. :class:`FastdecLlama` is a ``Llama
   and reduced to an argmax per node; :meth:`fastdec.TokenTree.verify_greedy` walks the tree.
 * **KV compaction by sequence removal**: the accepted path's cells are tagged back into sequence
   0 (``seq_cp``) and every path id is removed (``seq_rm``), which frees the rejected nodes.
+* **Requests through the draft session**: one :class:`fastdec.DraftSession` per instance owns
+  the drafter's requests, as in every other adapter; each step hands it only the tokens the last
+  step emitted (at their position) and gets the tree for the size chosen below; a generation's
+  end finishes its request, which is when a trie adds the output to its shared memory.
 * **Tree size from the step clock** (``tree_budget="auto"``, the default): on a CPU a batch of
   ``n`` tokens costs far more than one (with 2 threads and SmolLM2 Q4_1, 16 tokens cost about 7
   single-token steps: the weights stay in cache, so the matmuls are compute-bound, and Q4_1 has no
@@ -24,7 +28,9 @@ on a CPU makes it slower than plain decoding. :class:`FastdecLlama` is a ``Llama
   per step. :class:`fastdec.generation.budget.AutoBudget` (the controller of
   ``fastdec.generate(budget="auto")``) measures tokens per step at every size counterfactually and
   seconds per step on a cost line, and runs the size with the best tokens per second, size 1 (plain
-  decoding) included, so the loop does not lose where no tree pays.
+  decoding) included, so the loop does not lose where no tree pays. (Not the session's
+  ``DraftLength``, which prices rows of a batched engine on a cost line; a tree loop's forward
+  cost per node count is not a line on a CPU: see ``fastdec.DraftLength``.)
 
 Greedy verification is exact: every emitted token is the argmax of the logits the verifying
 forward computed for its parent. Whether that equals plain decoding token for token depends on
@@ -45,10 +51,9 @@ from typing import Any
 
 import numpy as np
 
-from fastdec._core import TokenTree
+from fastdec._core import BaseDrafter, DraftSession, TokenTree
 from fastdec._optional import require
 from fastdec.generation.budget import AutoBudget
-from fastdec.integrations._common import BatchDrafter
 from fastdec.integrations.llama_cpp import MAX_TREE, make_drafter
 
 llama_cpp = require("llama_cpp")
@@ -84,7 +89,7 @@ class FastdecLlama(_LlamaBase):  # type: ignore[misc]
         self,
         model_path: str,
         *,
-        drafter: str | BatchDrafter = "trie",
+        drafter: str | BaseDrafter = "trie",
         tree_budget: int | str = "auto",
         drafter_options: dict[str, Any] | None = None,
         **kwargs: Any,
@@ -102,6 +107,14 @@ class FastdecLlama(_LlamaBase):  # type: ignore[misc]
             raise ValueError(f"GGUF model_path = {model_path!r}: no such file")
         self.fastdec_drafter = (
             make_drafter(drafter, **(drafter_options or {})) if isinstance(drafter, str) else drafter
+        )
+        #: the one owner of this instance's requests (the draft session every adapter uses):
+        #: it feeds the drafter only each step's new tokens and finishes a request when its
+        #: generation ends (its output then reaches a trie's shared memory)
+        self.session: DraftSession | None = (
+            DraftSession(self.fastdec_drafter, MAX_TREE - 1, tree_budget=MAX_TREE, adaptive=False)
+            if self.fastdec_drafter is not None
+            else None
         )
         self.drafter_name = drafter if isinstance(drafter, str) else type(drafter).__name__
         self.tree_budget = (MAX_TREE if auto else int(tree_budget)) if self.fastdec_drafter is not None else 1
@@ -256,12 +269,13 @@ class FastdecLlama(_LlamaBase):  # type: ignore[misc]
         self.input_ids[keep : len(tokens) - 1] = tokens[keep:-1]
         self.n_tokens = len(tokens) - 1
         self.recorded = []
-        drafter = self.fastdec_drafter
-        req = next(self._request_ids)
-        if drafter is not None:
-            drafter.start(req, np.asarray(tokens, dtype=np.int32))
+        session = self.session
+        req = [next(self._request_ids)]
         self.spec_stats["requests"] += 1
         root = tokens[-1]
+        # what the session has not seen yet: the prompt (its last token emitted, as a root),
+        # then each step's emitted tokens, at their positions in the request
+        fresh, offset = tokens, 0
         stats = self.spec_stats
         auto = self.auto_budget
         try:
@@ -272,8 +286,16 @@ class FastdecLlama(_LlamaBase):  # type: ignore[misc]
                 t0 = time.perf_counter()
                 size = auto.next() if auto is not None else self.tree_budget
                 budget = min(size, room)
-                if drafter is not None and budget > 1:
-                    tree = drafter.propose_batch([req], np.array([budget], dtype=np.int32))[0]
+                if session is not None:
+                    tree = session.step_trees(
+                        [fresh],
+                        None,
+                        [1 if offset == 0 else len(fresh)],
+                        ids=req,
+                        offsets=[offset],
+                        budget=budget,
+                    )[0]
+                    offset += len(fresh)
                     if tree.root_token != root:  # a drafter that lost the context: no draft
                         tree = TokenTree([root], [-1])
                 else:
@@ -289,8 +311,7 @@ class FastdecLlama(_LlamaBase):  # type: ignore[misc]
                 stats["emitted"] += len(emitted)
                 stats["drafted"] += tree.num_nodes - 1
                 stats["accepted"] += accepted
-                if drafter is not None:
-                    drafter.accept(req, np.asarray(emitted, dtype=np.int32))
+                fresh = emitted
                 if auto is not None:
                     # drafting, the forward and the KV bookkeeping: what a step at this size costs
                     per_size = auto.counterfactual(size, auto.candidates, [nodes.tolist()])
@@ -306,9 +327,11 @@ class FastdecLlama(_LlamaBase):  # type: ignore[misc]
                     continue
                 yield from emitted
         finally:
-            if drafter is not None:
-                with contextlib.suppress(KeyError):
-                    drafter.stop(req)
+            if session is not None:
+                # the last step's tokens, then the end of the request (budget 1: no draft)
+                if offset and fresh:
+                    session.step_trees([fresh], None, [len(fresh)], ids=req, offsets=[offset], budget=1)
+                session.finish(req)
 
     def close(self) -> None:
         """Frees the model and context (a no-op for an instance whose arguments were refused)."""

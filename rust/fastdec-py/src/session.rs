@@ -35,10 +35,13 @@ pub struct PyDraftSession {
     drafter: Py<PyBaseDrafter>,
 }
 
-/// Reads an `[R, C]` token array in place and runs `f` on its first `counts[i]` tokens per row.
+/// Reads an `[R, C]` token array in place and runs `f` on batch row `i`'s first `counts[i]`
+/// tokens of array row `slots[i]` (default `i`: vLLM 0.34 keeps requests in fixed slots and
+/// maps batch rows to them).
 fn with_rows<T, R>(
     rows: &Bound<'_, PyArray2<T>>,
     counts: Option<&[usize]>,
+    slots: Option<&[usize]>,
     f: impl FnOnce(&[&[T]]) -> R,
 ) -> PyResult<R>
 where
@@ -47,9 +50,23 @@ where
     let ro: PyReadonlyArray2<'_, T> = rows.readonly();
     let view = ro.as_array();
     let (r, c) = (view.shape()[0], view.shape()[1]);
-    let full = vec![c; r];
+    let batch = slots.map_or(counts.map_or(r, <[_]>::len), <[_]>::len);
+    let full = vec![c; batch];
     let counts = counts.unwrap_or(&full);
-    if counts.len() > r {
+    if let Some(slots) = slots {
+        if counts.len() != slots.len() {
+            return Err(PyValueError::new_err(format!(
+                "counts has length {}, slots {}",
+                counts.len(),
+                slots.len()
+            )));
+        }
+        if let Some((i, &s)) = slots.iter().enumerate().find(|&(_, &s)| s >= r) {
+            return Err(PyIndexError::new_err(format!(
+                "slots[{i}] = {s}: the token rows have only {r} rows"
+            )));
+        }
+    } else if counts.len() > r {
         return Err(PyValueError::new_err(format!(
             "counts has {} rows, the token rows only {r}",
             counts.len()
@@ -68,7 +85,7 @@ where
                 "counts[{i}] = {n} exceeds the rows' width {c}"
             )));
         }
-        let row = view.row(i);
+        let row = view.row(slots.map_or(i, |s| s[i]));
         // SAFETY-free: a row of a C-contiguous-along-rows view is a slice
         let s = row.to_slice().ok_or_else(|| {
             PyValueError::new_err(
@@ -92,13 +109,18 @@ fn keys_arg(ids: Option<&Bound<'_, PyAny>>) -> PyResult<Option<Vec<RequestId>>> 
 /// Runs `$f` on the rows as slices: a 2-D int32 / int64 array read in place (each row's first
 /// `counts[i]` tokens, or all of them without counts), or a list of token lists (copied).
 macro_rules! dispatch_rows {
-    ($rows:expr, $counts:expr, $f:expr) => {{
+    ($rows:expr, $counts:expr, $slots:expr, $f:expr) => {{
         let rows: &Bound<'_, PyAny> = $rows;
         let counts: Option<Vec<usize>> = $counts.map(|c| counts_arg(c, "counts")).transpose()?;
+        let slots: Option<&[usize]> = $slots;
         if let Ok(a) = rows.cast::<PyArray2<i32>>() {
-            with_rows(a, counts.as_deref(), $f)?
+            with_rows(a, counts.as_deref(), slots, $f)?
         } else if let Ok(a) = rows.cast::<PyArray2<i64>>() {
-            with_rows(a, counts.as_deref(), $f)?
+            with_rows(a, counts.as_deref(), slots, $f)?
+        } else if slots.is_some() {
+            return Err(PyTypeError::new_err(
+                "slots index the rows of a 2-D int32 or int64 numpy array, not a list of token lists",
+            ));
         } else if rows.cast::<numpy::PyUntypedArray>().is_ok() {
             return Err(PyTypeError::new_err(
                 "rows must be a 2-D int32 or int64 numpy array [rows, max_len], or a list of token lists",
@@ -131,6 +153,11 @@ macro_rules! dispatch_rows {
             ($f)(&slices)
         }
     }};
+}
+
+/// A row's last token (0 for an empty row): what vLLM 0.34 fills a short draft with.
+fn last_token<T: Token>(row: &[T]) -> i64 {
+    row.last().map_or(0, |&t| t.value())
 }
 
 fn counts_arg(obj: &Bound<'_, PyAny>, what: &'static str) -> PyResult<Vec<usize>> {
@@ -225,7 +252,13 @@ impl PyDraftSession {
         self.inner.config().length.enabled
     }
 
-    #[pyo3(signature = (rows, counts, sampled, *, max_len = None, ids = None, now = None, offsets = None))]
+    /// One engine step for the whole batch (see the class): one draft per row, a list of at most
+    /// ``k`` token ids. ``offsets[i]``: where row ``i``'s tokens start in its request (with ``ids``);
+    /// ``slots[i]``: the array row that holds batch row ``i`` (vLLM 0.34's ``idx_mapping``; default
+    /// ``i``); ``width``: an ``[R, width]`` int64 array instead, each draft cut to ``width`` and
+    /// filled with its row's last token (vLLM 0.34's fixed-``K`` layout); ``now``: the step's time
+    /// on any monotonic clock, for the draft-length controller (default: the session's own).
+    #[pyo3(signature = (rows, counts, sampled, *, max_len = None, ids = None, now = None, offsets = None, slots = None, width = None))]
     #[allow(clippy::too_many_arguments)]
     fn step<'py>(
         &self,
@@ -237,14 +270,19 @@ impl PyDraftSession {
         ids: Option<&Bound<'py, PyAny>>,
         now: Option<f64>,
         offsets: Option<&Bound<'py, PyAny>>,
-    ) -> PyResult<Bound<'py, PyList>> {
+        slots: Option<&Bound<'py, PyAny>>,
+        width: Option<i128>,
+    ) -> PyResult<Bound<'py, PyAny>> {
         let sampled = counts_arg(sampled, "sampled")?;
         let keys = keys_arg(ids)?;
         let offsets = offsets.map(|o| counts_arg(o, "offsets")).transpose()?;
+        let slots = slots.map(|o| counts_arg(o, "slots")).transpose()?;
         let k = self.inner.config().length.k;
         let limit = max_len.map(|m| count(m, "max_len")).transpose()?;
+        let width = width.map(|w| count(w, "width")).transpose()?;
+        let cap = width.map_or(k, |w| w.min(k));
         let session = &self.inner;
-        let drafts = dispatch_rows!(rows, counts, |r: &[&[_]]| {
+        let (drafts, lasts) = dispatch_rows!(rows, counts, slots.as_deref(), |r: &[&[_]]| {
             let room: Vec<usize> = r
                 .iter()
                 .zip(
@@ -254,27 +292,47 @@ impl PyDraftSession {
                         .iter()
                         .chain(std::iter::repeat(&0)),
                 )
-                .map(|(row, &o)| limit.map_or(k, |m| m.saturating_sub(o + row.len()).min(k)))
+                .map(|(row, &o)| limit.map_or(cap, |m| m.saturating_sub(o + row.len()).min(cap)))
                 .collect();
+            let lasts: Vec<i64> = if width.is_some() {
+                r.iter().map(|row| last_token(row)).collect()
+            } else {
+                Vec::new()
+            };
             run(py, r.len(), || {
                 session.step(keys.as_deref(), r, offsets.as_deref(), &sampled, &room, now)
             })
+            .map(|d| (d, lasts))
         })
         .map_err(to_py)?;
-        PyList::new(
+        if let Some(w) = width {
+            // vLLM 0.34's layout: K tokens a row, a short draft filled with the row's last token
+            let mut flat = Vec::with_capacity(drafts.len() * w);
+            for (d, &last) in drafts.iter().zip(&lasts) {
+                flat.extend(d.iter().map(|&t| i64::from(t)));
+                flat.resize(flat.len() + w - d.len(), last);
+            }
+            let array = numpy::ndarray::Array2::from_shape_vec((drafts.len(), w), flat)
+                .map_err(|e| PyValueError::new_err(e.to_string()))?;
+            return Ok(numpy::PyArray2::from_owned_array(py, array).into_any());
+        }
+        Ok(PyList::new(
             py,
             drafts
                 .iter()
                 .map(|d| PyList::new(py, d).map(Bound::unbind))
                 .collect::<PyResult<Vec<_>>>()?,
-        )
+        )?
+        .into_any())
     }
 
-    /// :meth:`step` for engines that verify trees: one tree of at most ``tree_budget`` nodes per
-    /// row (root = the row's last token; a row that does not draft gets its root alone), as a
-    /// :class:`DraftBatch`. ``rows`` may also be a list of token lists (e.g. SGLang's tails, with
-    /// ``offsets``: each tail's position in its request).
-    #[pyo3(signature = (rows, counts, sampled, *, ids = None, offsets = None))]
+    /// :meth:`step` for engines that verify trees: one tree of at most ``budget`` nodes per row
+    /// (default ``tree_budget``; root = the row's last token; a row that does not draft, or
+    /// every row at ``budget=1``, gets its root alone), as a :class:`DraftBatch`. ``rows`` may
+    /// also be a list of token lists (e.g. SGLang's tails, with ``offsets``: each tail's
+    /// position in its request).
+    #[pyo3(signature = (rows, counts, sampled, *, ids = None, offsets = None, budget = None))]
+    #[allow(clippy::too_many_arguments)]
     fn step_trees<'py>(
         &self,
         py: Python<'py>,
@@ -283,14 +341,16 @@ impl PyDraftSession {
         sampled: &Bound<'py, PyAny>,
         ids: Option<&Bound<'py, PyAny>>,
         offsets: Option<&Bound<'py, PyAny>>,
+        budget: Option<i128>,
     ) -> PyResult<PyDraftBatch> {
         let sampled = counts_arg(sampled, "sampled")?;
+        let budget = budget.map(|b| count(b, "budget")).transpose()?;
         let keys = keys_arg(ids)?;
         let offsets = offsets.map(|o| counts_arg(o, "offsets")).transpose()?;
         let session = &self.inner;
-        let trees = dispatch_rows!(rows, counts, |r: &[&[_]]| {
+        let trees = dispatch_rows!(rows, counts, None, |r: &[&[_]]| {
             run(py, r.len(), || {
-                session.step_trees(keys.as_deref(), r, offsets.as_deref(), &sampled)
+                session.step_trees(keys.as_deref(), r, offsets.as_deref(), &sampled, budget)
             })
         })
         .map_err(to_py)?;
@@ -376,9 +436,11 @@ fn run<T: Send>(py: Python<'_>, rows: usize, f: impl FnOnce() -> T + Send) -> T 
 }
 
 /// How many tokens of each linear draft are worth verifying, learnt from what the engine
-/// accepted and what its steps cost (the controller inside :class:`DraftSession`; the design
-/// is in ``docs/``'s server page). ``DraftLength(k, *, bins=8, window=128, min_steps=16,
-/// explore=0.05, decay=0.998, shrink=8.0, enabled=True)``.
+/// accepted and what its steps cost (the controller inside :class:`DraftSession`; the README's
+/// vLLM section says how). ``DraftLength(k, *, bins=8, window=128, min_steps=16,
+/// explore=0.05, decay=0.998, shrink=8.0, enabled=True)``. Tree loops (``generate(budget=
+/// "auto")``, llama.cpp's) keep their own controller: their forward's cost per tree size is not
+/// the line this one fits over a batched step's rows and tokens.
 #[pyclass(name = "DraftLength", module = "fastdec._core", frozen)]
 pub struct PyDraftLength {
     inner: Mutex<DraftLength>,

@@ -19,6 +19,19 @@
 //!
 //! A small share of rows (`explore`) drafts its whole chain or nothing whatever `tau` says, so
 //! neither estimate can get stuck on tokens that are never drafted.
+//!
+//! Why `generate(budget="auto")` (and llama.cpp's tree loop) keep their own controller
+//! (`fastdec.generation.budget.AutoBudget`) instead of this one: the two answer different
+//! questions from different clocks. Here a batched engine decides, per row, how much of a
+//! linear chain to verify; the cost is a line over a step's shape (rows, drafting rows, draft
+//! tokens) timed between the engine's calls, and acceptance is per token. A single-sequence
+//! tree loop decides one tree size per forward; its cost is the forward's own time against the
+//! tree's node count, which on a CPU is not a line (flat to a few rows, then steps where the
+//! matmuls change kernel), so it keeps a monotone (isotonic) curve per size, and its acceptance
+//! is measured per size counterfactually from the accepted path of the tree actually verified.
+//! A line fitted here would misprice small trees there; per-size curves there have no notion of
+//! rows. The shared part is the rule: run what maximises measured tokens per second, plain
+//! decoding (no draft) included.
 
 use std::collections::VecDeque;
 

@@ -237,22 +237,33 @@ impl DraftSession {
     }
 
     /// [`DraftSession::step`] for engines that verify trees (SGLang): one tree of at most
-    /// `tree_budget` nodes per row (root = the row's last token); a row that does not draft
-    /// gets its root alone. No length controller: the engine verifies fixed-size trees.
+    /// `budget` nodes per row (default `tree_budget`; root = the row's last token); a row that
+    /// does not draft, or every row at `budget` 1, gets its root alone. No length controller:
+    /// the engine verifies fixed-size trees, or picks `budget` per step itself (a tree loop's
+    /// own cost model, as llama.cpp's tree loop does).
     ///
     /// # Errors
-    /// As [`DraftSession::step`]; an empty row.
+    /// As [`DraftSession::step`]; an empty row; `budget` 0.
     pub fn step_trees<T: Token>(
         &self,
         keys: Option<&[RequestId]>,
         rows: &[&[T]],
         offsets: Option<&[usize]>,
         sampled: &[usize],
+        budget: Option<usize>,
     ) -> Result<Vec<TokenTree>> {
         let start = Instant::now();
         Self::check(keys, rows.len(), offsets, sampled, None)?;
         if let Some(i) = rows.iter().position(|r| r.is_empty()) {
             return Err(Error::arg("rows", format!("row {i}"), "must not be empty"));
+        }
+        let budget = budget.unwrap_or(self.config.tree_budget);
+        if budget == 0 {
+            return Err(Error::arg(
+                "budget",
+                budget,
+                "must be at least 1 (the root)",
+            ));
         }
         let mut g = self.lock();
         let inner = &mut *g;
@@ -261,13 +272,13 @@ impl DraftSession {
             .tracker
             .observe(keys, &rows, sampled, &mut inner.length)?;
         let todo: Vec<usize> = (0..rows.len())
-            .filter(|&i| seen[i].as_ref().is_some_and(|s| s.draft))
+            .filter(|&i| budget > 1 && seen[i].as_ref().is_some_and(|s| s.draft))
             .collect();
         let ids: Vec<i64> = todo
             .iter()
             .map(|&i| seen[i].as_ref().map_or(-1, |s| s.id))
             .collect();
-        let mut proposed = self.propose(inner, &ids)?.into_iter();
+        let mut proposed = self.propose(inner, &ids, budget)?.into_iter();
         let mut out = Vec::with_capacity(rows.len());
         for (i, row) in rows.iter().enumerate() {
             if todo.binary_search(&i).is_ok() {
@@ -312,8 +323,7 @@ impl DraftSession {
     }
 
     /// Proposals for these requests, one after another or on rayon's pool as measured.
-    fn propose(&self, inner: &mut Inner, ids: &[i64]) -> Result<Vec<TokenTree>> {
-        let budget = self.config.tree_budget;
+    fn propose(&self, inner: &mut Inner, ids: &[i64], budget: usize) -> Result<Vec<TokenTree>> {
         let drafter = &*self.drafter;
         let pooled = inner.parallel.pooled(ids.len());
         let t0 = Instant::now();
@@ -349,7 +359,7 @@ impl DraftSession {
             .iter()
             .map(|&i| seen[i].as_ref().map_or(-1, |s| s.id))
             .collect();
-        let trees = self.propose(inner, &ids)?;
+        let trees = self.propose(inner, &ids, self.config.tree_budget)?;
         let mut chains: Vec<(usize, i64, Vec<TokenId>, Vec<f64>)> = Vec::with_capacity(todo.len());
         for ((&i, &id), tree) in todo.iter().zip(&ids).zip(&trees) {
             if tree.num_nodes() < 2 {
