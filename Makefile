@@ -215,7 +215,7 @@ test-sglang: sglang-env
 # fastdec's vLLM 0.34 speculator plugin against vLLM 0.34.0's own Python code (tests/vllm034/conftest.py
 # says what runs). PyPI's vllm 0.34 is the CUDA build and its x86 CPU path needs triton-cpu (not on
 # PyPI), so the venv gets exactly locks/vllm034.txt, every package with --no-deps (torch 2.14.0 with
-# its CUDA libraries imports on a CPU-only machine; pip's cache keeps the downloads). The fastdec wheel
+# its CUDA libraries imports on a CPU-only machine). The fastdec wheel
 # is rebuilt (cargo reuses target/) and reinstalled each run; its entry point registers the plugin.
 VLLM034_VENV := .venv-vllm034
 VLLM034_LOCK := locks/vllm034.txt
@@ -261,4 +261,4 @@ format:
 	$(BIN)/ruff check --fix python tests benches
 
 clean:
-	rm -rf $(VENV) .venv-oldest .venv-latest .venv-lock $(VLLM_VENV) $(LLAMA_VENV) $(SGLANG_VENV) target
+	rm -rf $(VENV) .venv-oldest .venv-latest .venv-lock $(VLLM_VENV) $(VLLM034_VENV) $(LLAMA_VENV) $(SGLANG_VENV) target
