@@ -14,7 +14,7 @@ from fastdec.generation import cpu_linear as cl
 from fastdec.generation import linear_choice as lc
 from fastdec.generation.registry import DrafterRegistry
 
-PATHS = [cl.LINEAR, cl.GEMM, cl.PAIRED] + ([cl.PACKED] if cl.packed_available(torch.float32) else [])
+PATHS = [cl.LINEAR, cl.GEMM, cl.PAIRED, cl.ROWS] + ([cl.PACKED] if cl.packed_available(torch.float32) else [])
 
 
 def model(dtype: torch.dtype = torch.float32) -> torch.nn.Module:
@@ -51,6 +51,26 @@ def test_every_path_equals_f_linear(dtype: torch.dtype, path: cl.LinearPath) -> 
     x = torch.randn(3, 24).to(dtype).t().contiguous().t()
     cl.install(m[0], path, store)
     torch.testing.assert_close(m[0](x), torch.nn.functional.linear(x, m[0].weight, m[0].bias), **tol)
+
+
+@pytest.mark.parametrize("path", [cl.LINEAR, cl.GEMM, cl.ROWS], ids=lambda p: p.name)
+def test_padded_rows_equal_f_linear_and_outputs_are_row_major(path: cl.LinearPath) -> None:
+    """Rows padded with zeros up to ``pad_to`` give F.linear's rows; the output is row-major, as
+    F.linear's (a transposed view would reach the next linear as a slow strided operand)."""
+    m = model()
+    store = cl.PackedWeights(0)
+    for rows in (1, 2, 3, 4, 5):
+        x = torch.randn(1, rows, 24)
+        want = m(x)
+        for layer in m:
+            cl.install(layer, path, store, pad_to=4)
+        got = m(x)
+        y = m[0](x)
+        for layer in m:
+            cl.uninstall(layer)
+        assert got.shape == want.shape
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+        assert y.is_contiguous()
 
 
 def test_packed_copies_follow_the_weight_and_the_cap() -> None:
@@ -140,6 +160,34 @@ def test_a_path_must_beat_f_linear_by_the_margin() -> None:
     assert choices(router, 4) == {"linear"}
 
 
+def test_a_slow_row_count_is_padded_to_a_faster_one() -> None:
+    """3 rows slower than 4 (an AVX2 EPYC at 1 thread): bucket 3 runs padded to 4 rows with 4's
+    path; 2 rows, as fast as 4, stay unpadded; 6 pads to 8 only when 8 beats it by the margin."""
+    m = model()
+    linear = {1: 1e-3, 2: 1.2e-3, 3: 3e-3, 4: 2.5e-3, 6: 3e-3, 8: 2.9e-3}
+    gemm = {1: 2e-3, 2: 1.3e-3, 3: 2.8e-3, 4: 1.4e-3, 6: 3.5e-3, 8: 3.4e-3}
+    router = lc.router_for(m, timer=table_timer({"linear": linear, "gemm": gemm}))
+    assert choices(router, 3) == {"gemm"}
+    assert router.measured[3].pad_to
+    assert set(router.measured[3].pad_to.values()) == {4}
+    assert all("forward" in layer.__dict__ for layer in m)
+    x = torch.randn(1, 3, 24)
+    router.release()
+    want = m(x)
+    router.use(3)
+    torch.testing.assert_close(m(x), want, atol=1e-5, rtol=1e-5)
+    assert "3 rows weight @ x.T padded to 4 rows" in router.note()
+    assert choices(router, 2) == {"linear"}
+    assert not router.measured[2].pad_to
+    assert choices(router, 5) == {"linear"}  # bucket 6: 8 rows (2.9) does not beat 6 (3.0) by 10 %
+    assert not router.measured[6].pad_to
+    assert lc.pad_target(1) is None
+    assert lc.pad_target(4) is None
+    assert lc.pad_target(64) is None
+    assert [lc.pad_target(b) for b in (2, 3, 6, 12, 24, 48)] == [4, 4, 8, 16, 32, 64]
+    router.release()
+
+
 def test_buckets() -> None:
     assert [lc.bucket(r) for r in (1, 2, 3, 4, 5, 7, 9, 64)] == [1, 2, 3, 4, 6, 8, 12, 64]
     assert lc.bucket(0) is None
@@ -194,7 +242,7 @@ def test_bad_override(monkeypatch: pytest.MonkeyPatch) -> None:
         cl.pack_cap()
 
 
-@pytest.mark.parametrize("value", ["linear", "gemm", "packed", "auto"])
+@pytest.mark.parametrize("value", ["linear", "gemm", "packed", "rows", "auto"])
 def test_generate_equals_hf_with_every_path(
     stories_model: Any, monkeypatch: pytest.MonkeyPatch, value: str
 ) -> None:
@@ -224,3 +272,33 @@ def test_one_row_below_float32_keeps_f_linear() -> None:
     assert not any("forward" in layer.__dict__ for layer in m)
     assert choices(router, 2) == {"gemm"}
     router.release()
+
+
+def test_rows_kernel_against_f_linear_and_its_errors() -> None:
+    """fastdec's rows kernel on random shapes (odd sizes: lane tails, row counts past one pass of
+    8), one thread and several, with and without bias; bad inputs are named."""
+    import numpy as np
+    from fastdec._core import _linear_rows
+
+    gen = torch.Generator().manual_seed(3)
+    for rows, k, n in ((1, 1, 1), (3, 7, 5), (4, 576, 192), (9, 33, 130), (20, 64, 8)):
+        x = torch.randn(rows, k, generator=gen)
+        w = torch.randn(n, k, generator=gen)
+        b = torch.randn(n, generator=gen)
+        for bias in (None, b):
+            want = torch.nn.functional.linear(x.double(), w.double(), None if bias is None else bias.double())
+            for threads in (1, 2):
+                out = np.empty((rows, n), dtype=np.float32)
+                _linear_rows(x.numpy(), w.numpy(), None if bias is None else bias.numpy(), out, threads)
+                torch.testing.assert_close(torch.from_numpy(out).double(), want, atol=1e-4, rtol=1e-4)
+    x, w, out = np.zeros((2, 3), np.float32), np.zeros((4, 3), np.float32), np.zeros((2, 4), np.float32)
+    with pytest.raises(ValueError, match="shapes do not match"):
+        _linear_rows(x, np.zeros((4, 5), np.float32), None, out)
+    with pytest.raises(ValueError, match="bias has length 3, expected 4"):
+        _linear_rows(x, w, np.zeros(3, np.float32), out)
+    with pytest.raises(ValueError, match="threads must be at least 1"):
+        _linear_rows(x, w, None, out, 0)
+    with pytest.raises(ValueError, match="weight must be C-contiguous"):
+        _linear_rows(x, np.zeros((3, 4), np.float32).T, None, out)
+    with pytest.raises(TypeError):
+        _linear_rows(x.astype(np.float64), w, None, out)

@@ -510,11 +510,3 @@ def test_generate_uses_the_model_eos(stories: tuple[Any, fastdec.Regex]) -> None
     np.testing.assert_array_equal(got.log_weights, want.log_weights)
     with pytest.raises(ValueError, match="invalid prompt"):
         smc_module.generate(model, [[1, 2], [3, 4]], rx, **kwargs)
-
-
-def test_old_names_warn_and_still_work() -> None:
-    for old, new in (("smc", "sample"), ("smc_generate", "generate")):
-        with pytest.warns(DeprecationWarning, match=f"fastdec.smc.{old} is now fastdec.smc.{new}"):
-            assert getattr(smc_module, old) is getattr(smc_module, new)
-    with pytest.raises(AttributeError, match="no attribute 'nope'"):
-        smc_module.nope  # noqa: B018

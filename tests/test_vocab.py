@@ -370,18 +370,15 @@ def test_piece_decoder_rejects(decoder: dict[str, Any]) -> None:
     ],
 )
 def test_invariants(tokens: list[bytes], special: set[int], eos: set[int], message: str) -> None:
-    """The deprecated ``TokenVocabulary`` constructor checks the table the tokenizer constructors
-    build (``TokenVocab`` itself takes any table, as the native vocabulary does)."""
-    with (
-        pytest.warns(DeprecationWarning, match="TokenVocabulary is now fastdec.TokenVocab"),
-        pytest.raises(ValueError, match=message),
-    ):
-        vocab_module.TokenVocabulary(tokens, frozenset(special), frozenset(eos))
+    """The invariant the tokenizer constructors check on the table they build (``TokenVocab``
+    itself takes any table, as the native vocabulary does)."""
+    with pytest.raises(ValueError, match=message):
+        vocab_module._check_table(list(tokens), frozenset(special), frozenset(eos))
 
 
 def test_one_vocabulary_type() -> None:
-    """fastdec.TokenVocab is the native vocabulary with the tokenizer constructors; the old name
-    still builds one (with a warning) and native() is the vocabulary itself."""
+    """fastdec.TokenVocab is the native vocabulary with the tokenizer constructors; native() is the
+    vocabulary itself."""
     assert fastdec.TokenVocab is TokenVocab
     assert issubclass(TokenVocab, fastdec._core.TokenVocab)
     vocab = TokenVocab.from_llama2c([b"<unk>", b"\n<s>\n", b"\n</s>\n", b"a", b"b"])
@@ -391,10 +388,9 @@ def test_one_vocabulary_type() -> None:
     rx = fastdec.Regex("a+", vocab)
     assert rx.advance(rx.start(), [3, 3]) is not None
     assert not rx.allows(rx.start(), 4)
-    with pytest.warns(DeprecationWarning, match="TokenVocabulary is now fastdec.TokenVocab"):
-        old = vocab_module.TokenVocabulary([b"", b"a"], {0}, {0})
-    assert isinstance(old, TokenVocab)
-    assert (old.tokens, len(old)) == ([b"", b"a"], 2)
+    table = TokenVocab([b"", b"a"], {0}, {0})
+    assert (table.tokens, len(table)) == ([b"", b"a"], 2)
+    assert not hasattr(vocab_module, "TokenVocabulary")  # never released under that name
     with pytest.raises(IndexError, match="out of range"):
         TokenVocab([b"a"], eos=[3])
 

@@ -56,6 +56,7 @@ __all__ = [
     "TreeTemplate",
     "TrieDrafter",
     "__version__",
+    "_linear_rows",
     "_softmax64",
     "_time_tree_step",
     "awrs_sample",
@@ -636,3 +637,19 @@ def _time_tree_step(
 ) -> npt.NDArray[np.uint64]:
     """Benchmark helper: nanoseconds of each per-step set (fill, positions, float32 mask, leaf
     paths, greedy verification) timed inside Rust; ``tokens``/``target_argmax`` are ``[steps, N]``."""
+
+def _linear_rows(
+    x: npt.NDArray[np.float32],
+    weight: npt.NDArray[np.float32],
+    bias: npt.NDArray[np.float32] | None,
+    out: npt.NDArray[np.float32],
+    threads: int = 1,
+) -> None:
+    """``out = x @ weight.T + bias`` for a few float32 rows, reading the weight once (see
+    ``fastdec.generation.cpu_linear``): ``x`` ``[R, K]``, ``weight`` ``[N, K]``, ``bias`` ``[N]``
+    or None, ``out`` ``[R, N]``, all C-contiguous float32; ``threads`` workers (1: this thread).
+    The GIL is released while it runs.
+
+    Raises:
+        ValueError: shapes that do not match, a non-contiguous array, ``threads`` of 0.
+    """

@@ -545,21 +545,3 @@ def _prompt_list(prompt_ids: npt.ArrayLike) -> list[int]:
             "non-negative int ids, L >= 1"
         )
     return [int(t) for t in arr]
-
-
-# The names before 0.2 (``fastdec.smc.smc`` repeated the module's name).
-_RENAMED = {"smc": "sample", "smc_generate": "generate"}
-
-
-def __getattr__(name: str) -> Any:
-    if name in _RENAMED:
-        import warnings
-
-        new = _RENAMED[name]
-        warnings.warn(
-            f"fastdec.smc.{name} is now fastdec.smc.{new}; the old name will be removed",
-            DeprecationWarning,
-            stacklevel=2,
-        )
-        return globals()[new]
-    raise AttributeError(f"module 'fastdec.smc' has no attribute {name!r}")

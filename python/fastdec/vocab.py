@@ -27,7 +27,6 @@ import functools
 import json
 import operator
 import re
-import warnings
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
@@ -36,7 +35,7 @@ from fastdec._core import TokenVocab as _NativeTokenVocab
 if TYPE_CHECKING:
     from typing_extensions import Self
 
-__all__ = ["TokenVocab", "TokenVocabulary"]
+__all__ = ["TokenVocab"]
 
 #: SentencePiece's whitespace marker, U+2581 LOWER ONE EIGHTH BLOCK
 _SPIECE_UNDERLINE = "\u2581"
@@ -107,8 +106,9 @@ class TokenVocab(_NativeTokenVocab):
     __hash__ = None  # type: ignore[assignment]  # equal tables compare equal; the table is mutable
 
     def native(self) -> Self:
-        """The vocabulary itself (it is the native one; kept for code written for
-        ``TokenVocabulary``, whose ``native()`` converted)."""
+        """The vocabulary itself (it is the native one): what code that accepts either a
+        ``fastdec.TokenVocab`` or the native ``fastdec._core.TokenVocab`` calls to get the native
+        one."""
         return self
 
     @classmethod
@@ -206,25 +206,6 @@ class TokenVocab(_NativeTokenVocab):
         ]
         _check_table(blanked, frozenset(special), eos)
         return cls(blanked, special, eos)
-
-
-class TokenVocabulary(TokenVocab):
-    """The name of :class:`TokenVocab` before 0.2 (deprecated), with its constructor:
-    ``TokenVocabulary(tokens, special, eos_token_ids)`` with the table's invariant checked
-    (``tokens[i] == b""`` exactly when ``i`` is special; every eos id is special)."""
-
-    def __new__(
-        cls, tokens: Sequence[bytes], special: Iterable[int] = (), eos_token_ids: Iterable[int] = ()
-    ) -> Self:
-        warnings.warn(
-            "fastdec.vocab.TokenVocabulary is now fastdec.TokenVocab (from_hf_tokenizer and "
-            "from_llama2c included; native() returns the vocabulary itself)",
-            DeprecationWarning,
-            stacklevel=2,
-        )
-        table = list(tokens)
-        _check_table(table, frozenset(special), frozenset(eos_token_ids))
-        return super().__new__(cls, table, special, eos_token_ids)
 
 
 def _check_table(tokens: list[bytes], special: frozenset[int], eos: frozenset[int]) -> None:

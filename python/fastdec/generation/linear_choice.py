@@ -15,7 +15,10 @@ the thread pool and the clock ramp up, and without it the first bucket read 1.4x
 2-core Xeon). A shape's cost for a path is its median run scaled to its modules; the fastest path
 wins per (shape, bucket), but ``F.linear`` (what transformers runs) keeps a shape unless another
 path beats it by ``margin`` (10 %: a noisy one-row calibration that mixed in ``weight @ x.T`` at a
-5 % margin made the plain loop 3 % slower than transformers'). A bucket costs 2-3 candidates x
+5 % margin made the plain loop 3 % slower than transformers'). A bucket that is not a power of
+two (2, 3, 6, 12, 24, 48) may also pad its rows with zeros up to the next power of two (at least
+4): where that bucket's best path beats its own by the margin (an AVX2 EPYC at 1 thread runs a
+3-row GEMM a third slower than a 4-row one), its steps run padded. A bucket costs 2-3 candidates x
 ``samples`` runs per shape, 10-35 ms for a 135M model, once per process; ``generate`` leaves that
 time out of the step times its tree-size controller reads.
 
@@ -96,17 +99,33 @@ class Measured:
     rows: int
     costs: dict[Shape, dict[str, float]] = field(default_factory=dict)
     chosen: dict[Shape, str] = field(default_factory=dict)
+    #: shapes whose rows are padded to more (:func:`pad_target`), and to how many
+    pad_to: dict[Shape, int] = field(default_factory=dict)
+    #: the chosen cost of a padded shape (its path's cost at the padded row count)
+    padded_cost: dict[Shape, float] = field(default_factory=dict)
 
     def total(self, path: str | None = None) -> float | None:
         """Seconds per forward of every routed linear on ``path`` (None: the chosen paths), or
         None where ``path`` was not measured for some shape."""
         total = 0.0
         for shape, costs in self.costs.items():
+            if path is None and shape in self.pad_to:
+                total += self.padded_cost[shape]
+                continue
             name = self.chosen[shape] if path is None else path
             if name not in costs:
                 return None
             total += costs[name]
         return total
+
+
+def pad_target(b: int) -> int | None:
+    """The row count bucket ``b``'s rows may be padded to: the next power of two, at least 4
+    (None for 1, whose padding is the paired row, and for powers of two)."""
+    if b == 1:
+        return None
+    target = max(4, 1 << (b - 1).bit_length())
+    return target if target != b and target <= cl.MAX_ROWS else None
 
 
 class LinearRouter:
@@ -137,21 +156,23 @@ class LinearRouter:
         self.margin = margin
         self.measured: dict[int, Measured] = {}
         self.used: set[int] = set()  # buckets installed since the last release
-        self._installed: dict[Shape, str] = {}  # shape -> installed path (absent: F.linear)
+        self._installed: dict[Shape, tuple[str, int]] = {}  # shape -> (path, pad_to); absent: F.linear
         self._lock = threading.Lock()
 
     def candidates(self, group: _Group, rows: int) -> list[cl.LinearPath]:
-        """The paths measured for ``group`` at ``rows``: ``F.linear`` first, then the GEMM path
-        and, for one row, the paired row. (oneDNN's packed path is never measured: a freshly
-        reordered copy runs its first calls several times slower than the copies a decoding
-        loop keeps, so a short calibration cannot judge it; ``FASTDEC_CPU_LINEAR=packed``
-        forces it.)"""
-        if rows == 1 and group.shape[2] != torch.float32:
-            # Below float32 a plain step keeps transformers' own kernel: its rounding is what HF
-            # greedy's is (bfloat16 argmaxes tie often enough for another summation order to
-            # change the text), and on the Xeon measured the alternatives did not beat it.
-            return [cl.LINEAR]
-        return [p for p in (cl.LINEAR, cl.GEMM, cl.PAIRED) if p.serves(rows)]
+        """The paths measured for ``group`` at ``rows``: ``F.linear`` first, then the GEMM path,
+        fastdec's rows kernel (float32) and, for one row, the paired row. (oneDNN's packed path
+        is never measured: a freshly reordered copy runs its first calls several times slower
+        than the copies a decoding loop keeps, so a short calibration cannot judge it;
+        ``FASTDEC_CPU_LINEAR=packed`` forces it.)"""
+        if group.shape[2] != torch.float32:
+            if rows == 1:
+                # Below float32 a plain step keeps transformers' own kernel: its rounding is what
+                # HF greedy's is (bfloat16 argmaxes tie often enough for another summation order
+                # to change the text), and on the Xeon measured the alternatives did not beat it.
+                return [cl.LINEAR]
+            return [cl.LINEAR, cl.GEMM]
+        return [p for p in (cl.LINEAR, cl.GEMM, cl.PAIRED, cl.ROWS) if p.serves(rows)]
 
     def packed_fits(self, group: _Group) -> bool:
         """Whether ``FASTDEC_CPU_LINEAR=packed`` can serve ``group``: oneDNN runs its dtype and
@@ -166,14 +187,14 @@ class LinearRouter:
         with self._lock:
             t0 = time.perf_counter()
             b = bucket(rows)
+            pad: dict[Shape, int] = {}
             if b is None:
                 plan: dict[Shape, str] = {}
             elif self.forced is not None:
                 plan = {g.shape: self._forced_path(g, b) for g in self.groups}
             else:
-                if b not in self.measured:
-                    self.measured[b] = self._measure(b)
-                plan = dict(self.measured[b].chosen)
+                measured = self._measured(b)
+                plan, pad = dict(measured.chosen), dict(measured.pad_to)
             if b is not None:
                 self.used.add(b)
             for g in self.groups:  # reorder weights now, outside the timed step
@@ -181,34 +202,54 @@ class LinearRouter:
                     for m in g.modules:
                         self.packed.get(m)
             first_time = time.perf_counter() - t0
-            self._install(plan)
+            self._install(plan, pad)
         return first_time
 
     def release(self) -> None:
         """Restores every module's own forward (packed copies are kept for the next call)."""
         with self._lock:
-            self._install({})
+            self._install({}, {})
             self.used.clear()
+
+    def _measured(self, b: int) -> Measured:
+        """Bucket ``b``'s choice, measured the first time: its own paths, then padding to
+        :func:`pad_target` where that bucket's chosen path beats them by the margin."""
+        if b not in self.measured:
+            m = self._measure(b)
+            target = pad_target(b)
+            if target is not None:
+                up = self._measured(target)
+                for shape, costs in m.costs.items():
+                    own = costs[m.chosen[shape]]
+                    there = up.costs[shape][up.chosen[shape]]
+                    if there < (1 - self.margin) * own:
+                        m.chosen[shape] = up.chosen[shape]
+                        m.pad_to[shape] = target
+                        m.padded_cost[shape] = there
+            self.measured[b] = m
+        return self.measured[b]
 
     def _forced_path(self, group: _Group, rows: int) -> str:
         if self.forced == "gemm":
             return "paired" if rows == 1 else "gemm"
         if self.forced == "packed" and not self.packed_fits(group):
             return "linear"  # unavailable in this build or dtype, or over the memory cap
+        if self.forced == "rows" and group.shape[2] != torch.float32:
+            return "linear"  # float32 only
         return self.forced or "linear"
 
-    def _install(self, plan: dict[Shape, str]) -> None:
+    def _install(self, plan: dict[Shape, str], pad: dict[Shape, int]) -> None:
         for g in self.groups:
-            want = plan.get(g.shape, "linear")
-            if self._installed.get(g.shape, "linear") == want:
+            want = (plan.get(g.shape, "linear"), pad.get(g.shape, 0))
+            if self._installed.get(g.shape, ("linear", 0)) == want:
                 continue
-            path = cl.PATHS[want]
+            path = cl.PATHS[want[0]]
             for m in g.modules:
-                if want == "linear":
+                if want == ("linear", 0):
                     cl.uninstall(m)
                 else:
-                    cl.install(m, path, self.packed)
-            if want == "linear":
+                    cl.install(m, path, self.packed, pad_to=want[1])
+            if want == ("linear", 0):
                 self._installed.pop(g.shape, None)
             else:
                 self._installed[g.shape] = want
@@ -309,7 +350,7 @@ class LinearRouter:
             others = []
             for name, path in cl.PATHS.items():
                 cost = m.total(name)
-                if cost is not None and not all(c == name for c in m.chosen.values()):
+                if cost is not None and (m.pad_to or not all(c == name for c in m.chosen.values())):
                     others.append(f"{path.label} {cost * 1e3:.1f}")
             parts.append(
                 f"{b} row{'s' if b != 1 else ''} {_label(m)} {(chosen or 0.0) * 1e3:.1f} ms"
@@ -319,11 +360,14 @@ class LinearRouter:
 
 
 def _label(m: Measured) -> str:
-    names = list(m.chosen.values())
+    names = [
+        cl.PATHS[n].label + (f" padded to {m.pad_to[s]} rows" if s in m.pad_to else "")
+        for s, n in m.chosen.items()
+    ]
     if len(set(names)) == 1:
-        return cl.PATHS[names[0]].label
+        return names[0]
     counts = {n: names.count(n) for n in dict.fromkeys(names)}
-    return "mixed (" + ", ".join(f"{cl.PATHS[n].label} for {c} shape(s)" for n, c in counts.items()) + ")"
+    return "mixed (" + ", ".join(f"{n} for {c} shape(s)" for n, c in counts.items()) + ")"
 
 
 _ROUTERS: weakref.WeakKeyDictionary[Any, dict[tuple[Any, ...], LinearRouter]] = weakref.WeakKeyDictionary()

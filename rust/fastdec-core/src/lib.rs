@@ -30,6 +30,7 @@ pub mod bench;
 pub mod constraints;
 pub mod drafter;
 pub mod error;
+pub mod linear;
 pub mod session;
 pub mod tree;
 

@@ -13,6 +13,7 @@ mod constraints;
 mod convert;
 mod drafter;
 mod error;
+mod linear;
 mod session;
 mod template;
 mod tree;
@@ -36,6 +37,8 @@ mod _core {
         PyBaseDrafter, PyDraftBatch, PyHybridDrafter, PyNgramDrafter, PyRecycleDrafter,
         PyTrieDrafter,
     };
+    #[pymodule_export]
+    use super::linear::_linear_rows;
     #[pymodule_export]
     use super::session::{PyDraftLength, PyDraftSession};
     #[pymodule_export]
