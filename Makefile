@@ -21,6 +21,8 @@
 #                     sgl-kernel; .ci/run runs it)
 #   make docs         build the documentation site from docs/ into site/ (mkdocs, strict; .venv-docs,
 #                     locks/docs.txt; .ci/run runs it)
+#   make dist         a manylinux2014 wheel and the sdist into dist/ (test-dist checks both in fresh
+#                     virtualenvs; .ci/run runs it)
 #   make lock         rewrite locks/*.txt from fresh resolves (see docs/setup.md, "Refreshing the lock")
 PYTHON ?= python3
 VENV   ?= .venv
@@ -42,7 +44,7 @@ OLDEST_TESTS := tests/test_generate.py tests/test_generate_constrained.py tests/
 NO_DEPS_NEWEST ?= transformers
 
 .PHONY: demo test install install-test lint test-rust test-python test-oldest test-latest lock \
-	docs vllm-env test-vllm lock-vllm vllm-bench-env vllm034-env test-vllm034 llama-env test-llama sglang-env test-sglang \
+	docs dist test-dist vllm-env test-vllm lock-vllm vllm-bench-env vllm034-env test-vllm034 llama-env test-llama sglang-env test-sglang \
 	bench bench-rust format clean
 
 $(BIN)/python:
@@ -245,6 +247,25 @@ $(DOCS_VENV)/.installed: $(DOCS_LOCK)
 docs: $(DOCS_VENV)/.installed
 	NO_MKDOCS_2_WARNING=1 $(DOCS_VENV)/bin/mkdocs build --strict --quiet
 
+# Portable wheels: a manylinux2014 wheel (maturin links through zig, from the ziglang package, so
+# the extension needs glibc 2.17 at most whatever this machine's glibc) and the sdist, into dist/.
+# test-dist (run by .ci/run) checks them in fresh virtualenvs (.ci/check_dist.py).
+DIST_VENV := .venv-dist
+DIST_LOCK := locks/dist.txt
+
+$(DIST_VENV)/.installed: $(DIST_LOCK)
+	$(call LOCKED_VENV,$(DIST_VENV),$(DIST_LOCK))
+	touch $@
+
+dist: $(DIST_VENV)/.installed
+	rm -rf dist
+	PATH="$(abspath $(DIST_VENV))/bin:$$PATH" $(DIST_VENV)/bin/maturin build --release --locked --zig \
+		--compatibility manylinux2014 -o dist
+	$(DIST_VENV)/bin/maturin sdist -o dist
+
+test-dist: dist
+	$(DIST_VENV)/bin/python .ci/check_dist.py dist $(DIST_VENV)/check
+
 # Rewrites locks/vllm.txt from a fresh resolve of the recipe above (review, `make test-vllm`, commit).
 lock-vllm:
 	echo "# (being resolved by make lock-vllm)" > $(VLLM_LOCK)
@@ -277,4 +298,4 @@ format:
 
 clean:
 	rm -rf $(VENV) .venv-oldest .venv-latest .venv-lock $(VLLM_VENV) $(VLLM034_VENV) $(LLAMA_VENV) $(SGLANG_VENV) \
-		$(DOCS_VENV) site target
+		$(DOCS_VENV) site $(DIST_VENV) dist target
