@@ -19,7 +19,11 @@
 #   make test-sglang  fastdec's NgramCorpus and FASTDEC plugin against SGLang 0.5.23's own Python code
 #                     (.venv-sglang, locks/sglang.txt; not the engine, which needs a GPU or source-built
 #                     sgl-kernel; .ci/run runs it)
-#   make lock         rewrite locks/*.txt from fresh resolves (see README, "Refreshing the lock")
+#   make docs         build the documentation site from docs/ into site/ (mkdocs, strict; .venv-docs,
+#                     locks/docs.txt; .ci/run runs it)
+#   make dist         a manylinux2014 wheel and the sdist into dist/ (test-dist checks both in fresh
+#                     virtualenvs; .ci/run runs it)
+#   make lock         rewrite locks/*.txt from fresh resolves (see docs/setup.md, "Refreshing the lock")
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
@@ -40,7 +44,7 @@ OLDEST_TESTS := tests/test_generate.py tests/test_generate_constrained.py tests/
 NO_DEPS_NEWEST ?= transformers
 
 .PHONY: demo test install install-test lint test-rust test-python test-oldest test-latest lock \
-	vllm-env test-vllm lock-vllm vllm-bench-env vllm034-env test-vllm034 llama-env test-llama sglang-env test-sglang \
+	docs dist test-dist vllm-env test-vllm lock-vllm vllm-bench-env vllm034-env test-vllm034 llama-env test-llama sglang-env test-sglang \
 	bench bench-rust format clean
 
 $(BIN)/python:
@@ -230,6 +234,38 @@ vllm034-env: $(VLLM034_VENV)/.installed
 test-vllm034: vllm034-env
 	$(VLLM034_VENV)/bin/python -m pytest -q -c tests/vllm034/pytest.ini tests/vllm034
 
+# The documentation site (mkdocs + mkdocs-material + mkdocstrings, locks/docs.txt) into site/, in
+# strict mode: a broken link, a missing page or a docstring griffe cannot read fails the build.
+# mkdocstrings reads python/ statically, so fastdec itself is not installed there.
+DOCS_VENV := .venv-docs
+DOCS_LOCK := locks/docs.txt
+
+$(DOCS_VENV)/.installed: $(DOCS_LOCK)
+	$(call LOCKED_VENV,$(DOCS_VENV),$(DOCS_LOCK))
+	touch $@
+
+docs: $(DOCS_VENV)/.installed
+	NO_MKDOCS_2_WARNING=1 $(DOCS_VENV)/bin/mkdocs build --strict --quiet
+
+# Portable wheels: a manylinux2014 wheel (maturin links through zig, from the ziglang package, so
+# the extension needs glibc 2.17 at most whatever this machine's glibc) and the sdist, into dist/.
+# test-dist (run by .ci/run) checks them in fresh virtualenvs (.ci/check_dist.py).
+DIST_VENV := .venv-dist
+DIST_LOCK := locks/dist.txt
+
+$(DIST_VENV)/.installed: $(DIST_LOCK)
+	$(call LOCKED_VENV,$(DIST_VENV),$(DIST_LOCK))
+	touch $@
+
+dist: $(DIST_VENV)/.installed
+	rm -rf dist
+	PATH="$(abspath $(DIST_VENV))/bin:$$PATH" $(DIST_VENV)/bin/maturin build --release --locked --zig \
+		--compatibility manylinux2014 -o dist
+	$(DIST_VENV)/bin/maturin sdist -o dist
+
+test-dist: dist
+	$(DIST_VENV)/bin/python .ci/check_dist.py dist $(DIST_VENV)/check
+
 # Rewrites locks/vllm.txt from a fresh resolve of the recipe above (review, `make test-vllm`, commit).
 lock-vllm:
 	echo "# (being resolved by make lock-vllm)" > $(VLLM_LOCK)
@@ -261,4 +297,5 @@ format:
 	$(BIN)/ruff check --fix python tests benches
 
 clean:
-	rm -rf $(VENV) .venv-oldest .venv-latest .venv-lock $(VLLM_VENV) $(VLLM034_VENV) $(LLAMA_VENV) $(SGLANG_VENV) target
+	rm -rf $(VENV) .venv-oldest .venv-latest .venv-lock $(VLLM_VENV) $(VLLM034_VENV) $(LLAMA_VENV) $(SGLANG_VENV) \
+		$(DOCS_VENV) site $(DIST_VENV) dist target

@@ -3,7 +3,7 @@
 Written the way a careful NumPy user would (and as Token Recycling / Medusa do on the host):
 everything that depends only on the template is precomputed once; each step then validates the
 filled tokens, derives positions and the additive mask, and verifies greedily with the
-vectorised retrieve-indices rule (trees.md §2.1).
+vectorised retrieve-indices rule (docs/design.md#greedy).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Prompt lookup decoding in plain Python, the baseline drafter of ``replay.py``.
 
-PLD (apoorvumang/prompt-lookup-decoding; Spec-Bench ``model/pld/pld.py``; drafters.md §3.1): for
+PLD (apoorvumang/prompt-lookup-decoding; Spec-Bench ``model/pld/pld.py``): for
 n = 3 down to 1, take the last n tokens of the sequence (prompt + generated) and find their
 earliest earlier occurrence; the tokens that followed it (up to 10) are the draft. The first n
 with a match wins; no match gives an empty draft. Written the way a careful Python user would:

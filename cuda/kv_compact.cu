@@ -1,4 +1,4 @@
-// KV-cache compaction after verification, all layers in one launch (trees.md §1.11).
+// KV-cache compaction after verification, all layers in one launch (docs/design.md#compaction).
 //
 // After row b accepted the path [a_0 = 0, a_1, ..., a_m] of its tree, whose K/V entries sit at
 // cache slots past + a_t, they move to slots dst[b] + t (dst[b] = the row's valid length before

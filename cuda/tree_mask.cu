@@ -1,4 +1,4 @@
-// Tree-attention masks and position ids for one verification step (trees.md §1.1, §3.2).
+// Tree-attention masks and position ids for one verification step (docs/design.md#trees, #kv-recipe).
 //
 // The CUDA twin of fastdec.generation.tree_ops.tree_mask: for B padded trees of N nodes over a
 // cache of `past` slots, of which row b's first valid[b] are real (the rest are stale entries of a

@@ -1,4 +1,4 @@
-// Tree verification: greedy (trees.md §2.1) and lossless stochastic for deterministic drafts
+// Tree verification: greedy (docs/design.md#greedy) and lossless stochastic for deterministic drafts
 // (the single-coin point-mass rule, §2.3). The CUDA twins of
 // fastdec.generation.tree_ops.verify_greedy and fastdec.sampling.verify_stochastic_ref.
 //

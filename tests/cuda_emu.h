@@ -2,7 +2,7 @@
 //
 // Each block's threads are real std::threads that meet at a std::barrier in __syncthreads(), so
 // the kernels execute with real concurrency: a kernel that relies on an order its threads do not
-// guarantee (the racy parallel KV copy of trees.md §1.11) can fail here too. Blocks run one
+// guarantee (the racy parallel KV copy of docs/design.md#compaction) can fail here too. Blocks run one
 // after another, so a block's __shared__ variables can be plain statics; dynamic shared memory
 // (`extern __shared__ T x[];`, rewritten by tests/cuda_emu.py) is one static buffer.
 #pragma once

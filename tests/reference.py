@@ -1,4 +1,4 @@
-"""A plain-Python reference model of fastdec's token trees (notes/trees.md §1.1 and §2.1).
+"""A plain-Python reference model of fastdec's token trees (docs/design.md#trees and #greedy).
 
 Everything here is written with lists, dicts and loops, deliberately independent of how the Rust
 core computes things (no LCRS walks, no bit tricks, no heaps where a linear scan does); numpy is
@@ -288,7 +288,7 @@ def template(paths: Iterable[Sequence[int]]) -> Template:
     return Template(order, parents, ranks)
 
 
-#: Token Recycling "2.2.2" (Luo et al. 2024; trees.md §1.7): 80 drafts + root.
+#: Token Recycling "2.2.2" (Luo et al. 2024, section 2.2): 80 drafts + root.
 TOKEN_RECYCLING_NODES = 81
 TOKEN_RECYCLING_WIDTHS = [8, 21, 25, 15, 8, 3]  # nodes at depth 1..6
 TOKEN_RECYCLING_LEAVES = 40
@@ -521,7 +521,7 @@ def best_first_expand(
 
 
 # --------------------------------------------------------------------------------------------
-# Sequoia (trees.md §1.5)
+# Sequoia (docs/design.md#trees)
 
 
 def acceptance_prob(table: Sequence[Sequence[float]], parent_depth: int, rank: int) -> float:

@@ -1,7 +1,7 @@
 """An independent oracle of stochastic verification: the plain Python loops that were
 ``fastdec.sampling.verify_stochastic_ref`` before the rule moved into the Rust core.
 
-A transcription of the rule (``fastdec.sampling``'s module docstring, trees.md §2.3) that shares
+A transcription of the rule (``fastdec.sampling``'s module docstring, docs/design.md#stochastic) that shares
 no code with fastdec: children summed sequentially by node id, the bonus CDF in the chunked
 order, float64 arithmetic, the ``z == 0`` and rounding fallbacks. ``test_sampling_oracle.py``
 checks that the Rust reference, this oracle and the torch fast path take the same decisions.

@@ -1,5 +1,5 @@
 """Every CUDA kernel source compiles with NVRTC for the GPUs fastdec targets (sm_80 A100, sm_90
-H100), without a GPU or a driver (trees.md §4.3), and without warnings. A compile error fails
+H100), without a GPU or a driver (docs/design.md#nvrtc), and without warnings. A compile error fails
 here, in CI, long before anyone runs the kernels."""
 
 from __future__ import annotations

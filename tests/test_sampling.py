@@ -1,4 +1,4 @@
-"""Stochastic verification (trees.md §2.3, §2.10) and HF-compatible warping.
+"""Stochastic verification (docs/design.md#stochastic) and HF-compatible warping.
 
 * ``warp_probs`` equals the softmax of transformers' own processors chain, bit for bit.
 * ``verify_stochastic`` / ``verify_stochastic_batch`` make the reference's decisions, coin by coin,

@@ -1,4 +1,4 @@
-"""Losslessness of stochastic verification (trees.md §2.3, §2.10) by exact enumeration.
+"""Losslessness of stochastic verification (docs/design.md#stochastic) by exact enumeration.
 
 Markov targets whose probabilities are multiples of ``1/G`` and coins swept over the midpoints of a
 grid that contains every decision boundary, so the law of the first ``T`` emitted tokens is computed

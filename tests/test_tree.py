@@ -100,7 +100,7 @@ def test_ancestor_bits_and_mask(case: TreeCase) -> None:
     # the packed rows unpack (little bit order, as FlashInfer's packbits) to the dense mask
     unpacked = np.unpackbits(bits.view(np.uint8), axis=1, bitorder="little")[:, : case.n]
     assert np.array_equal(unpacked.astype(bool), expected)
-    # row sums are depth + 1 (trees.md §1.1)
+    # row sums are depth + 1 (docs/design.md#trees)
     assert np.array_equal(mask.sum(axis=1), np.array(ref.depth(case.parents)) + 1)
 
 

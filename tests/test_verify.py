@@ -1,4 +1,4 @@
-"""Greedy verification (trees.md §2.1), single and batched, against the reference walk."""
+"""Greedy verification (docs/design.md#greedy), single and batched, against the reference walk."""
 
 from __future__ import annotations
 

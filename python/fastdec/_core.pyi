@@ -206,7 +206,7 @@ class TokenTree:
     def verify_stochastic(
         self, probs: npt.NDArray[np.float32] | npt.NDArray[np.float64], coins: _Floats
     ) -> tuple[_IntArray, int, int]:
-        """Lossless stochastic verification (the single-coin point-mass rule, trees.md §2.3), the
+        """Lossless stochastic verification (the single-coin point-mass rule, docs/design.md#stochastic), the
         reference ``fastdec.sampling`` and the CUDA kernel reproduce coin for coin. ``probs``:
         ``[N, V]`` float32/float64 target probabilities, row ``i`` for the token after node
         ``i`` (read in place when C-contiguous); ``coins``: ``[N, 2]`` uniforms in ``[0, 1)``

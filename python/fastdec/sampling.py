@@ -1,4 +1,4 @@
-"""Lossless stochastic verification of deterministic draft trees (trees.md §2.3).
+"""Lossless stochastic verification of deterministic draft trees (docs/design.md#stochastic).
 
 Every fastdec drafter picks its children deterministically (n-gram, trie, recycling tables), so
 each child is a point mass and the lossless rule is the *single-coin point-mass* rule (the form

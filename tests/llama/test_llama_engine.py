@@ -228,3 +228,49 @@ def test_chat_runs_the_tree_loop_and_equals_plain(f32_gguf: Path) -> None:
     assert got["usage"] == want["usage"]
     assert fast.spec_stats["steps"] > 0
     assert fast.spec_stats["accepted"] > 0
+
+
+def test_readme_quick_start(q4_gguf: Path) -> None:
+    """The README's llama.cpp quick start as printed, with the GGUF and port substituted: the
+    server answers a chat request and stops on SIGTERM; the Python block answers too."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from readme_blocks import blocks, command
+
+    section = "Quick start: llama.cpp"
+    serve, python_block = blocks(section, "sh")[0], blocks(section, "python")[0]
+    argv = command(serve)
+    assert argv[:3] == ["fastdec", "serve-llama", "model.gguf"], argv
+    port = _free_port()
+    argv = [sys.executable, "-m", "fastdec", "serve-llama", str(q4_gguf), *argv[3:]]
+    argv[argv.index("--port") + 1] = str(port)
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
+            try:
+                with urllib.request.urlopen(f"{base}/v1/models", timeout=5):
+                    break
+            except OSError:
+                assert time.monotonic() < deadline, "the server did not start"
+                time.sleep(0.5)
+        chat = _post(
+            f"{base}/v1/chat/completions",
+            {"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 8, "temperature": 0},
+        )
+        assert chat["choices"][0]["message"]["content"]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            rc = proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise
+    assert rc == 0, proc.stdout.read() if proc.stdout else ""
+    scope: dict[str, object] = {}
+    code = python_block.replace('"model.gguf"', repr(str(q4_gguf)))
+    exec(compile(code, "README.md (llama.cpp quick start)", "exec"), scope)
+    out = scope["out"]
+    assert isinstance(out, dict)
+    assert out["choices"][0]["message"]["content"]

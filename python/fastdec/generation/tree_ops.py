@@ -35,7 +35,7 @@ def tree_mask(
     cache hands attention all its ``kv_len`` slots: the columns past the tree block are masked.
 
     A float mask in the model's dtype is the one form that eager and sdpa attention both read
-    correctly (trees.md §3.1); every query row keeps at least its own column, so no row is fully
+    correctly (docs/design.md#mask-form); every query row keeps at least its own column, so no row is fully
     masked (fully masked rows give NaN in sdpa, which would then poison the cache).
     """
     b, n = batch.tokens.shape
@@ -110,7 +110,7 @@ def compact_kv(
     ``layers`` holds ``(keys, values)`` of shape ``[B, H, past + N, D]`` per layer. Returns the new
     tensors, ``[B, H, new_len, D]`` with ``new_len = max_b(valid[b] + len(path_b))``. The gather reads
     every source before anything is written, so the in-place overlap of sources and destinations
-    (trees.md §1.11) cannot corrupt entries.
+    (docs/design.md#compaction) cannot corrupt entries.
     """
     new_valid = [v + len(p) for v, p in zip(valid, paths, strict=True)]
     new_len = max(new_valid)

@@ -7,7 +7,7 @@ dead end (a constraint that allows nothing with mass).
 
 * :class:`GreedyVerifier` -- the longest path on which every draft token is the target's argmax.
 * :class:`StochasticVerifier` -- the lossless point-mass rule for deterministic drafts
-  (trees.md §2.3): the output follows exactly the law of plain sampling.
+  (docs/design.md#stochastic): the output follows exactly the law of plain sampling.
 * :class:`ConstrainedVerifier` -- greedy or sampled verification of the target restricted to
   what the constraint allows (``generation/constraint_tree.py``).
 """

@@ -231,8 +231,9 @@ def assisted_by(
 
     Args:
         model: a transformers ``PreTrainedModel``.
-        drafter, num_output_tokens, max_matching_ngram_size: as in
-            :func:`make_candidate_generator`.
+        drafter: as in :func:`make_candidate_generator`.
+        num_output_tokens: as in :func:`make_candidate_generator`.
+        max_matching_ngram_size: as in :func:`make_candidate_generator`.
 
     Yields:
         The installed factory (called by ``generate`` with its generation config).

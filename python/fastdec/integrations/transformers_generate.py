@@ -37,8 +37,10 @@ def decode_with(
     """A ``custom_generate`` callable running :func:`fastdec.generate` with these settings.
 
     Args:
-        drafter, budget, cache: as in :func:`fastdec.generate` (a drafter name is kept per
-            model, so later calls start warm).
+        drafter: as in :func:`fastdec.generate` (a drafter name is kept per model, so later
+            calls start warm).
+        budget: as in :func:`fastdec.generate`.
+        cache: as in :func:`fastdec.generate`.
 
     Returns:
         ``decode(model, input_ids, logits_processor, stopping_criteria, generation_config,

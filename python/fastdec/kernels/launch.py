@@ -2,7 +2,7 @@
 
 Each operation *plans* its launch (grid, block, shared memory and the argument list, with device
 pointers as ints and scalars as numpy scalars of the kernel's C types: CuPy passes a Python int
-as 8 bytes, so an ``int`` parameter needs ``np.int32``, trees.md §4.1) and hands the plan to an
+as 8 bytes, so an ``int`` parameter needs ``np.int32``, docs/design.md#cuda-args) and hands the plan to an
 *executor*. :func:`run_cupy` is the real one: a CuPy ``RawModule`` per source file and device,
 compiled once, launched on torch's current stream so no host round trip or cross-stream sync is
 needed. The planners never touch CUDA themselves, so the tests run the same plans through a CPU

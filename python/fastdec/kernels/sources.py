@@ -1,5 +1,5 @@
 """The CUDA kernel sources (``cuda/*.cu``, shipped as ``fastdec/cuda/``) and an NVRTC compile
-check that needs no GPU and no driver (trees.md §4.3).
+check that needs no GPU and no driver (docs/design.md#nvrtc).
 
 CuPy's own compile path asks the driver for the device's architecture, so without a GPU it
 fails before compiling; NVIDIA's ``cuda.bindings.nvrtc`` (the ``cuda`` extra) calls the NVRTC

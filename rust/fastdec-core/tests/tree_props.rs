@@ -155,7 +155,7 @@ fn check_derived(case: TreeCase) -> Result<(), TestCaseError> {
         for (j, &a) in row.iter().enumerate() {
             prop_assert_eq!(bits.get(i, j), a, "ancestor bit ({}, {})", i, j);
         }
-        // row sums = depth + 1 (trees.md §1.1)
+        // row sums = depth + 1 (docs/design.md#trees)
         prop_assert_eq!(row.iter().filter(|&&a| a).count(), depth[i] as usize + 1);
     }
     let words32 = n.div_ceil(32);

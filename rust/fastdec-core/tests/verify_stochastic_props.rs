@@ -1,5 +1,5 @@
 //! Property tests of stochastic verification (`TokenTree::verify_stochastic`,
-//! `verify_stochastic_batch`) against a plain transcription of the rule (trees.md §2.3, the
+//! `verify_stochastic_batch`) against a plain transcription of the rule (docs/design.md#stochastic, the
 //! module docs of `fastdec.sampling`): vocabularies around the CDF chunk size, random trees, rows
 //! whose mass sits on the children only (the `z == 0` fallback) and coins on exact boundaries.
 

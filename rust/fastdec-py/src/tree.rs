@@ -423,7 +423,7 @@ impl PyTokenTree {
         ))
     }
 
-    /// Lossless stochastic verification (the single-coin point-mass rule, trees.md §2.3), the
+    /// Lossless stochastic verification (the single-coin point-mass rule, docs/design.md#stochastic), the
     /// reference ``fastdec.sampling`` and the CUDA kernel reproduce coin for coin. ``probs``:
     /// ``[N, V]`` float32/float64 target probabilities, row ``i`` for the token after node
     /// ``i`` (read in place when C-contiguous); ``coins``: ``[N, 2]`` uniforms in ``[0, 1)``

@@ -4,7 +4,7 @@
 //! To sample from the locally constrained distribution `g(x) = p(x) l(x) / Z` without checking
 //! the whole vocabulary: draw tokens from `p` *without replacement*, check each, stop at the first
 //! that passes. That token is an exact draw from `g` and the expected number of checks is
-//! `1 + sum over invalid r of p(r) / (p(r) + Z)` (constraints.md §1.4). When every token with mass
+//! `1 + sum over invalid r of p(r) / (p(r) + Z)` (docs/design.md#awrs). When every token with mass
 //! was rejected the step is a dead end.
 //!
 //! Work per step: one O(V) pass for the softmax and the first draw (an inverse-CDF scan, no sort,

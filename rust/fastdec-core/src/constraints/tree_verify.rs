@@ -8,7 +8,7 @@
 //! there is one, else emits `y` as the bonus and stops. Every emitted token is an exact draw
 //! from `g` whatever the tree, so the output has the law of plain constrained decoding (at
 //! temperature 0: greedy decoding under the full mask), and a drafted child `x` is accepted
-//! with probability `g(x)`, as the point-mass rule would (trees.md §2.3).
+//! with probability `g(x)`, as the point-mass rule would (docs/design.md#stochastic).
 
 use super::awrs::{self, Estimator, Rng};
 use super::constraint::Constraint;

@@ -7,7 +7,7 @@ use super::float_bits::{Bf16Bits, F16Bits};
 use crate::{Error, Result, MAX_NODES};
 
 /// Ancestor-or-self rows packed as bits: bit `j` of row `i` is set iff node `j` lies on the path
-/// from the root to node `i` (inclusive). Row `i` = row `parents[i]` | bit `i` (trees.md §1.1).
+/// from the root to node `i` (inclusive). Row `i` = row `parents[i]` | bit `i` (docs/design.md#trees).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AncestorBits {
     num_nodes: usize,

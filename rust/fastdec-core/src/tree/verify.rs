@@ -1,4 +1,4 @@
-//! Greedy (temperature 0) tree verification, trees.md §2.1: walk from the root, moving to the
+//! Greedy (temperature 0) tree verification, docs/design.md#greedy: walk from the root, moving to the
 //! child whose token equals the target's argmax at the current node; the argmax where the walk
 //! stops is the bonus token. Distinct siblings make the walk unique.
 

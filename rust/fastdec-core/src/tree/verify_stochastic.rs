@@ -1,4 +1,4 @@
-//! Lossless stochastic tree verification, trees.md §2.3: the *single-coin point-mass* rule, the
+//! Lossless stochastic tree verification, docs/design.md#stochastic: the *single-coin point-mass* rule, the
 //! reference implementation (`fastdec.sampling.verify_stochastic_ref` wraps it; the torch path
 //! and `cuda/verify.cu` must take the same decisions).
 //!

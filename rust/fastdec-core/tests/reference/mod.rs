@@ -1,4 +1,4 @@
-//! Naive, obviously-correct models of the token-tree algorithms (trees.md §1.1, §1.5, §2.1).
+//! Naive, obviously-correct models of the token-tree algorithms (docs/design.md#trees, #greedy).
 //!
 //! Nothing here calls fastdec-core code: every model works from plain `parents` / `tokens`
 //! vectors by walking parent pointers, scanning lists and enumerating, so that the property
@@ -178,7 +178,7 @@ pub fn validate_tree(tokens: &[u32], parents: &[i32], max_nodes: usize) -> Optio
 }
 
 // ---------------------------------------------------------------------------------------------
-// Greedy verification (Medusa/EAGLE path form, trees.md §2.1)
+// Greedy verification (Medusa/EAGLE path form, docs/design.md#greedy)
 // ---------------------------------------------------------------------------------------------
 
 /// Per root-to-leaf path, the number of accepted drafts is the cumulative product of
@@ -431,7 +431,7 @@ pub fn expansion_universe(
 }
 
 // ---------------------------------------------------------------------------------------------
-// Rank templates and Sequoia's objective (trees.md §1.5)
+// Rank templates and Sequoia's objective (docs/design.md#trees)
 // ---------------------------------------------------------------------------------------------
 
 /// (length, lexicographic) order of rank paths.
