@@ -85,8 +85,14 @@ pub fn linear_rows(
     if rows == 0 || n == 0 {
         return Ok(());
     }
-    // Work on the transpose [out, rows]: each task owns whole output features, contiguous.
-    let mut yt = vec![0.0f32; n * rows];
+    // Work on the transpose [out, rows]: each task owns whole output features, contiguous. For
+    // one row that is `y`'s own layout, so `y` is written directly.
+    let mut yt = if rows == 1 {
+        Vec::new()
+    } else {
+        vec![0.0f32; n * rows]
+    };
+    let fast = avx2_fma();
     let body = |(c, block): (usize, &mut [f32])| {
         let first = c * CHUNK;
         let count = block.len() / rows;
@@ -96,14 +102,21 @@ pub fn linear_rows(
             for o in 0..count {
                 let wrow = &w[(first + o) * k..(first + o + 1) * k];
                 let out = &mut block[o * rows + start..o * rows + start + take];
-                dots(wrow, xs, k, out);
+                dots(wrow, xs, k, out, fast);
             }
         }
     };
+    let buf: &mut [f32] = if rows == 1 { &mut *y } else { &mut yt };
     if parallel {
-        yt.par_chunks_mut(CHUNK * rows).enumerate().for_each(body);
+        buf.par_chunks_mut(CHUNK * rows).enumerate().for_each(body);
     } else {
-        yt.chunks_mut(CHUNK * rows).enumerate().for_each(body);
+        buf.chunks_mut(CHUNK * rows).enumerate().for_each(body);
+    }
+    if rows == 1 {
+        if let Some(b) = bias {
+            y.iter_mut().zip(b).for_each(|(v, b)| *v += b);
+        }
+        return Ok(());
     }
     for r in 0..rows {
         let dst = &mut y[r * n..(r + 1) * n];
@@ -142,14 +155,26 @@ pub fn linear_rows_ref(
     Ok(())
 }
 
-/// `out[j] = dot(wrow, xs row j)` for the `out.len()` rows of `xs` (each `k` long).
-fn dots(wrow: &[f32], xs: &[f32], k: usize, out: &mut [f32]) {
+/// Whether this CPU runs the AVX2 + FMA path (read once per call of [`linear_rows`]).
+fn avx2_fma() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-        {
-            // SAFETY: the CPU has AVX2 and FMA (checked just above); slice bounds are checked
-            // inside with safe indexing of whole 8-lane chunks.
+        std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// `out[j] = dot(wrow, xs row j)` for the `out.len()` rows of `xs` (each `k` long); `fast` from
+/// [`avx2_fma`].
+fn dots(wrow: &[f32], xs: &[f32], k: usize, out: &mut [f32], fast: bool) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if fast {
+            // SAFETY: `fast` says the CPU has AVX2 and FMA; the bounds of every read are
+            // asserted inside.
             #[allow(unsafe_code)]
             unsafe {
                 avx2::dots(wrow, xs, k, out);
@@ -311,7 +336,7 @@ mod tests {
                 let mut portable = vec![0.0; n];
                 dots_portable(&w[..k], &x[..k], k, &mut portable[..1]);
                 let mut fast = vec![0.0; 1];
-                dots(&w[..k], &x[..k], k, &mut fast);
+                dots(&w[..k], &x[..k], k, &mut fast, avx2_fma());
                 assert!((portable[0] - fast[0]).abs() <= 1e-6 * (1.0 + fast[0].abs()));
             }
         }
@@ -343,7 +368,7 @@ mod tests {
             let mut portable = vec![0.0; rows.min(MAX_ROWS_PER_PASS)];
             let mut fast = portable.clone();
             dots_portable(&w[..k], &x[..portable.len() * k], k, &mut portable);
-            dots(&w[..k], &x[..fast.len() * k], k, &mut fast);
+            dots(&w[..k], &x[..fast.len() * k], k, &mut fast, avx2_fma());
             for (p, f) in portable.iter().zip(&fast) {
                 proptest::prop_assert!((p - f).abs() <= tol, "{} vs {}", p, f);
             }
