@@ -2,10 +2,14 @@
 //
 // The CUDA twin of fastdec.generation.tree_ops.tree_mask: for B padded trees of N nodes over a
 // cache of `past` slots, of which row b's first valid[b] are real (the rest are stale entries of a
-// row that accepted fewer tokens than others), node i of row b may attend to
-//   * cache column c < past          iff c < valid[b],
-//   * tree column past + j           iff j is i or an ancestor of i,
-//   * any column past + N or later   never (a static cache's unused tail).
+// row that accepted fewer tokens than others), node i of row b (depth d) may attend to
+//   * cache column c < P = past - offset   iff slot s = offset + c < valid[b]
+//                                          and, with a window, valid[b] + d - s < window,
+//   * tree column P + j                    iff j is i or an ancestor of i
+//                                          and, with a window, d - depth(j) < window,
+//   * any column P + N or later            never (a static cache's unused tail).
+// `window` <= 0 means full attention; a sliding-window layer passes its window and the number of
+// leading slots it has dropped as `offset` (docs/design.md#sliding-window).
 // Pad nodes carry parent -1, like roots: they attend only to themselves, so no row is fully
 // masked (sdpa returns NaN for those).
 //
@@ -16,33 +20,41 @@
 //   * packed    [B, N, W] uint32 with W = ceil(N / 32): bit j % 32 of word j / 32 is set iff tree
 //               column j is allowed (the prefix is implicit), for custom attention kernels.
 //   * positions [B, N] int64: valid[b] + depth(i).
+// The packed bits ignore the window (they are the tree's ancestor relation).
 //
-// Launch: grid (N, B), any block size (a multiple of 32); dynamic shared memory W * 4 bytes.
+// Launch: grid (N, B), any block size (a multiple of 32); dynamic shared memory W * 8 bytes.
 // Parents must be parents-first (parents[i] < i); a malformed chain is cut instead of looping.
 
 extern "C" __global__ void tree_mask(const long long* __restrict__ parents,
                                      const long long* __restrict__ valid, int n, int past,
-                                     int cols, int elem_bytes, unsigned int masked_bits,
-                                     void* __restrict__ mask, unsigned int* __restrict__ packed,
+                                     int offset, int window, int cols, int elem_bytes,
+                                     unsigned int masked_bits, void* __restrict__ mask,
+                                     unsigned int* __restrict__ packed,
                                      long long* __restrict__ positions) {
+  // Dynamic shared memory: the ancestor bits, then those within the window.
   extern __shared__ unsigned int anc[];
+  __shared__ long long depth;
   const int i = blockIdx.x;
   const int b = blockIdx.y;
   const int words = (n + 31) / 32;
-  for (int w = threadIdx.x; w < words; w += blockDim.x) anc[w] = 0u;
+  unsigned int* near = anc + words;
+  for (int w = threadIdx.x; w < 2 * words; w += blockDim.x) anc[w] = 0u;
   __syncthreads();
   if (threadIdx.x == 0) {
-    // Walk up to the root: at most N steps, parents strictly decrease.
+    // Walk up to the root: at most N steps, parents strictly decrease. The node `d` steps up
+    // from i is d positions before it: within the window iff d < window.
     const long long* par = parents + (long long)b * n;
     int d = 0;
     long long j = i;
     while (true) {
       anc[j >> 5] |= 1u << (j & 31);
+      if (window <= 0 || d < window) near[j >> 5] |= 1u << (j & 31);
       const long long p = par[j];
       if (p < 0 || p >= j) break;
       j = p;
       ++d;
     }
+    depth = d;
     if (positions != nullptr) positions[(long long)b * n + i] = valid[b] + d;
   }
   __syncthreads();
@@ -52,13 +64,16 @@ extern "C" __global__ void tree_mask(const long long* __restrict__ parents,
   }
   if (mask == nullptr) return;
   const long long v = valid[b];
+  const long long query = v + depth;  // this node's position
+  const int prefix = past - offset;
   for (int c = threadIdx.x; c < cols; c += blockDim.x) {
     bool allowed;
-    if (c < past) {
-      allowed = c < v;
-    } else if (c < past + n) {
-      const int j = c - past;
-      allowed = (anc[j >> 5] >> (j & 31)) & 1u;
+    if (c < prefix) {
+      const long long slot = (long long)offset + c;
+      allowed = slot < v && (window <= 0 || query - slot < window);
+    } else if (c < prefix + n) {
+      const int j = c - prefix;
+      allowed = (near[j >> 5] >> (j & 31)) & 1u;
     } else {
       allowed = false;
     }

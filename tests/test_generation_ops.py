@@ -73,6 +73,52 @@ def test_mask_and_positions_match_rust(
             assert (row == 0).nonzero().flatten().tolist() == [i]
 
 
+@settings(max_examples=60, deadline=None)
+@given(
+    cases=st.lists(trees(max_nodes=30, large=30, vocab="small"), min_size=1, max_size=3),
+    past=st.integers(0, 20),
+    window=st.integers(1, 12),
+    data=st.data(),
+)
+def test_sliding_window_mask_against_positions(
+    cases: list, past: int, window: int, data: st.DataObject
+) -> None:  # type: ignore[type-arg]
+    """The windowed mask, checked cell by cell against transformers' rule stated on positions: a
+    query at position p sees a key at position q iff q is its prefix (or an ancestor node, or
+    itself) and p - q < window; the first ``offset`` slots are gone from the columns."""
+    ts = build(cases)
+    valid = [data.draw(st.integers(0, past)) for _ in ts]
+    offset = data.draw(st.integers(0, min(valid)))
+    batch = pad_trees(ts, CPU)
+    mask, pos = tree_mask(batch, torch.tensor(valid), past, torch.float32, window=window, offset=offset)
+    n = batch.tokens.shape[1]
+    assert mask.shape == (len(ts), 1, n, past - offset + n)
+    for b, t in enumerate(ts):
+        depth = [0] * t.num_nodes
+        ancestors: list[set[int]] = [set() for _ in range(t.num_nodes)]
+        for i in range(1, t.num_nodes):
+            parent = int(t.parents[i])
+            depth[i] = depth[parent] + 1
+            ancestors[i] = ancestors[parent] | {parent}
+        for i in range(n):
+            real = i < t.num_nodes
+            p = valid[b] + (depth[i] if real else 0)
+            assert int(pos[b, i]) == p
+            for c in range(past - offset + n):
+                if c < past - offset:
+                    q = offset + c
+                    want = q < valid[b] and p - q < window
+                else:
+                    j = c - (past - offset)
+                    if not real:
+                        want = j == i
+                    else:
+                        want = (
+                            j < t.num_nodes and (j == i or j in ancestors[i]) and depth[i] - depth[j] < window
+                        )
+                assert (mask[b, 0, i, c] == 0).item() == want, (b, i, c)
+
+
 @settings(max_examples=80, deadline=None)
 @given(
     cases=st.lists(trees(max_nodes=40, large=40, vocab="tiny"), min_size=1, max_size=4),

@@ -47,8 +47,12 @@ def test_tree_mask(
     valid = torch.tensor([data.draw(st.integers(0, past)) for _ in cases])
     n = batch.tokens.shape[1]
     kv_len = None if extra is None else past + n + extra
-    want_mask, want_pos = tree_ops.tree_mask(batch, valid, past, dtype, kv_len)
-    mask, pos = launch.tree_mask(batch, valid, past, dtype, kv_len, execute=emu)
+    # a sliding-window layer's mask too: its window and the slots it has dropped
+    window = data.draw(st.sampled_from([None, 1, 3, 16]))
+    offset = 0 if window is None else data.draw(st.integers(0, int(valid.min())))
+    windowed = {"window": window, "offset": offset}
+    want_mask, want_pos = tree_ops.tree_mask(batch, valid, past, dtype, kv_len, **windowed)
+    mask, pos = launch.tree_mask(batch, valid, past, dtype, kv_len, **windowed, execute=emu)
     assert mask.dtype == dtype
     assert mask.shape == want_mask.shape
     assert torch.equal(

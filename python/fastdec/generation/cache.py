@@ -17,6 +17,8 @@ from typing import Any
 
 import torch
 
+from .attention_layout import AttentionLayout, layout
+
 
 def cache_keyword(model: Any) -> str:
     """``"cache"`` where ``model.forward`` takes that keyword (transformers >= 5.24), else
@@ -66,15 +68,26 @@ def returned(output: Any) -> Any:
     return output.past_key_values
 
 
-def new_cache(model: Any, static_len: int | None = None) -> Any:
-    """A ``DynamicCache``, or a ``StaticCache`` preallocated for ``static_len`` slots per row."""
+def new_cache(model: Any, static_len: int | None = None, *, all_full: bool = False) -> Any:
+    """A ``DynamicCache``, or a ``StaticCache`` preallocated for ``static_len`` slots per row.
+
+    ``all_full``: every layer a plain full-attention layer, sliding ones included. transformers'
+    sliding layers drop what falls out of the window as soon as a forward appends to them, a tree
+    under verification included, so a rejected tree would evict entries the window still needs;
+    fastdec trims its sliding layers itself, after acceptance (:class:`.kv_state.TreeCache`).
+    """
     if static_len is None:
         from transformers import DynamicCache
 
-        return DynamicCache(config=model.config)
+        return DynamicCache() if all_full else DynamicCache(config=model.config)
     from transformers import StaticCache
 
-    return StaticCache(config=model.config, max_cache_len=static_len)
+    cache = StaticCache(config=model.config, max_cache_len=static_len)
+    if all_full:
+        from transformers.cache_utils import StaticLayer
+
+        cache.layers = [StaticLayer(max_cache_len=static_len) for _ in cache.layers]
+    return cache
 
 
 def set_length(cache: Any, length: int) -> None:
@@ -102,17 +115,13 @@ def set_kv_tensors(cache: Any, tensors: list[tuple[torch.Tensor, torch.Tensor]])
         cache.key_cache[i], cache.value_cache[i] = k, v
 
 
-def check_supported(model: Any) -> None:
-    """Custom 4D masks need eager or sdpa attention (flash-attention cannot take a tree mask)."""
+def check_supported(model: Any) -> AttentionLayout:
+    """Custom 4D masks need eager or sdpa attention (flash-attention cannot take a tree mask), and
+    layers whose masks fastdec can write (:func:`.attention_layout.layout`, which is returned)."""
     impl = getattr(model.config, "_attn_implementation", None) or "eager"
     if impl not in ("eager", "sdpa"):
         raise ValueError(
             f"attn_implementation={impl!r} cannot take a tree attention mask: load the model with "
             'attn_implementation="sdpa" or "eager"'
         )
-    window = getattr(model.config, "sliding_window", None)
-    if window and getattr(model.config, "use_sliding_window", True):
-        # A custom 4D mask bypasses sliding-window layers (docs/design.md#cache-layouts).
-        layer_types = getattr(model.config, "layer_types", None) or []
-        if any("sliding" in str(t) for t in layer_types):
-            raise ValueError(f"sliding-window attention (sliding_window={window}) is not supported yet")
+    return layout(model)

@@ -86,7 +86,7 @@ def generate(
     prompts = arguments.prompts(input_ids)
     if streamer is not None and len(prompts) != 1:
         raise ValueError(f"a streamer needs batch size 1, got {len(prompts)} prompts")
-    kv.check_supported(model)
+    layout = kv.check_supported(model)
     vocab_size = int(model.config.vocab_size)
     if constraint is not None and constraint.vocab_size != vocab_size:
         raise ValueError(
@@ -115,7 +115,7 @@ def generate(
     with ExitStack() as cleanup:
         _start(cleanup, draft, rows, streamer)
         t0 = time.perf_counter()
-        kv_cache = TreeCache(model, prompts, ops, static_len)
+        kv_cache = TreeCache(model, prompts, ops, static_len, layout)
         first = kv_cache.prefill()
         topk = _topk_width(draft, vocab_size)
         # The first token comes from the prefill's logits, as model.generate's does: a step of

@@ -29,11 +29,19 @@ class StepOps:
     name: str
 
     def tree_mask(
-        self, batch: TreeBatch, valid: torch.Tensor, past: int, dtype: torch.dtype, kv_len: int | None
+        self,
+        batch: TreeBatch,
+        valid: torch.Tensor,
+        past: int,
+        dtype: torch.dtype,
+        kv_len: int | None,
+        window: int | None = None,
+        offset: int = 0,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         if self.name == "cuda" and dtype in _launch().MASKED_BITS:
-            return _launch().tree_mask(batch, valid, past, dtype, kv_len)  # type: ignore[no-any-return]
-        return tree_ops.tree_mask(batch, valid, past, dtype, kv_len)
+            launch = _launch()
+            return launch.tree_mask(batch, valid, past, dtype, kv_len, window=window, offset=offset)  # type: ignore[no-any-return]
+        return tree_ops.tree_mask(batch, valid, past, dtype, kv_len, window=window, offset=offset)
 
     def verify_greedy(self, batch: TreeBatch, argmax: torch.Tensor) -> tuple[list[list[int]], list[int]]:
         if self.name == "cuda":

@@ -28,11 +28,24 @@ __all__ = [
 
 
 def tree_mask(
-    batch: TreeBatch, valid: torch.Tensor, past: int, dtype: torch.dtype, kv_len: int | None = None
+    batch: TreeBatch,
+    valid: torch.Tensor,
+    past: int,
+    dtype: torch.dtype,
+    kv_len: int | None = None,
+    *,
+    window: int | None = None,
+    offset: int = 0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The additive attention mask ``[B, 1, N, P + N]`` (0 = attend, dtype min = masked) and the
-    position ids ``[B, N] = L[b] + depth``. ``valid`` is ``L`` as a ``[B]`` int64 tensor. A static
-    cache hands attention all its ``kv_len`` slots: the columns past the tree block are masked.
+    """The additive attention mask ``[B, 1, N, P - offset + N]`` (0 = attend, dtype min = masked)
+    and the position ids ``[B, N] = L[b] + depth``. ``valid`` is ``L`` as a ``[B]`` int64 tensor. A
+    static cache hands attention all its ``kv_len`` slots: the columns past the tree block are
+    masked.
+
+    ``window``: a sliding-window layer's span (docs/design.md#sliding-window): a query at position
+    ``p`` sees keys at positions ``q`` with ``p - q < window`` (transformers' rule), tree nodes
+    included, so a node at depth ``d`` sees exactly what its own position's window holds. ``offset``:
+    how many leading cache slots such a layer has dropped (column ``c`` holds slot ``offset + c``).
 
     A float mask in the model's dtype is the one form that eager and sdpa attention both read
     correctly (docs/design.md#mask-form); every query row keeps at least its own column, so no row is fully
@@ -41,14 +54,23 @@ def tree_mask(
     b, n = batch.tokens.shape
     device = batch.tokens.device
     anc = batch.ancestors()
-    cols = max(kv_len or 0, past + n)
+    depth = batch.depth
+    prefix = past - offset
+    cols = max(kv_len or 0, prefix + n)
     allowed = torch.zeros((b, n, cols), dtype=torch.bool, device=device)
-    if past:
-        allowed[:, :, :past] = (torch.arange(past, device=device) < valid[:, None])[:, None, :]
-    allowed[:, :, past : past + n] = anc
+    if prefix:
+        slots = torch.arange(offset, past, device=device)
+        seen = (slots < valid[:, None])[:, None, :].expand(b, n, prefix)
+        if window is not None:
+            query = valid[:, None, None] + depth[:, :, None]
+            seen = seen & (query - slots < window)
+        allowed[:, :, :prefix] = seen
+    if window is not None:
+        anc = anc & (depth[:, :, None] - depth[:, None, :] < window)
+    allowed[:, :, prefix : prefix + n] = anc
     mask = torch.zeros((b, 1, n, cols), dtype=dtype, device=device)
     mask.masked_fill_(~allowed[:, None], torch.finfo(dtype).min)
-    return mask, valid[:, None] + batch.depth
+    return mask, valid[:, None] + depth
 
 
 def verify_greedy(batch: TreeBatch, argmax: torch.Tensor) -> tuple[list[list[int]], list[int]]:

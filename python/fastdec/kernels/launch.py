@@ -139,15 +139,18 @@ def tree_mask(
     dtype: torch.dtype,
     kv_len: int | None = None,
     *,
+    window: int | None = None,
+    offset: int = 0,
     execute: Executor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """:func:`fastdec.generation.tree_ops.tree_mask` in one launch: the additive mask
-    ``[B, 1, N, max(kv_len, P + N)]`` in ``dtype`` and the position ids ``[B, N]``."""
+    ``[B, 1, N, max(kv_len, P - offset + N)]`` in ``dtype`` and the position ids ``[B, N]``
+    (``window``, ``offset``: a sliding-window layer's, as there)."""
     if dtype not in MASKED_BITS:
         raise ValueError(f"unsupported mask dtype {dtype}: expected one of {sorted(map(str, MASKED_BITS))}")
     b, n = batch.parents.shape
     device = batch.parents.device
-    cols = max(kv_len or 0, past + n)
+    cols = max(kv_len or 0, past - offset + n)
     parents = _contig(batch.parents, torch.int64)
     valid64 = _contig(valid, torch.int64)
     mask = torch.empty((b, 1, n, cols), dtype=dtype, device=device)
@@ -160,12 +163,14 @@ def tree_mask(
             "tree_mask",
             (n, b, 1),
             (_threads(cols), 1, 1),
-            words * 4,
+            words * 8,
             (
                 parents.data_ptr(),
                 valid64.data_ptr(),
                 _i32(n),
                 _i32(past),
+                _i32(offset),
+                _i32(window or 0),
                 _i32(cols),
                 _i32(elem),
                 np.uint32(bits),
@@ -196,11 +201,13 @@ def packed_tree_mask(batch: TreeBatch, *, execute: Executor | None = None) -> to
             "tree_mask",
             (n, b, 1),
             (32, 1, 1),
-            words * 4,
+            words * 8,
             (
                 parents.data_ptr(),
                 zero.data_ptr(),
                 _i32(n),
+                _i32(0),
+                _i32(0),
                 _i32(0),
                 _i32(n),
                 _i32(4),
