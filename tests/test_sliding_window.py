@@ -9,10 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
+import fastdec
 import pytest
 import torch
-
-import fastdec
 from fastdec.generation import kv_state
 from fastdec.generation.attention_layout import SLIDING, layout
 
@@ -134,7 +133,9 @@ def test_batched_rows_at_different_positions(kind: str, cache_lengths: list[Any]
 @pytest.mark.parametrize("kind", ["mistral", "gemma3"])
 def test_static_cache(kind: str) -> None:
     model = tiny(kind, 16)
-    out = fastdec.generate(model, [PROMPT, PROMPT[3:40]], drafter="pld", budget=8, max_new_tokens=40, cache="static")
+    out = fastdec.generate(
+        model, [PROMPT, PROMPT[3:40]], drafter="pld", budget=8, max_new_tokens=40, cache="static"
+    )
     assert out.sequences == [reference(model, PROMPT, 40), reference(model, PROMPT[3:40], 40)]
 
 
@@ -143,3 +144,41 @@ def test_a_layer_type_fastdec_cannot_verify_is_refused_at_the_first_call() -> No
     model.config.layer_types = ["sliding_attention", "linear_attention", "full_attention", "full_attention"]
     with pytest.raises(ValueError, match="linear_attention"):
         fastdec.generate(model, [PROMPT], max_new_tokens=4)
+
+
+def test_sampling_across_the_window_is_lossless() -> None:
+    """First-two-token frequencies of speculative sampling on a hybrid model whose prompt is past
+    its window, against the exact law (uncached forwards), chi-square at fixed seeds; a slightly
+    different law must fail (the test has power). A warm Token Recycling drafter drafts the
+    model's own likely tokens, so the second token is often an accepted draft."""
+    from test_generate import chi_square_pvalue, exact_two_token_law
+
+    model = tiny("gemma3", 16)
+    with torch.no_grad():  # sharper than random weights give, so that a wrong law is far off
+        model.lm_head.weight.mul_(12.0)
+    temperature, top_k = 0.8, 6
+    law = exact_two_token_law(model, PROMPT, temperature, top_k, None)
+    drafter = fastdec.RecycleDrafter(VOCAB)
+    for start in range(0, 40, 8):  # warm its table with the model's own top-k
+        fastdec.generate(model, [PROMPT[start:]], drafter=drafter, budget=16, max_new_tokens=24)
+    counts: dict[tuple[int, int], int] = {}
+    n = multi = 0
+    for seed in range(4):
+        out = fastdec.generate(
+            model,
+            [PROMPT] * 400,
+            drafter=drafter,
+            budget=16,
+            max_new_tokens=3,
+            temperature=temperature,
+            top_k=top_k,
+            seed=seed,
+        )
+        for seq, acc in zip(out.sequences, out.accepted_lengths, strict=True):
+            counts[(seq[0], seq[1])] = counts.get((seq[0], seq[1]), 0) + 1
+            multi += acc[1] > 1
+            n += 1
+    assert multi > n // 10
+    assert chi_square_pvalue(counts, law, n) > 1e-4
+    wrong = exact_two_token_law(model, PROMPT, temperature * 1.5, top_k, None)
+    assert chi_square_pvalue(counts, wrong, n) < 1e-6

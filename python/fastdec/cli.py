@@ -68,7 +68,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     demo.add_argument(
         "--model",
-        help="a .gguf file, a llama2.c .bin checkpoint, a transformers directory or hub id "
+        help="a .gguf file, a llama2.c .bin checkpoint, a transformers directory, a model name "
+        "(smollm2-135m, gemma3-270m: downloaded once) or hub id "
         "(default: $FASTDEC_MODEL, else SmolLM2-135M-Instruct, downloaded once)",
     )
     demo.add_argument("--prompt", default=DEFAULT_PROMPT, help="the user message (default: a coding task)")

