@@ -45,12 +45,14 @@ def tiny(kind: str, window: int, attn: str = "sdpa") -> Any:
         config = transformers.Gemma3TextConfig(**common, layer_types=types)
         cls = transformers.Gemma3ForCausalLM
     config._attn_implementation = attn
-    return cls(config).eval()
+    model = cls(config).eval()
+    model.generation_config.eos_token_id = None  # every call runs its full length
+    return model
 
 
 def reference(model: Any, prompt: list[int], new: int) -> list[int]:
     ids = torch.tensor([prompt])
-    out = model.generate(ids, max_new_tokens=new, min_new_tokens=new, do_sample=False, pad_token_id=0)
+    out = model.generate(ids, max_new_tokens=new, do_sample=False, pad_token_id=0)
     return out[0, len(prompt) :].tolist()  # type: ignore[no-any-return]
 
 
@@ -182,3 +184,27 @@ def test_sampling_across_the_window_is_lossless() -> None:
     assert chi_square_pvalue(counts, law, n) > 1e-4
     wrong = exact_two_token_law(model, PROMPT, temperature * 1.5, top_k, None)
     assert chi_square_pvalue(counts, wrong, n) < 1e-6
+
+
+@pytest.mark.parametrize("kind", ["mistral", "gemma3"])
+def test_left_padded_batch_through_custom_generate(kind: str) -> None:
+    """transformers' batched convention (left padding and an attention mask) through
+    ``custom_generate``: each row, pads dropped, equals its own unpadded ``model.generate``."""
+    from fastdec.integrations.transformers_generate import decode_with
+
+    model = tiny(kind, 16)
+    prompts = [PROMPT, PROMPT[10:40], PROMPT[:20]]
+    width, new = max(map(len, prompts)), 32
+    ids = torch.tensor([[0] * (width - len(p)) + p for p in prompts])
+    mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
+    out = model.generate(
+        ids,
+        attention_mask=mask,
+        max_new_tokens=new,
+        do_sample=False,
+        eos_token_id=None,
+        pad_token_id=0,
+        custom_generate=decode_with(drafter="pld", budget=8),
+    )
+    for row, prompt in zip(out[:, width:].tolist(), prompts, strict=True):
+        assert row == reference(model, prompt, new)

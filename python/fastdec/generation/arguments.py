@@ -68,3 +68,11 @@ def eos_set(eos_token_id: int | Sequence[int] | None) -> frozenset[int]:
     if isinstance(eos_token_id, int):
         return frozenset({eos_token_id})
     return frozenset(int(t) for t in eos_token_id)
+
+
+def vocab_size(model: Any) -> int:
+    """The model's vocabulary size, read where a multimodal model keeps it too (its text
+    config: ``Gemma3ForConditionalGeneration`` has no ``config.vocab_size``)."""
+    config = model.config
+    text = config.get_text_config(decoder=True) if hasattr(config, "get_text_config") else config
+    return int(getattr(text, "vocab_size", None) or config.vocab_size)

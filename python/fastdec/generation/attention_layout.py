@@ -13,10 +13,18 @@ masks it can write for a token tree:
 Anything else is refused at the first call with a ``ValueError`` naming it: chunked attention,
 recurrent or convolutional layers (Mamba, linear attention: their state cannot branch over a
 tree), layers that reuse another layer's cache, and sliding windows that differ between layers.
+So are models whose class rules a tree out whatever its layers: a forward without a KV cache or
+with a cache of its own (a dict, or ``_supports_default_dynamic_cache`` false), a recurrent state
+beside the cache (``_is_stateful``), no ``position_ids`` (positions from the cache length or ALiBi
+from the 2D mask: a tree node needs its depth's), positions counted from ``padding_idx + 1``
+(RoBERTa's kin), cross-attention layers, windows the config does not name as layer types
+(GPT-Neo's local layers) and layers looped with per-loop caches. ``benches/architectures.py``
+sweeps transformers' causal LMs against these rules (docs/architectures.md).
 """
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 from typing import Any
 
@@ -58,14 +66,17 @@ def layout(model: Any) -> AttentionLayout:
     """The model's :class:`AttentionLayout`.
 
     Raises:
-        ValueError: a layer type fastdec cannot verify a tree with, sliding windows that differ
-            between layers, or a sliding-window model on a transformers release without per-layer
-            masks.
+        ValueError: a layer type fastdec cannot verify a tree with, a model class that rules a
+            tree out (see the module docstring), sliding windows that differ between layers, or a
+            sliding-window model on a transformers release without per-layer masks.
     """
     config = model.config
     text = config.get_text_config(decoder=True) if hasattr(config, "get_text_config") else config
     name = getattr(config, "model_type", type(model).__name__)
-    types, windows = _layer_types(text)
+    try:
+        types, windows = _layer_types(text)
+    except (AttributeError, KeyError, TypeError) as e:  # transformers' own reader fails on it
+        raise ValueError(f"{name}: transformers cannot read its layer types from the config ({e})") from e
     bad = sorted({t for t in types if t not in _SUPPORTED})
     if bad:
         raise ValueError(
@@ -73,6 +84,9 @@ def layout(model: Any) -> AttentionLayout:
             "fastdec (supported: full and sliding-window attention; recurrent, convolutional and "
             "chunked-attention layers are not)"
         )
+    refusal = _model_refusal(model, config)
+    if refusal:
+        raise ValueError(f"{name}: {refusal}")
     # a "sliding" layer without a window attends to everything (transformers' masks do the same)
     types = [FULL if t == SLIDING and windows[i] is None else t for i, t in enumerate(types)]
     sliding = {w for w, t in zip(windows, types, strict=True) if t == SLIDING and w is not None}
@@ -89,6 +103,88 @@ def layout(model: Any) -> AttentionLayout:
     if window is not None and window < 1:
         raise ValueError(f"{name}: sliding_window={window} must be at least 1")
     return AttentionLayout(tuple(types), window)
+
+
+def _model_refusal(model: Any, config: Any) -> str | None:
+    """Why fastdec cannot verify a token tree on ``model`` whatever its layer types say, or
+    ``None``: facts of the model class and its config, read as transformers' own ``generate``
+    reads them."""
+    cls = type(model)
+    try:
+        params = dict(inspect.signature(cls.forward).parameters)
+    except (TypeError, ValueError):  # no introspectable signature: nothing to say
+        return None
+    cache_param = next((params[k] for k in ("cache", "past_key_values") if k in params), None)
+    if cache_param is None:
+        return (
+            "its forward takes no KV cache (no past_key_values / cache argument), so a token tree "
+            "cannot be verified against cached context"
+        )
+    if str(cache_param.annotation).startswith("dict"):
+        # XLM: a dict of its own, whose 2D masks it rebuilds from the input lengths (other legacy
+        # annotations, tuples and lists on BERT-style classes, do take a transformers Cache)
+        return "its cache argument is a dict of its own, not a transformers Cache"
+    if getattr(cls, "_is_stateful", False):
+        return (
+            "it keeps a recurrent state beside its KV cache (transformers marks the class stateful), "
+            "which cannot branch over a token tree or be rolled back"
+        )
+    supports_cache = getattr(cls, "_supports_default_dynamic_cache", None)
+    if callable(supports_cache) and not supports_cache():
+        return "it keeps its own cache format, not a transformers DynamicCache that fastdec can compact"
+    loops = getattr(config, "n_recurrent_loops", None)
+    if isinstance(loops, int) and loops > 1:
+        # Dory: a block of layers runs n_recurrent_loops times per token and each loop appends
+        # cache layers of its own, beyond the config's layer list (no general config field says so)
+        return (
+            f"a block of its layers runs {loops} times per token with cache layers of its own per loop, "
+            "which fastdec's per-layer cache handling does not cover"
+        )
+    if not _takes_positions(model, params):
+        return (
+            "its forward takes no position_ids (it derives positions itself: from the cache length, or "
+            "ALiBi biases from the 2D mask), so tree nodes cannot get the positions of their depth"
+        )
+    if any(hasattr(type(m), "create_position_ids_from_input_ids") for m in _modules(model)):
+        # RoBERTa and its kin: without position_ids (model.generate passes none) positions count
+        # from padding_idx + 1; fastdec's count from 0
+        return (
+            "its default positions start at padding_idx + 1 (RoBERTa's convention, which "
+            "model.generate keeps), fastdec's position_ids at 0"
+        )
+    text = config.get_text_config(decoder=True) if hasattr(config, "get_text_config") else config
+    if getattr(text, "cross_attention_layers", None):
+        # Mllama: those layers cache the image's K/V, which compacting along the text would break
+        return "it has cross-attention layers, whose cache holds another sequence than the text"
+    if "local" in (getattr(text, "attention_layers", None) or ()):
+        # GPT-Neo: 'local' layers apply window_size through a mask buffer of their own, counted in
+        # cache slots, not positions (and not in layer_types / sliding_window)
+        return "its local-attention layers window by cache slot, not by position"
+    if getattr(config, "model_type", None) == "moshi":
+        # its masks ignore sliding_window while transformers' cache for it drops what falls outside
+        # the window: model.generate's output then depends on how the context was cached
+        return (
+            "its attention masks ignore its sliding_window while its cache drops what falls outside it, "
+            "which no tree mask reproduces"
+        )
+    return None
+
+
+def _modules(model: Any) -> list[Any]:
+    modules = getattr(model, "modules", None)
+    return list(modules()) if callable(modules) else []
+
+
+def _takes_positions(model: Any, params: dict[str, inspect.Parameter]) -> bool:
+    """Whether ``position_ids`` reach the model: its forward or its decoder's declares them."""
+    if "position_ids" in params:
+        return True
+    get_decoder = getattr(model, "get_decoder", None)
+    try:
+        decoder = get_decoder() if callable(get_decoder) else None
+        return decoder is not None and "position_ids" in inspect.signature(type(decoder).forward).parameters
+    except (AttributeError, TypeError, ValueError):
+        return False
 
 
 def _has_layer_types_api() -> bool:

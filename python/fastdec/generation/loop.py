@@ -87,7 +87,7 @@ def generate(
     if streamer is not None and len(prompts) != 1:
         raise ValueError(f"a streamer needs batch size 1, got {len(prompts)} prompts")
     layout = kv.check_supported(model)
-    vocab_size = int(model.config.vocab_size)
+    vocab_size = arguments.vocab_size(model)
     if constraint is not None and constraint.vocab_size != vocab_size:
         raise ValueError(
             f"the constraint's vocabulary has {constraint.vocab_size} tokens, the model {vocab_size}"
