@@ -8,6 +8,8 @@ first ``--per-category`` questions of every Spec-Bench category with the chat te
 
 * ``hf-greedy``: ``model.generate(do_sample=False)``, the reference;
 * ``hf-pld``: the same with prompt lookup decoding (``prompt_lookup_num_tokens=10``);
+* ``hf-assisted-trie``: transformers' assisted generation drafting with fastdec's trie
+  (``fastdec.integrations.transformers.assisted_by``, 10 tokens a draft);
 * ``fastdec-plain``: fastdec's own loop without drafts (``drafter=None``), so the gain from
   speculation alone is visible;
 * ``fastdec-<drafter>``: fastdec with that drafter and a fixed ``--budget``;
@@ -63,6 +65,7 @@ FASTDEC_DRAFTERS = ("trie", "ngram", "pld", "recycling", "hybrid")
 METHODS = (
     "hf-greedy",
     "hf-pld",
+    "hf-assisted-trie",
     "fastdec-plain",
     *(f"fastdec-{d}" for d in FASTDEC_DRAFTERS),
     "fastdec-auto",
@@ -72,6 +75,8 @@ METHODS = (
 DEFAULT_METHODS = (
     "hf-greedy",
     "hf-pld",
+    "hf-assisted-trie",
+    "hf-assisted-trie",
     "fastdec-plain",
     "fastdec-trie",
     "fastdec-hybrid",
@@ -133,6 +138,10 @@ def load_prompts(tok: Any, per_category: int, limit_categories: int | None) -> l
 
 
 def chat_ids(tok: Any, text: str) -> list[int]:
+    """The prompt with the chat template applied, or the plain text for a pretrained model that
+    has none (Gemma 3 270M's GGUF)."""
+    if not getattr(tok, "chat_template", None):
+        return [int(t) for t in tok(text).input_ids]
     enc = tok.apply_chat_template([{"role": "user", "content": text}], add_generation_prompt=True)
     if not isinstance(enc, list):  # BatchEncoding / dict (transformers >= 5 returns a dict)
         enc = enc["input_ids"]
@@ -215,8 +224,23 @@ def make_methods(
 
         return run
 
+    def assisted(drafter_name: str) -> Runner:
+        # transformers' own loop, drafting with a fastdec drafter (fresh per method)
+        from fastdec.integrations.transformers import assisted_by
+
+        drafter = make_drafter(drafter_name, vocab)
+        plain = hf({"prompt_lookup_num_tokens": 10})
+
+        def run(ids: list[int], warmup: bool) -> tuple[list[int], int | None]:
+            d = make_drafter(drafter_name, vocab) if warmup else drafter
+            with assisted_by(model, d, num_output_tokens=10):
+                return plain(ids, warmup)
+
+        return run
+
     table: dict[str, Callable[[], Runner]] = {
         "hf-greedy": lambda: hf({}),
+        "hf-assisted-trie": lambda: assisted("trie"),
         "hf-pld": lambda: hf({"prompt_lookup_num_tokens": 10}),
         "fastdec-plain": lambda: fd(None, 1),
         AUTO: lambda: fd(DEFAULT_DRAFTER, "auto"),
@@ -493,7 +517,12 @@ def main() -> None:
         "max_new_tokens": args.max_new_tokens,
         "budget": args.budget,
         "default_drafter": DEFAULT_DRAFTER,
-        "data": "Spec-Bench question.jsonl, first turn, chat template applied",
+        "data": "Spec-Bench question.jsonl, first turn, "
+        + (
+            "chat template applied"
+            if getattr(tok, "chat_template", None)
+            else "plain text (no chat template)"
+        ),
         "per_category": args.per_category,
         "prompts": [
             {"category": p.category, "question": p.question_id, "tokens": len(p.ids)} for p in prompts
