@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
@@ -12,6 +13,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import llama_cpp
@@ -171,16 +173,12 @@ def _post(url: str, body: dict) -> dict:
         return json.loads(r.read())
 
 
-def test_serve_llama_answers_and_stops(q4_gguf: Path) -> None:
-    """``fastdec serve-llama`` on 127.0.0.1: completions and chat answer over HTTP, the greedy
-    answer equals the in-process tree loop's, and SIGTERM stops it with status 0."""
-    port = _free_port()
-    cmd = [sys.executable, "-m", "fastdec", "serve-llama", str(q4_gguf), "--port", str(port)]
-    # a fixed tree size: with Q4_1 the answer depends on the trees verified, and the auto
-    # controller's choice on the clock
-    cmd += ["--n-ctx", "1024", "--n-threads", "2", "--drafter", "trie", "--tree-budget", "16"]
+@contextlib.contextmanager
+def _serving(argv: list[str], port: int) -> Iterator[tuple[str, dict]]:
+    """Runs ``argv`` (a ``serve-llama`` command on ``port``) until it answers ``/v1/models``;
+    yields the base URL and that answer; on exit stops it with SIGTERM and checks status 0."""
     proc = subprocess.Popen(
-        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=dict(os.environ)
+        argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=dict(os.environ)
     )
     base = f"http://127.0.0.1:{port}"
     try:
@@ -194,6 +192,26 @@ def test_serve_llama_answers_and_stops(q4_gguf: Path) -> None:
             except OSError:
                 assert time.monotonic() < deadline, "the server did not start"
                 time.sleep(0.5)
+        yield base, models
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            rc = proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise
+    assert rc == 0, proc.stdout.read() if proc.stdout else ""
+
+
+def test_serve_llama_answers_and_stops(q4_gguf: Path) -> None:
+    """``fastdec serve-llama`` on 127.0.0.1: completions and chat answer over HTTP, the greedy
+    answer equals the in-process tree loop's, and SIGTERM stops it with status 0."""
+    port = _free_port()
+    cmd = [sys.executable, "-m", "fastdec", "serve-llama", str(q4_gguf), "--port", str(port)]
+    # a fixed tree size: with Q4_1 the answer depends on the trees verified, and the auto
+    # controller's choice on the clock
+    cmd += ["--n-ctx", "1024", "--n-threads", "2", "--drafter", "trie", "--tree-budget", "16"]
+    with _serving(cmd, port) as (base, models):
         assert models["data"][0]["id"] == q4_gguf.name
         body = {"prompt": PROMPTS[2], "max_tokens": 24, "temperature": 0, "repeat_penalty": 1.0}
         text = _post(f"{base}/v1/completions", body)["choices"][0]["text"]
@@ -206,14 +224,6 @@ def test_serve_llama_answers_and_stops(q4_gguf: Path) -> None:
             {"messages": [{"role": "user", "content": "Say hello."}], "max_tokens": 16, "temperature": 0},
         )
         assert chat["choices"][0]["message"]["content"]
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            rc = proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            raise
-    assert rc == 0, proc.stdout.read() if proc.stdout else ""
 
 
 def test_chat_runs_the_tree_loop_and_equals_plain(f32_gguf: Path) -> None:
@@ -243,31 +253,12 @@ def test_readme_quick_start(q4_gguf: Path) -> None:
     port = _free_port()
     argv = [sys.executable, "-m", "fastdec", "serve-llama", str(q4_gguf), *argv[3:]]
     argv[argv.index("--port") + 1] = str(port)
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
-            try:
-                with urllib.request.urlopen(f"{base}/v1/models", timeout=5):
-                    break
-            except OSError:
-                assert time.monotonic() < deadline, "the server did not start"
-                time.sleep(0.5)
+    with _serving(argv, port) as (base, _):
         chat = _post(
             f"{base}/v1/chat/completions",
             {"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 8, "temperature": 0},
         )
         assert chat["choices"][0]["message"]["content"]
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            rc = proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            raise
-    assert rc == 0, proc.stdout.read() if proc.stdout else ""
     scope: dict[str, object] = {}
     code = python_block.replace('"model.gguf"', repr(str(q4_gguf)))
     exec(compile(code, "README.md (llama.cpp quick start)", "exec"), scope)
