@@ -238,8 +238,17 @@ def test_batch_matches_single_proposals() -> None:
     rng = np.random.default_rng(2)
     for i in range(32):
         d.start(i, rng.integers(0, 8, size=200).astype(np.int32))
-    batch = d.propose_batch(list(range(32)), np.full(32, 24, dtype=np.int32))
-    assert len(batch) == 32
-    for i, tree in zip(range(32), itertools.chain(batch), strict=True):
-        assert tree == d.propose(i, 24)
-    assert batch.cu_num_nodes[-1] == batch.tokens.size
+    # Repeated calls of each size: the first ones time both the loop and rayon's pool, later
+    # ones run whichever was faster; every way must give the single proposals, in order.
+    for rows in (1, 3, 9, 32) * 8:
+        ids = list(range(rows))[::-1]
+        batch = d.propose_batch(ids, np.full(rows, 24, dtype=np.int32))
+        assert len(batch) == rows
+        for i, tree in zip(ids, itertools.chain(batch), strict=True):
+            assert tree == d.propose(i, 24)
+        assert batch.cu_num_nodes[-1] == batch.tokens.size
+        contexts = [rng.integers(0, 8, size=50).astype(np.int32) for _ in range(rows)]
+        stateless = d.propose_for_batch(contexts, np.full(rows, 8, dtype=np.int32))
+        assert list(stateless) == [d.propose_for(c, 8) for c in contexts]
+    with pytest.raises(ValueError, match="budgets"):
+        d.propose_batch([0, 1], np.full(3, 4, dtype=np.int32))

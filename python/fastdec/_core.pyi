@@ -302,9 +302,11 @@ class BaseDrafter:
         corrupted or differently configured file raises ``ValueError``, an unreadable one
         ``OSError``."""
     def propose_for_batch(self, contexts: Sequence[_Ints], budgets: _Ints) -> DraftBatch:
-        """Stateless proposals for many contexts in parallel (rayon, GIL released)."""
+        """Stateless proposals for many contexts (GIL released; a loop or rayon's pool, whichever
+        this drafter's earlier batches of that size measured faster)."""
     def propose_batch(self, request_ids: Sequence[int | str], budgets: _Ints) -> DraftBatch:
-        """Proposals for many requests in parallel (rayon, GIL released)."""
+        """Proposals for many requests (GIL released; a loop or rayon's pool, whichever this
+        drafter's earlier batches of that size measured faster)."""
 
 @final
 class DraftSession:

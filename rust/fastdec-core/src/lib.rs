@@ -31,6 +31,7 @@ pub mod constraints;
 pub mod drafter;
 pub mod error;
 pub mod linear;
+pub mod parallel;
 pub mod session;
 pub mod tree;
 

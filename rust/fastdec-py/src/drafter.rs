@@ -6,6 +6,7 @@ use fastdec_core::drafter::{
     DraftStats, Drafter, HybridDrafter, NgramConfig, NgramDrafter, NgramMode, RecycleDrafter,
     RequestId, TrieConfig, TrieDrafter,
 };
+use fastdec_core::parallel::MeasuredPool;
 use fastdec_core::TreeTemplate;
 use numpy::{PyArray2, PyArrayMethods, PyUntypedArrayMethods};
 use pyo3::exceptions::{PyTypeError, PyValueError};
@@ -61,7 +62,11 @@ fn extend_base<S>(inner: Arc<dyn Drafter>, sub: S) -> PyClassInitializer<S>
 where
     S: pyo3::PyClass<BaseType = PyBaseDrafter>,
 {
-    PyClassInitializer::from(PyBaseDrafter { inner }).add_subclass(sub)
+    PyClassInitializer::from(PyBaseDrafter {
+        inner,
+        pool: MeasuredPool::default(),
+    })
+    .add_subclass(sub)
 }
 
 /// The lifecycle every fastdec drafter shares (the :class:`fastdec.Drafter` protocol).
@@ -81,6 +86,8 @@ where
 )]
 pub struct PyBaseDrafter {
     pub(crate) inner: Arc<dyn Drafter>,
+    /// Loop or rayon's pool for the batch calls, as measured on this drafter's earlier batches.
+    pool: MeasuredPool,
 }
 
 #[pymethods]
@@ -186,7 +193,8 @@ impl PyBaseDrafter {
         py.detach(|| self.inner.load_file(&path)).map_err(to_py)
     }
 
-    /// Stateless proposals for many contexts in parallel (rayon, GIL released).
+    /// Stateless proposals for many contexts (GIL released; a loop or rayon's pool, whichever
+    /// this drafter's earlier batches of that size measured faster).
     fn propose_for_batch(
         &self,
         py: Python<'_>,
@@ -202,12 +210,16 @@ impl PyBaseDrafter {
             .map(|b| count(i128::from(b), "budget"))
             .collect::<PyResult<Vec<_>>>()?;
         let trees = py
-            .detach(|| self.inner.propose_for_batch(&contexts, &budgets))
+            .detach(|| {
+                self.inner
+                    .propose_for_batch(&contexts, &budgets, &self.pool)
+            })
             .map_err(to_py)?;
         Ok(PyDraftBatch::new(trees))
     }
 
-    /// Proposals for many requests in parallel (rayon, GIL released).
+    /// Proposals for many requests (GIL released; a loop or rayon's pool, whichever this
+    /// drafter's earlier batches of that size measured faster).
     fn propose_batch(
         &self,
         py: Python<'_>,
@@ -223,7 +235,7 @@ impl PyBaseDrafter {
             .map(|b| count(i128::from(b), "budget"))
             .collect::<PyResult<Vec<_>>>()?;
         let trees = py
-            .detach(|| self.inner.propose_batch(&ids, &budgets))
+            .detach(|| self.inner.propose_batch(&ids, &budgets, &self.pool))
             .map_err(to_py)?;
         Ok(PyDraftBatch::new(trees))
     }

@@ -19,8 +19,7 @@ pub use recycle::RecycleDrafter;
 pub use requests::{RequestId, Requests};
 pub use trie::{TrieConfig, TrieDrafter};
 
-use rayon::prelude::*;
-
+use crate::parallel::MeasuredPool;
 use crate::{Error, Result, TokenId, TokenTree};
 
 /// The first entry of a `topk` row that carries no information (see [`Drafter::accept`]);
@@ -117,34 +116,24 @@ pub trait Drafter: Send + Sync {
         None
     }
 
-    /// Proposals for many requests at once, in parallel on rayon's pool (requests have their own
-    /// locks). `budgets` has one entry per request.
+    /// Proposals for many requests at once (requests have their own locks), one after another or
+    /// on rayon's pool as `pool` measured on earlier batches (see [`crate::parallel`]: no fixed
+    /// row count is right on every machine). `budgets` has one entry per request.
     ///
     /// # Errors
     /// A length mismatch, or the first failing request's error.
-    fn propose_batch(&self, ids: &[RequestId], budgets: &[usize]) -> Result<Vec<TokenTree>> {
-        if ids.len() != budgets.len() {
-            return Err(Error::LengthMismatch {
-                what: "budgets",
-                expected: ids.len(),
-                got: budgets.len(),
-            });
-        }
-        // Below a few requests the pool's hand-off costs more than the work.
-        if ids.len() < 8 {
-            return ids
-                .iter()
-                .zip(budgets)
-                .map(|(id, &b)| self.propose(id, b))
-                .collect();
-        }
-        ids.par_iter()
-            .zip(budgets.par_iter())
-            .map(|(id, &b)| self.propose(id, b))
-            .collect()
+    fn propose_batch(
+        &self,
+        ids: &[RequestId],
+        budgets: &[usize],
+        pool: &MeasuredPool,
+    ) -> Result<Vec<TokenTree>> {
+        let items = zip_budgets(ids, budgets)?;
+        pool.map(&items, |&(id, b)| self.propose(id, b))
     }
 
-    /// Stateless proposals for many contexts at once, in parallel on rayon's pool.
+    /// Stateless proposals for many contexts at once, chosen between a loop and rayon's pool
+    /// as in [`Drafter::propose_batch`].
     ///
     /// # Errors
     /// A length mismatch, or the first failing context's error.
@@ -152,26 +141,10 @@ pub trait Drafter: Send + Sync {
         &self,
         contexts: &[Vec<TokenId>],
         budgets: &[usize],
+        pool: &MeasuredPool,
     ) -> Result<Vec<TokenTree>> {
-        if contexts.len() != budgets.len() {
-            return Err(Error::LengthMismatch {
-                what: "budgets",
-                expected: contexts.len(),
-                got: budgets.len(),
-            });
-        }
-        if contexts.len() < 8 {
-            return contexts
-                .iter()
-                .zip(budgets)
-                .map(|(c, &b)| self.propose_for(c, b))
-                .collect();
-        }
-        contexts
-            .par_iter()
-            .zip(budgets.par_iter())
-            .map(|(c, &b)| self.propose_for(c, b))
-            .collect()
+        let items = zip_budgets(contexts, budgets)?;
+        pool.map(&items, |&(c, b)| self.propose_for(c, b))
     }
 
     /// Forgets a request (its shared contributions, if any, stay).
@@ -245,4 +218,16 @@ pub trait Drafter: Send + Sync {
     /// # Errors
     /// Unknown request.
     fn request_stats(&self, id: &RequestId) -> Result<DraftStats>;
+}
+
+/// `(item, budget)` pairs, or the length mismatch named.
+fn zip_budgets<'a, T>(items: &'a [T], budgets: &[usize]) -> Result<Vec<(&'a T, usize)>> {
+    if items.len() != budgets.len() {
+        return Err(Error::LengthMismatch {
+            what: "budgets",
+            expected: items.len(),
+            got: budgets.len(),
+        });
+    }
+    Ok(items.iter().zip(budgets.iter().copied()).collect())
 }

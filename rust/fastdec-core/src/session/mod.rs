@@ -21,7 +21,6 @@
 //! At most `max_requests` are live; starting one more finishes the least recently seen.
 
 pub mod length;
-mod parallel;
 pub mod rows;
 mod track;
 
@@ -31,9 +30,9 @@ use std::time::Instant;
 use rayon::prelude::*;
 
 use crate::drafter::{Drafter, RequestId};
+use crate::parallel::ParallelChoice;
 use crate::{Error, Result, TokenId, TokenTree};
 pub use length::{chain_confidences, DraftLength, LengthConfig, LengthStats};
-use parallel::ParallelChoice;
 use rows::Token;
 use track::{Row, Seen, Tracker};
 
@@ -90,7 +89,7 @@ pub struct SessionStats {
     /// Nanoseconds spent in [`DraftSession::step`].
     pub step_ns: u64,
     /// Per batch-size bucket drafted so far: (rows from, ns a row proposing one after another,
-    /// ns a row on rayon's pool), NaN where not measured (see the `parallel` module).
+    /// ns a row on rayon's pool), NaN where not measured (see [`crate::parallel`]).
     pub propose_ns_per_row: Vec<(usize, f64, f64)>,
 }
 

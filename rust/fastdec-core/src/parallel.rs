@@ -7,8 +7,16 @@
 //! every machine, so each batch-size bucket (powers of two) times both ways on real steps (the
 //! drafts are the same either way: only time is at stake) and keeps the faster, re-trying the
 //! other now and then in case the load changed.
+//!
+//! [`crate::session::DraftSession`] keeps one choice inside its own lock; a drafter's batch
+//! calls ([`crate::drafter::Drafter::propose_batch`]) take a [`MeasuredPool`], the same choice
+//! behind a lock of its own, so that every caller of a batch proposal gets the measured choice
+//! rather than a fixed row count.
 
+use std::sync::{Mutex, PoisonError};
 use std::time::Instant;
+
+use rayon::prelude::*;
 
 /// Buckets: 1, 2-3, 4-7, ... rows.
 const BUCKETS: usize = 16;
@@ -101,6 +109,46 @@ impl ParallelChoice {
     }
 }
 
+/// A [`ParallelChoice`] shared by the threads that call one object. The lock is held only to
+/// choose and to record, never while the work runs, so concurrent batches do not serialise.
+#[derive(Debug, Default)]
+pub struct MeasuredPool(Mutex<ParallelChoice>);
+
+impl MeasuredPool {
+    /// `f` over `items`, one after another or on rayon's pool as measured; the results in order.
+    ///
+    /// # Errors
+    /// The first failing item's error (a failed batch is not timed).
+    pub fn map<I, T, E, F>(&self, items: &[I], f: F) -> std::result::Result<Vec<T>, E>
+    where
+        I: Sync,
+        T: Send,
+        E: Send,
+        F: Fn(&I) -> std::result::Result<T, E> + Sync + Send,
+    {
+        let lock = || self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let pooled = lock().pooled(items.len());
+        let t0 = Instant::now();
+        let out: std::result::Result<Vec<T>, E> = if pooled {
+            items.par_iter().map(&f).collect()
+        } else {
+            items.iter().map(&f).collect()
+        };
+        if !items.is_empty() && out.is_ok() {
+            lock().record(items.len(), pooled, t0);
+        }
+        out
+    }
+
+    /// See [`ParallelChoice::measured`].
+    pub fn measured(&self) -> Vec<(usize, f64, f64)> {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .measured()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -131,5 +179,25 @@ mod tests {
         let picks: Vec<bool> = (0..RETRY_EVERY).map(|_| c.pooled(16)).collect();
         assert_eq!(picks.iter().filter(|&&p| p).count(), 1); // one re-try a round
         assert!(!c.pooled(1)); // a single row never goes to the pool
+    }
+
+    #[test]
+    fn a_shared_pool_keeps_order_and_learns() {
+        let pool = MeasuredPool::default();
+        let items: Vec<u32> = (0..40).collect();
+        for _ in 0..4 * TRIES {
+            let out: Vec<u32> = pool.map(&items, |&x| Ok::<_, ()>(x * 2)).unwrap();
+            assert_eq!(out, items.iter().map(|x| x * 2).collect::<Vec<_>>());
+        }
+        assert_eq!(
+            pool.map(&items, |&x| if x == 7 { Err(x) } else { Ok(x) }),
+            Err(7)
+        );
+        let m = pool.measured();
+        assert_eq!(m.len(), 1);
+        assert_eq!(m[0].0, 32);
+        if rayon::current_num_threads() > 1 {
+            assert!(m[0].1.is_finite() && m[0].2.is_finite(), "{m:?}"); // both ways were timed
+        }
     }
 }
