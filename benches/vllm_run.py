@@ -89,15 +89,15 @@ def main() -> None:
             continue
         before, stats_before = engine_counters(llm), read_stats(stats_file)
         if name == "two_turn":
-            first, s1 = generate([chat([(c[0], None)]) for c in items], args.max_tokens)
+            prompts = [chat([(c[0], None)]) for c in items]
+            first, s1 = generate(prompts, args.max_tokens)
             answers = [tok.decode(o, skip_special_tokens=True) for o in first]
-            second, s2 = generate(
-                [chat([(c[0], a), (c[1], None)]) for c, a in zip(items, answers, strict=True)],
-                args.max_tokens,
-            )
-            outputs, seconds = first + second, s1 + s2
+            turn2 = [chat([(c[0], a), (c[1], None)]) for c, a in zip(items, answers, strict=True)]
+            second, s2 = generate(turn2, args.max_tokens)
+            prompts, outputs, seconds = prompts + turn2, first + second, s1 + s2
         else:
-            outputs, seconds = generate([chat([(text, None)]) for text in items], args.code_max_tokens)
+            prompts = [chat([(text, None)]) for text in items]
+            outputs, seconds = generate(prompts, args.code_max_tokens)
         after, stats_after = engine_counters(llm), read_stats(stats_file)
         delta = {k: v - before.get(k, 0.0) for k, v in after.items() if "spec_decode" in k}
         drafter = {
@@ -109,6 +109,7 @@ def main() -> None:
             "seconds": seconds,
             "tokens": sum(len(o) for o in outputs),
             "requests": len(outputs),
+            "prompts": prompts,
             "outputs": outputs,
             "metrics": delta,
             "drafter": drafter,

@@ -405,3 +405,37 @@ def test_slots_and_fixed_width_drafts() -> None:
         s.step(table, [3], [1], ids=["a"], slots=[4], width=3)
     with pytest.raises(TypeError, match="slots"):
         s.step([[1, 2, 3]], None, [1], ids=["a"], slots=[0])
+
+
+def test_a_row_on_a_streak_drafts_and_a_row_that_keeps_missing_stops() -> None:
+    """One controller, two rows with the same drafter confidences (prompt lookup gives none):
+    only the row's streak tells them apart. Row 0 copies its prompt (its chains are right), row
+    1 writes random text over four tokens (its chains find matches and miss three times in four).
+    The step clock makes a draft token cost a third of a step, so drafting the missing row
+    loses and drafting the copying row pays."""
+    rng = np.random.default_rng(3)
+    text = rng.integers(10, 5000, size=400)
+    rows_out = [np.tile(text, 6), rng.integers(1, 5, size=2400)]
+    session = fastdec.DraftSession(fastdec.NgramDrafter("pld", max_n=3, num_pred=6), 6, explore=0.0)
+    lengths = [400, 400]
+    sampled = [1, 1]
+    now, late = 0.0, [[], []]  # type: ignore[var-annotated]
+    for step in range(160):
+        batch = np.zeros((2, 2400), dtype=np.int32)
+        for i in range(2):
+            batch[i, : lengths[i]] = rows_out[i][: lengths[i]]
+        drafts = session.step(batch, lengths, sampled, ids=[0, 1], now=now)
+        tokens = 0
+        for i, draft in enumerate(drafts):
+            truth = rows_out[i][lengths[i] : lengths[i] + len(draft) + 1]
+            accepted = 0
+            while accepted < len(draft) and draft[accepted] == truth[accepted]:
+                accepted += 1
+            sampled[i] = accepted + 1
+            lengths[i] += accepted + 1
+            tokens += len(draft)
+            if step >= 100:
+                late[i].append(len(draft))
+        now += 0.03 + 0.01 * tokens
+    assert np.mean(late[0]) > 4, late[0]
+    assert np.mean(late[1]) < 0.5, late[1]

@@ -437,7 +437,7 @@ fn run<T: Send>(py: Python<'_>, rows: usize, f: impl FnOnce() -> T + Send) -> T 
 
 /// How many tokens of each linear draft are worth verifying, learnt from what the engine
 /// accepted and what its steps cost (the controller inside :class:`DraftSession`; the README's
-/// vLLM section says how). ``DraftLength(k, *, bins=8, window=128, min_steps=16,
+/// vLLM section says how). ``DraftLength(k, *, bins=8, streak_bins=4, window=128, min_steps=16,
 /// explore=0.05, decay=0.998, shrink=8.0, enabled=True)``. Tree loops (``generate(budget=
 /// "auto")``, llama.cpp's) keep their own controller: their forward's cost per tree size is not
 /// the line this one fits over a batched step's rows and tokens.
@@ -459,12 +459,13 @@ fn tokens_of(obj: &Bound<'_, PyAny>, what: &'static str) -> PyResult<Vec<u32>> {
 #[pymethods]
 impl PyDraftLength {
     #[new]
-    #[pyo3(signature = (k, *, bins = 8, window = 128, min_steps = 16, explore = 0.05,
-        decay = 0.998, shrink = 8.0, enabled = true))]
+    #[pyo3(signature = (k, *, bins = 8, streak_bins = 4, window = 128, min_steps = 16,
+        explore = 0.05, decay = 0.998, shrink = 8.0, enabled = true))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         k: i128,
         bins: i128,
+        streak_bins: i128,
         window: i128,
         min_steps: i128,
         explore: f64,
@@ -475,6 +476,7 @@ impl PyDraftLength {
         let config = LengthConfig {
             k: count(k, "k")?,
             bins: count(bins, "bins")?,
+            streak_bins: count(streak_bins, "streak_bins")?,
             window: count(window, "window")?,
             min_steps: count(min_steps, "min_steps")?,
             explore,
@@ -516,23 +518,27 @@ impl PyDraftLength {
         self.lock().tau()
     }
 
-    /// Estimated chance that a draft token at ``depth`` with ``confidence`` is accepted, given
-    /// that every token before it was.
-    fn probability(&self, depth: usize, confidence: f64) -> f64 {
-        self.lock().probability(depth, confidence)
+    /// Estimated chance that a draft token at ``depth`` with ``confidence``, of a row whose
+    /// streak is ``streak``, is accepted, given that every token before it was.
+    #[pyo3(signature = (depth, confidence, streak = 0))]
+    fn probability(&self, depth: usize, confidence: f64, streak: u32) -> f64 {
+        self.lock().probability(depth, confidence, streak)
     }
 
-    /// Records how much of a row's previous draft was accepted (``emitted``: the tokens the row
-    /// gained since); returns the draft tokens accepted.
+    /// Records what a row's output says of its previous chain (``chain``: the tokens proposed,
+    /// drafted or not; ``emitted``: the tokens the row gained since; ``streak``: the row's
+    /// streak when the chain was proposed); returns how many leading chain tokens matched.
+    #[pyo3(signature = (chain, confidences, emitted, streak = 0))]
     fn observe(
         &self,
-        draft: &Bound<'_, PyAny>,
+        chain: &Bound<'_, PyAny>,
         confidences: Vec<f64>,
         emitted: &Bound<'_, PyAny>,
+        streak: u32,
     ) -> PyResult<usize> {
-        let draft = tokens_of(draft, "draft")?;
+        let chain = tokens_of(chain, "chain")?;
         let emitted = tokens_of(emitted, "emitted")?;
-        Ok(self.lock().observe(&draft, &confidences, &emitted))
+        Ok(self.lock().observe(&chain, &confidences, &emitted, streak))
     }
 
     /// Records one engine step: each row's draft length, the seconds taken, tokens emitted.
@@ -540,15 +546,27 @@ impl PyDraftLength {
         self.lock().observe_step(&drafts, seconds, emitted);
     }
 
-    /// How many leading tokens of a chain with these confidences to draft (a batch of one).
-    fn cut(&self, confidences: Vec<f64>) -> usize {
-        self.lock().cut_batch(&[confidences.as_slice()])[0]
+    /// How many leading tokens of a chain with these confidences, of a row whose streak is
+    /// ``streak``, to draft (a batch of one).
+    #[pyo3(signature = (confidences, streak = 0))]
+    fn cut(&self, confidences: Vec<f64>, streak: u32) -> usize {
+        self.lock().cut_batch(&[confidences.as_slice()], &[streak])[0]
     }
 
-    /// How many leading tokens of each row's chain (given by its confidences) to draft.
-    fn cut_batch(&self, chains: Vec<Vec<f64>>) -> Vec<usize> {
+    /// How many leading tokens of each row's chain (given by its confidences and the row's
+    /// streak, 0 for every row when ``streaks`` is None) to draft.
+    #[pyo3(signature = (chains, streaks = None))]
+    fn cut_batch(&self, chains: Vec<Vec<f64>>, streaks: Option<Vec<u32>>) -> PyResult<Vec<usize>> {
+        let streaks = streaks.unwrap_or_else(|| vec![0; chains.len()]);
+        if streaks.len() != chains.len() {
+            return Err(PyValueError::new_err(format!(
+                "streaks has {} entries for {} chains",
+                streaks.len(),
+                chains.len()
+            )));
+        }
         let views: Vec<&[f64]> = chains.iter().map(Vec::as_slice).collect();
-        self.lock().cut_batch(&views)
+        Ok(self.lock().cut_batch(&views, &streaks))
     }
 
     /// ``tau``, the fitted seconds (``step_fixed_seconds``, ``seconds_per_row``,

@@ -12,10 +12,19 @@
 //!   without outlying steps, over a recent window; `R` as emitted tokens over seconds. The
 //!   step-level term matters: on vLLM's CPU engine the first draft token of a step costs several
 //!   ms (the rejection sampler, logits at draft positions), later ones about 1 ms.
-//! * `q` as the product of per-token acceptance probabilities, estimated per (depth, drafter
-//!   confidence bin) with shrinkage towards the per-depth rate (and that towards the overall
-//!   rate). A chain token's confidence is its tree score over its parent's; a drafter without
-//!   scores (prompt lookup) gives 1, so only depth distinguishes its tokens.
+//! * `q` as the product of per-token acceptance probabilities, estimated per (depth, row streak,
+//!   drafter confidence bin) with shrinkage towards the (depth, streak) rate, that towards the
+//!   per-depth rate and that towards the overall rate. A chain token's confidence is its tree
+//!   score over its parent's; a drafter without scores (prompt lookup) gives 1. The row's
+//!   *streak* counts the tokens its drafter's chains predicted in a row up to the latest miss
+//!   (the chains as proposed, drafted or not): a row that is copying text keeps being right,
+//!   one in free prose keeps missing. In replays of vLLM workloads the first token's acceptance
+//!   was 0.23-0.26 after a miss and 0.73-0.86 after three or more hits, where depth and the
+//!   drafter's own score alone left both near the average (`benches/vllm_replay.py`); Arctic
+//!   Inference's SuffixDecoding uses the same signal as its match length (Oliaro et al. 2024,
+//!   arXiv:2411.04975). Outcomes are learnt from every chain token the engine's output decides,
+//!   not only the drafted ones: a row that drafted nothing still says whether its chain's first
+//!   token was right, and a draft accepted in full whether the next chain token was.
 //!
 //! A small share of rows (`explore`) drafts its whole chain or nothing whatever `tau` says, so
 //! neither estimate can get stuck on tokens that are never drafted.
@@ -35,10 +44,25 @@
 
 use std::collections::VecDeque;
 
+use super::cost_fit::{cost_fit, dot, median};
 use crate::{Error, Result, TokenId};
 
 /// Engine steps between refits of the cost.
 const REFIT_EVERY: u64 = 8;
+/// The most streak bins (the lower bounds of bins 1.. are `STREAK_FROM`).
+pub const STREAK_BINS: usize = 6;
+const STREAK_FROM: [u32; STREAK_BINS - 1] = [1, 2, 4, 8, 16];
+
+/// A row's streak after a step: `predicted` leading tokens of its chain matched the `emitted`
+/// tokens; all of them matched (the chain may go on being right) or it missed.
+pub fn next_streak(streak: u32, predicted: usize, emitted: usize) -> u32 {
+    let p = u32::try_from(predicted).unwrap_or(u32::MAX);
+    if predicted >= emitted {
+        streak.saturating_add(p)
+    } else {
+        p
+    }
+}
 
 /// The controller's settings (see the module docs).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -47,6 +71,8 @@ pub struct LengthConfig {
     pub k: usize,
     /// Confidence bins per depth.
     pub bins: usize,
+    /// Streak bins (streaks 0, 1, 2-3, 4-7, 8-15, 16+; fewer merge the longest; 1: ignored).
+    pub streak_bins: usize,
     /// Recent steps in the cost fit.
     pub window: usize,
     /// Steps measured before `tau` leaves 0 (draft everything until then).
@@ -67,6 +93,7 @@ impl LengthConfig {
         LengthConfig {
             k,
             bins: 8,
+            streak_bins: 6,
             window: 128,
             min_steps: 16,
             explore: 0.05,
@@ -77,9 +104,14 @@ impl LengthConfig {
     }
 
     fn check(&self) -> Result<()> {
-        let checks: [(&'static str, bool, String); 7] = [
+        let checks: [(&'static str, bool, String); 8] = [
             ("k", self.k >= 1, self.k.to_string()),
             ("bins", self.bins >= 1, self.bins.to_string()),
+            (
+                "streak_bins",
+                (1..=STREAK_BINS).contains(&self.streak_bins),
+                self.streak_bins.to_string(),
+            ),
             ("window", self.window >= 4, self.window.to_string()),
             (
                 "min_steps",
@@ -143,7 +175,9 @@ pub struct LengthStats {
 #[derive(Debug, Clone)]
 pub struct DraftLength {
     config: LengthConfig,
+    // [depth][streak][confidence], [depth][streak], [depth]
     cells: Vec<Rate>,
+    streaks: Vec<Rate>,
     depths: Vec<Rate>,
     overall: Rate,
     // (rows, any row drafting, drafting rows, draft tokens, seconds, emitted) per step
@@ -162,7 +196,8 @@ impl DraftLength {
     pub fn new(config: LengthConfig) -> Result<Self> {
         config.check()?;
         Ok(DraftLength {
-            cells: vec![Rate::default(); config.k * config.bins],
+            cells: vec![Rate::default(); config.k * config.streak_bins * config.bins],
+            streaks: vec![Rate::default(); config.k * config.streak_bins],
             depths: vec![Rate::default(); config.k],
             overall: Rate::default(),
             steps: VecDeque::with_capacity(config.window),
@@ -198,45 +233,61 @@ impl DraftLength {
         b.clamp(0, self.config.bins as i64 - 1) as usize
     }
 
-    /// Estimated chance that a draft token at `depth` (0 = first) with `confidence` is
-    /// accepted, given that every token before it was.
-    pub fn probability(&self, depth: usize, confidence: f64) -> f64 {
+    /// (index into `streaks`, index into `cells`) of a token.
+    fn slots(&self, depth: usize, confidence: f64, streak: u32) -> (usize, usize) {
+        let d = depth.min(self.config.k - 1);
+        let sb = STREAK_FROM
+            .iter()
+            .take_while(|&&from| streak >= from)
+            .count()
+            .min(self.config.streak_bins - 1);
+        let ds = d * self.config.streak_bins + sb;
+        (ds, ds * self.config.bins + self.bin(confidence))
+    }
+
+    /// Estimated chance that a draft token at `depth` (0 = first) with `confidence`, of a row
+    /// whose streak is `streak`, is accepted, given that every token before it was.
+    pub fn probability(&self, depth: usize, confidence: f64, streak: u32) -> f64 {
         let d = depth.min(self.config.k - 1);
         let s = self.config.shrink;
         let o = self.overall;
         let p_all = (o.accepted + 0.5) / (o.tried + 1.0);
         let dr = self.depths[d];
         let p_depth = (dr.accepted + s * p_all) / (dr.tried + s);
-        let cell = self.cells[d * self.config.bins + self.bin(confidence)];
-        (cell.accepted + s * p_depth) / (cell.tried + s)
+        let (ds, c) = self.slots(depth, confidence, streak);
+        let sr = self.streaks[ds];
+        let p_streak = (sr.accepted + s * p_depth) / (sr.tried + s);
+        let cell = self.cells[c];
+        (cell.accepted + s * p_streak) / (cell.tried + s)
     }
 
-    /// Records how much of a row's previous draft the engine accepted (`emitted`: the tokens
-    /// the row gained since, accepted drafts then one more); returns the draft tokens accepted.
+    /// Records what the engine's output says of a row's previous chain (`chain`: the tokens
+    /// proposed, drafted or not, with their `confidences`; `streak`: the row's streak when it
+    /// was proposed; `emitted`: the tokens the row gained since). Every chain token the output
+    /// decides is an outcome: token j was reached iff all before it matched, and it is decided
+    /// while `j < emitted.len()`. Returns how many leading chain tokens matched the output.
     pub fn observe(
         &mut self,
-        draft: &[TokenId],
+        chain: &[TokenId],
         confidences: &[f64],
         emitted: &[TokenId],
+        streak: u32,
     ) -> usize {
-        let limit = draft.len().min(emitted.len().saturating_sub(1));
-        let accepted = draft[..limit]
+        let matched = chain
             .iter()
             .zip(emitted)
             .take_while(|(a, b)| a == b)
             .count();
         let decay = self.config.decay;
-        // token j was reached iff all before it held
-        for j in 0..draft.len().min(accepted + 1) {
-            let hit = j < accepted;
-            let c = confidences.get(j).copied().unwrap_or(1.0);
-            let d = j.min(self.config.k - 1);
-            let cell = d * self.config.bins + self.bin(c);
+        for j in 0..chain.len().min(emitted.len()).min(matched + 1) {
+            let hit = j < matched;
+            let (ds, cell) = self.slots(j, confidences.get(j).copied().unwrap_or(1.0), streak);
             self.cells[cell].add(hit, decay);
-            self.depths[d].add(hit, decay);
+            self.streaks[ds].add(hit, decay);
+            self.depths[j.min(self.config.k - 1)].add(hit, decay);
             self.overall.add(hit, decay);
         }
-        accepted
+        matched
     }
 
     /// Records one engine step: `drafts` the draft length of each row verified, `seconds`
@@ -325,12 +376,13 @@ impl DraftLength {
         (z >> 11) as f64 / (1u64 << 53) as f64
     }
 
-    /// How many leading tokens of each row's chain (given by its confidences) to draft.
+    /// How many leading tokens of each row's chain (given by its confidences and the row's
+    /// streak) to draft.
     ///
     /// A token is kept while its cumulative acceptance `q` reaches `tau`; a row drafts only if
     /// what its kept tokens add, `sum(q - tau)`, pays for a drafting row's own cost, and the
     /// batch drafts only if the rows together pay for a step that verifies drafts at all.
-    pub fn cut_batch(&mut self, chains: &[&[f64]]) -> Vec<usize> {
+    pub fn cut_batch(&mut self, chains: &[&[f64]], streaks: &[u32]) -> Vec<usize> {
         let k = self.config.k;
         let ns: Vec<usize> = chains.iter().map(|c| c.len().min(k)).collect();
         if !self.config.enabled {
@@ -359,8 +411,9 @@ impl DraftLength {
                 continue;
             }
             let (mut q, mut gain, mut keep) = (1.0, 0.0, 0);
+            let streak = streaks.get(i).copied().unwrap_or(0);
             for (j, &c) in conf.iter().take(ns[i]).enumerate() {
-                q *= self.probability(j, c);
+                q *= self.probability(j, c, streak);
                 if q < tau {
                     break;
                 }
@@ -429,126 +482,67 @@ pub fn chain_confidences(scores: Option<&[f32]>, nodes: &[i32]) -> Vec<f64> {
         .collect()
 }
 
-fn median(values: &mut [f64]) -> f64 {
-    if values.is_empty() {
-        return f64::NAN;
-    }
-    values.sort_by(f64::total_cmp);
-    let n = values.len();
-    if n % 2 == 1 {
-        values[n / 2]
-    } else {
-        0.5 * (values[n / 2 - 1] + values[n / 2])
-    }
-}
-
-fn dot(x: &[f64; 5], w: &[f64; 5]) -> f64 {
-    x.iter().zip(w).map(|(a, b)| a * b).sum()
-}
-
-/// Least squares of step seconds on the design rows `rows` (intercept, rows, drafting step,
-/// drafting rows, draft tokens) with every cost but the intercept `>= 0` (an active set: the
-/// most negative cost is dropped and the rest refitted), and a tiny ridge so that columns the
-/// data cannot tell apart share their cost instead of cancelling.
-fn cost_fit(design: &[[f64; 5]], seconds: &[f64], rows: &[usize]) -> [f64; 5] {
-    let mut gram = [[0.0; 5]; 5];
-    let mut rhs = [0.0; 5];
-    for &i in rows {
-        let x = &design[i];
-        for a in 0..5 {
-            rhs[a] += x[a] * seconds[i];
-            for b in 0..5 {
-                gram[a][b] += x[a] * x[b];
-            }
-        }
-    }
-    let ridge = 1e-6 * (0..5).map(|a| gram[a][a]).sum::<f64>() / 5.0;
-    let mut active = [true; 5];
-    let mut w = [0.0; 5];
-    for _ in 0..5 {
-        let idx: Vec<usize> = (0..5).filter(|&a| active[a]).collect();
-        let mut g: Vec<Vec<f64>> = idx
-            .iter()
-            .map(|&a| {
-                idx.iter()
-                    .map(|&b| gram[a][b] + if a == b && a > 0 { ridge } else { 0.0 })
-                    .collect()
-            })
-            .collect();
-        let mut r: Vec<f64> = idx.iter().map(|&a| rhs[a]).collect();
-        w = [0.0; 5];
-        if let Some(sol) = solve(&mut g, &mut r) {
-            for (&a, v) in idx.iter().zip(sol) {
-                w[a] = v;
-            }
-        }
-        let worst = (1..5)
-            .filter(|&a| w[a] < 0.0)
-            .min_by(|&a, &b| w[a].total_cmp(&w[b]));
-        match worst {
-            Some(a) => active[a] = false,
-            None => break,
-        }
-    }
-    w
-}
-
-/// Gaussian elimination with partial pivoting; `None` for a singular system.
-fn solve(matrix: &mut [Vec<f64>], rhs: &mut [f64]) -> Option<Vec<f64>> {
-    let size = rhs.len();
-    for col in 0..size {
-        let pivot =
-            (col..size).max_by(|&i, &j| matrix[i][col].abs().total_cmp(&matrix[j][col].abs()))?;
-        if matrix[pivot][col].abs() < 1e-300 {
-            return None;
-        }
-        matrix.swap(col, pivot);
-        rhs.swap(col, pivot);
-        let (top, rest) = matrix.split_at_mut(col + 1);
-        let pivot_row = &top[col];
-        for (offset, row) in rest.iter_mut().enumerate() {
-            let factor = row[col] / pivot_row[col];
-            for (value, p) in row[col..].iter_mut().zip(&pivot_row[col..]) {
-                *value -= factor * p;
-            }
-            rhs[col + 1 + offset] -= factor * rhs[col];
-        }
-    }
-    let mut solution = vec![0.0; size];
-    for row in (0..size).rev() {
-        let known: f64 = (row + 1..size).map(|c| matrix[row][c] * solution[c]).sum();
-        solution[row] = (rhs[row] - known) / matrix[row][row];
-    }
-    Some(solution)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn cost_fit_recovers_a_linear_cost() {
-        let design: Vec<[f64; 5]> = (0..40)
-            .map(|i| {
-                let rows = f64::from(1 + i % 4);
-                let drafting = f64::from(i % 3);
-                let tokens = drafting * f64::from(1 + i % 5);
-                [
-                    1.0,
-                    rows,
-                    f64::from(u8::from(drafting > 0.0)),
-                    drafting,
-                    tokens,
-                ]
-            })
-            .collect();
-        let truth = [0.01, 0.002, 0.006, 0.0005, 0.0013];
-        let s: Vec<f64> = design.iter().map(|x| dot(x, &truth)).collect();
-        let all: Vec<usize> = (0..s.len()).collect();
-        let w = cost_fit(&design, &s, &all);
-        for (a, b) in w.iter().zip(&truth) {
-            assert!((a - b).abs() < 1e-4, "{w:?}");
+    fn streaks_grow_while_chains_are_right_and_restart_at_a_miss() {
+        assert_eq!(next_streak(0, 1, 1), 1); // no draft, the chain's first token was right
+        assert_eq!(next_streak(5, 4, 4), 9); // a draft of 3 accepted, then the bonus predicted
+        assert_eq!(next_streak(9, 2, 4), 2); // the chain missed the third token
+        assert_eq!(next_streak(9, 0, 1), 0);
+        assert_eq!(next_streak(u32::MAX, 3, 3), u32::MAX);
+    }
+
+    #[test]
+    fn observe_learns_every_token_the_output_decides() {
+        let mut config = LengthConfig::new(4);
+        config.decay = 1.0;
+        let mut l = DraftLength::new(config).unwrap();
+        // nothing drafted, one token emitted: the chain's first token is decided, not the second
+        assert_eq!(l.observe(&[7, 8, 9], &[1.0; 3], &[7], 0), 1);
+        assert_eq!((l.depths[0].tried, l.depths[1].tried), (1.0, 0.0));
+        // two accepted and a bonus the chain also predicted: three hits, the fourth undecided
+        assert_eq!(l.observe(&[1, 2, 3, 4], &[1.0; 4], &[1, 2, 3], 0), 3);
+        assert_eq!(
+            l.depths.iter().map(|r| r.tried).collect::<Vec<_>>(),
+            [2.0, 1.0, 1.0, 0.0]
+        );
+        // a miss at the second token: one hit, one miss, nothing after
+        assert_eq!(l.observe(&[1, 5, 6], &[1.0; 3], &[1, 2], 0), 1);
+        assert_eq!((l.depths[1].accepted, l.depths[1].tried), (1.0, 2.0));
+        assert_eq!(l.observe(&[], &[], &[1, 2], 0), 0);
+    }
+
+    #[test]
+    fn rows_on_a_streak_draft_and_rows_that_keep_missing_do_not() {
+        let mut config = LengthConfig::new(4);
+        config.explore = 0.0;
+        let mut l = DraftLength::new(config).unwrap();
+        // 40 ms a step and 10 ms a draft token, 1 token a step at 60 ms on average: tau = 1/6
+        for i in 0..64 {
+            let drafts = [i % 5];
+            l.observe_step(&drafts, 0.04 + 0.01 * drafts[0] as f64, 1);
         }
+        assert!((l.tau() - 1.0 / 6.0).abs() < 0.01, "{}", l.tau());
+        // a first token is right 15 % of the time after a miss, 90 % after 7+ hits in a row
+        for i in 0..400u32 {
+            let cold = if i % 20 < 3 { 5 } else { 6 };
+            l.observe(&[5, 5, 5, 5], &[1.0; 4], &[cold], 0);
+            l.observe(&[5, 5, 5, 5], &[1.0; 4], &[5, 5, 5, 5, 5], 8);
+        }
+        assert!(
+            l.probability(0, 1.0, 0) < 0.2,
+            "{}",
+            l.probability(0, 1.0, 0)
+        );
+        assert!(
+            l.probability(0, 1.0, 8) > 0.9,
+            "{}",
+            l.probability(0, 1.0, 8)
+        );
+        assert_eq!(l.cut_batch(&[&[1.0; 4], &[1.0; 4]], &[0, 8]), [0, 4]);
     }
 
     #[test]
@@ -558,5 +552,9 @@ mod tests {
         let err = DraftLength::new(c).unwrap_err().to_string();
         assert!(err.contains("explore"), "{err}");
         assert!(DraftLength::new(LengthConfig::new(0)).is_err());
+        let mut c = LengthConfig::new(3);
+        c.streak_bins = STREAK_BINS + 1;
+        let err = DraftLength::new(c).unwrap_err().to_string();
+        assert!(err.contains("streak_bins"), "{err}");
     }
 }

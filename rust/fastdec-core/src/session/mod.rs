@@ -20,6 +20,7 @@
 //!
 //! At most `max_requests` are live; starting one more finishes the least recently seen.
 
+mod cost_fit;
 pub mod length;
 pub mod rows;
 mod track;
@@ -373,13 +374,12 @@ impl DraftSession {
             chains.push((i, id, tokens, chain_confidences(tree.scores(), &nodes)));
         }
         let confidences: Vec<&[f64]> = chains.iter().map(|c| c.3.as_slice()).collect();
-        let keeps = inner.length.cut_batch(&confidences);
+        let streaks: Vec<u32> = chains.iter().map(|c| inner.tracker.streak(c.1)).collect();
+        let keeps = inner.length.cut_batch(&confidences, &streaks);
         inner.tracker.stats.rows += todo.len() as u64;
-        for ((i, id, mut tokens, mut confidence), keep) in chains.into_iter().zip(keeps) {
-            tokens.truncate(keep);
-            confidence.truncate(keep);
-            inner.tracker.set_draft(id, &tokens, confidence);
-            out[i] = tokens;
+        for ((i, id, tokens, confidence), keep) in chains.into_iter().zip(keeps) {
+            out[i] = tokens[..keep].to_vec();
+            inner.tracker.set_draft(id, tokens, confidence, keep);
         }
         Ok(out)
     }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use rustc_hash::FxHashMap as HashMap;
 
-use super::length::DraftLength;
+use super::length::{next_streak, DraftLength};
 use super::rows::{fingerprint, token_ids, Token, TAIL};
 use super::SessionStats;
 use crate::drafter::{Drafter, RequestId};
@@ -22,8 +22,15 @@ struct Tracked {
     tail: Vec<TokenId>,
     last_seen: u64,
     tick: u64,
-    draft: Vec<TokenId>,
+    /// the chain proposed at `length` (drafted or not) and its tokens' confidences
+    chain: Vec<TokenId>,
     confidence: Vec<f64>,
+    /// how many leading chain tokens were drafted
+    drafted: usize,
+    /// tokens the drafter's chains predicted in a row up to the latest miss (see `length`)
+    streak: u32,
+    /// `streak` when `chain` was proposed
+    chain_streak: u32,
 }
 
 /// A row of one step as recognised: the session's request id and whether it drafts.
@@ -213,12 +220,13 @@ impl Tracker {
             .get_mut(&id)
             .expect("recognised requests are live");
         let new = token_ids(row.from(r.length), "row tokens")?;
-        let draft = std::mem::take(&mut r.draft);
+        let chain = std::mem::take(&mut r.chain);
         let confidence = std::mem::take(&mut r.confidence);
+        let drafted = std::mem::take(&mut r.drafted);
         if !new.is_empty() {
-            if !draft.is_empty() {
-                self.stats.accepted += length.observe(&draft, &confidence, &new) as u64;
-            }
+            let matched = length.observe(&chain, &confidence, &new, r.chain_streak);
+            r.streak = next_streak(r.streak, matched, new.len());
+            self.stats.accepted += matched.min(drafted).min(new.len() - 1) as u64;
             match self.drafter.accept(&RequestId::Int(id), &new, None) {
                 // the drafter dropped it (its own cap, below the session's): start it again
                 Err(Error::UnknownRequest { .. }) => self
@@ -268,8 +276,11 @@ impl Tracker {
                 tail: Vec::new(),
                 last_seen: self.step,
                 tick: 0,
-                draft: Vec::new(),
+                chain: Vec::new(),
                 confidence: Vec::new(),
+                drafted: 0,
+                streak: 0,
+                chain_streak: 0,
             },
         );
         if let Some(k) = key {
@@ -327,12 +338,25 @@ impl Tracker {
         }
     }
 
-    /// Remembers the draft returned for request `id` (the next step reads what was accepted).
-    pub fn set_draft(&mut self, id: i64, tokens: &[TokenId], confidence: Vec<f64>) {
+    /// Request `id`'s streak (0 for an unknown id).
+    pub fn streak(&self, id: i64) -> u32 {
+        self.requests.get(&id).map_or(0, |r| r.streak)
+    }
+
+    /// Remembers the chain proposed for request `id` and how much of it was drafted (the next
+    /// step reads what the engine's output says of it).
+    pub fn set_draft(
+        &mut self,
+        id: i64,
+        chain: Vec<TokenId>,
+        confidence: Vec<f64>,
+        drafted: usize,
+    ) {
         if let Some(r) = self.requests.get_mut(&id) {
-            r.draft.clear();
-            r.draft.extend_from_slice(tokens);
+            r.chain = chain;
             r.confidence = confidence;
+            r.drafted = drafted;
+            r.chain_streak = r.streak;
         }
     }
 
