@@ -21,7 +21,10 @@ exactly the prefix that will be accepted: no controller can do better with that 
 ``best-oracle`` (per row and step the longest accepted prefix of every drafter in the run: the
 ceiling of any mix of them). Writes ``benches/results/vllm_replay{tag}.{json,md,png}``.
 
-    .venv-vllm/bin/python benches/vllm_replay.py --data none.json [--concurrency 1 4 16]
+    .venv-vllm/bin/python benches/vllm_replay.py --data benches/results/vllm_outputs.json \\
+        --cost '{"const": 0.06, "per_token": 0.0055, "first": 0.001}' [--concurrency 1 4 16]
+
+(``benches/vllm.py`` writes ``vllm_outputs.json``: its ``none`` run's prompts and outputs.)
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import fastdec
 import fastdec.integrations.vllm as fv
 from fastdec.machine import machine_meta
 from plotting import pyplot, save
@@ -119,7 +123,7 @@ class Fastdec:
         if session:
             p = self.proposer
             opts = {"tree_budget": p.tree_budget, "max_gap": k + 9, "adaptive": p.session.adaptive} | session
-            p.session = fv.DraftSession(p.drafter, k, **opts)
+            p.session = fastdec.DraftSession(p.drafter, k, **opts)
 
     def propose(
         self, sampled: Sequence[Sequence[int]], counts: np.ndarray, rows: np.ndarray, **_: Any
@@ -286,14 +290,11 @@ def load(path: Path) -> dict[str, list[list[tuple[list[int], list[int]]]]]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument(
-        "--data", type=Path, required=True, help="a benches/vllm_run.py output of the none method"
-    )
+    ap.add_argument("--data", type=Path, help="vllm_outputs.json of benches/vllm.py")
+    ap.add_argument("--render", type=Path, help="rewrite the table and plot from this JSON, run nothing")
     ap.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16])
     ap.add_argument("--k", type=int, default=10)
-    ap.add_argument(
-        "--cost", type=json.loads, required=True, help="JSON of " + ", ".join(COST_KEYS) + " (seconds)"
-    )
+    ap.add_argument("--cost", type=json.loads, default={}, help=f"JSON of {', '.join(COST_KEYS)} (seconds)")
     ap.add_argument(
         "--variant",
         nargs=2,
@@ -307,6 +308,12 @@ def main() -> None:
     ap.add_argument("--tag", default="")
     ap.add_argument("--out", type=Path, default=ROOT / "benches" / "results")
     args = ap.parse_args()
+    if args.render:
+        doc = json.loads(args.render.read_text())
+        write(doc["results"], doc["meta"], args.out / args.render.stem)
+        return
+    if args.data is None or not args.cost:
+        ap.error("--data and --cost are needed (or --render)")
     cost = {key: float(args.cost.get(key, 0.0)) for key in COST_KEYS}
     for name, settings in args.variant:
         opts = json.loads(settings)
@@ -333,7 +340,8 @@ def main() -> None:
                 print(
                     wl, conc, label, {k: round(v, 3) for k, v in cell[label].items() if isinstance(v, float)}
                 )
-    write(results, args, cost)
+    meta = {**machine_meta(), "data": str(args.data), "k": args.k, "cost_seconds": cost}
+    write(results, meta, args.out / f"vllm_replay{args.tag}")
 
 
 def none_run(
@@ -356,9 +364,16 @@ def none_run(
     return t.summary()
 
 
-def write(results: dict[str, Any], args: argparse.Namespace, cost: dict[str, float]) -> None:
-    meta = {**machine_meta(), "data": str(args.data), "k": args.k, "cost_seconds": cost}
-    lines = [f"# vLLM replay on a step clock (k = {args.k}; cost line {cost})", ""]
+def write(results: dict[str, Any], meta: dict[str, Any], stem: Path) -> None:
+    lines = [
+        f"# vLLM replay on a step clock (k = {meta['k']}; cost line in seconds {meta['cost_seconds']})",
+        "",
+        f"CPU: {meta.get('cpu', {}).get('model', '?')}, flags {meta.get('cpu', {}).get('flags', [])}. "
+        "Drafting time is not charged (the engine run charges it); `oracle-cut`: the drafter's "
+        "chain cut to exactly what is accepted; `best-oracle`: the longest accepted prefix of any "
+        "drafter each step.",
+        "",
+    ]
     for wl, by_c in results.items():
         for conc, cell in by_c.items():
             base = cell["ngram"]["tokens_per_s"]
@@ -376,7 +391,6 @@ def write(results: dict[str, Any], args: argparse.Namespace, cost: dict[str, flo
                     f"{tps / suf:.2f}x | {r['tokens_per_step']:.2f} | {r['acceptance']:.2f} |"
                 )
             lines.append("")
-    stem = args.out / f"vllm_replay{args.tag}"
     stem.with_suffix(".json").write_text(json.dumps({"meta": meta, "results": results}, indent=1))
     stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
