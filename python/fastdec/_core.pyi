@@ -422,7 +422,7 @@ class DraftSession:
 class DraftLength:
     """How many tokens of each linear draft are worth verifying, learnt from what the engine
     accepted and what its steps cost (the controller inside :class:`DraftSession`; the README's
-    vLLM section says how). ``DraftLength(k, *, bins=8, streak_bins=4, window=128, min_steps=16,
+    vLLM section says how). ``DraftLength(k, *, bins=8, streak_bins=6, window=128, min_steps=16,
     explore=0.05, decay=0.998, shrink=8.0, enabled=True)``. Tree loops (``generate(budget=
     "auto")``, llama.cpp's) keep their own controller: their forward's cost per tree size is not
     the line this one fits over a batched step's rows and tokens.
@@ -433,7 +433,7 @@ class DraftLength:
         k: int,
         *,
         bins: int = 8,
-        streak_bins: int = 4,
+        streak_bins: int = 6,
         window: int = 128,
         min_steps: int = 16,
         explore: float = 0.05,

@@ -437,7 +437,7 @@ fn run<T: Send>(py: Python<'_>, rows: usize, f: impl FnOnce() -> T + Send) -> T 
 
 /// How many tokens of each linear draft are worth verifying, learnt from what the engine
 /// accepted and what its steps cost (the controller inside :class:`DraftSession`; the README's
-/// vLLM section says how). ``DraftLength(k, *, bins=8, streak_bins=4, window=128, min_steps=16,
+/// vLLM section says how). ``DraftLength(k, *, bins=8, streak_bins=6, window=128, min_steps=16,
 /// explore=0.05, decay=0.998, shrink=8.0, enabled=True)``. Tree loops (``generate(budget=
 /// "auto")``, llama.cpp's) keep their own controller: their forward's cost per tree size is not
 /// the line this one fits over a batched step's rows and tokens.
@@ -459,7 +459,7 @@ fn tokens_of(obj: &Bound<'_, PyAny>, what: &'static str) -> PyResult<Vec<u32>> {
 #[pymethods]
 impl PyDraftLength {
     #[new]
-    #[pyo3(signature = (k, *, bins = 8, streak_bins = 4, window = 128, min_steps = 16,
+    #[pyo3(signature = (k, *, bins = 8, streak_bins = 6, window = 128, min_steps = 16,
         explore = 0.05, decay = 0.998, shrink = 8.0, enabled = true))]
     #[allow(clippy::too_many_arguments)]
     fn new(
