@@ -279,6 +279,39 @@ def test_draft_length_pays_for_the_first_draft_token() -> None:
     assert many.cut_batch([[0.95] * 4] * 16) == [4] * 16
 
 
+def test_draft_length_tells_rows_apart_by_their_match() -> None:
+    """Rows with the same confidence and streak: those whose text ends in 8 tokens seen before
+    are right 95 % of the time, those whose last 2 tokens are new 10 %. With match bins the
+    controller drafts the first and not the second; with one match bin it cannot tell them
+    apart. A token costs a third of a step."""
+    rng = np.random.default_rng(4)
+    cuts = {}
+    for bins in (5, 1):
+        length = DraftLength(4, match_bins=bins)
+        for _ in range(300):
+            keeps = length.cut_batch([[1.0] * 4] * 2, streaks=[2, 2], matched=[8, 0])
+            emitted = 2
+            for matched, p, keep in zip((8, 0), (0.95, 0.1), keeps, strict=True):
+                chain = [100, 101, 102, 103]
+                accepted = 0
+                while accepted < 4 and rng.random() < p:
+                    accepted += 1
+                out = [*chain[:accepted], 7][: min(accepted, keep) + 1]
+                length.observe(chain, [1.0] * 4, out, streak=2, matched=matched)
+                emitted += len(out) - 1
+            length.observe_step(keeps, 1.0 + 0.33 * sum(keeps), emitted)
+        assert length.probability(0, 1.0, 2, 8) > length.probability(0, 1.0, 2, 0) or bins == 1
+        length.explore = 0.0
+        cuts[bins] = length.cut_batch([[1.0] * 4] * 2, streaks=[2, 2], matched=[8, 0])
+    assert cuts[5][0] >= 3, cuts
+    assert cuts[5][1] == 0, cuts
+    assert cuts[1][0] == cuts[1][1], cuts
+    with pytest.raises(ValueError, match="matched has 1 entries for 2 chains"):
+        length.cut_batch([[1.0], [1.0]], matched=[3])
+    with pytest.raises(ValueError, match="match_bins = 9"):
+        DraftLength(3, match_bins=9)
+
+
 def test_draft_length_disabled_and_bad_settings() -> None:
     length = DraftLength(3, enabled=False)
     for _ in range(40):

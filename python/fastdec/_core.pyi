@@ -316,7 +316,8 @@ class DraftSession:
     engine step (GIL released), with a learnt draft length.
 
     ``DraftSession(drafter, k, *, tree_budget=k + 1, max_requests=1024, grace_steps=4,
-    max_gap=k + 9, adaptive=True, explore=0.05, min_steps=16, window=128)``; ``step(rows, counts,
+    max_gap=k + 9, adaptive=True, explore=0.05, min_steps=16, window=128, streak_bins=6,
+    match_bins=5)`` (the last six set the draft length, see :class:`DraftLength`); ``step(rows, counts,
     sampled, *, max_len=None, ids=None)`` returns one draft (a list of at most ``k`` token ids)
     per row. ``rows``: the engine's ``[R, C]`` int32 / int64 token rows (read in place: only the
     tokens new to each row and a few sampled positions are read); ``counts[i]``: row ``i``'s
@@ -340,6 +341,8 @@ class DraftSession:
         explore: float = 0.05,
         min_steps: int = 16,
         window: int = 128,
+        streak_bins: int = 6,
+        match_bins: int = 5,
     ) -> DraftSession: ...
     @property
     def drafter(self) -> BaseDrafter: ...
@@ -422,10 +425,13 @@ class DraftSession:
 class DraftLength:
     """How many tokens of each linear draft are worth verifying, learnt from what the engine
     accepted and what its steps cost (the controller inside :class:`DraftSession`; the README's
-    vLLM section says how). ``DraftLength(k, *, bins=8, streak_bins=6, window=128, min_steps=16,
-    explore=0.05, decay=0.998, shrink=8.0, enabled=True)``. Tree loops (``generate(budget=
-    "auto")``, llama.cpp's) keep their own controller: their forward's cost per tree size is not
-    the line this one fits over a batched step's rows and tokens.
+    vLLM section says how). ``DraftLength(k, *, bins=8, streak_bins=6, match_bins=5, window=128,
+    min_steps=16, explore=0.05, decay=0.998, shrink=8.0, enabled=True)``. A row's state is its
+    ``streak`` (tokens its chains predicted in a row up to the latest miss) and ``matched`` (the
+    longest of the windows of 2, 4, 8, 16 tokens ending its text that it held earlier too).
+    Tree loops (``generate(budget="auto")``, llama.cpp's) keep their own controller: their
+    forward's cost per tree size is not the line this one fits over a batched step's rows and
+    tokens.
     """
 
     def __new__(
@@ -434,6 +440,7 @@ class DraftLength:
         *,
         bins: int = 8,
         streak_bins: int = 6,
+        match_bins: int = 5,
         window: int = 128,
         min_steps: int = 16,
         explore: float = 0.05,
@@ -448,12 +455,17 @@ class DraftLength:
     explore: float
     @property
     def tau(self) -> float: ...
-    def probability(self, depth: int, confidence: float, streak: int = 0) -> float: ...
-    def observe(self, chain: _Ints, confidences: Sequence[float], emitted: _Ints, streak: int = 0) -> int: ...
+    def probability(self, depth: int, confidence: float, streak: int = 0, matched: int = 0) -> float: ...
+    def observe(
+        self, chain: _Ints, confidences: Sequence[float], emitted: _Ints, streak: int = 0, matched: int = 0
+    ) -> int: ...
     def observe_step(self, drafts: Sequence[int], seconds: float, emitted: int) -> None: ...
-    def cut(self, confidences: Sequence[float], streak: int = 0) -> int: ...
+    def cut(self, confidences: Sequence[float], streak: int = 0, matched: int = 0) -> int: ...
     def cut_batch(
-        self, chains: Sequence[Sequence[float]], streaks: Sequence[int] | None = None
+        self,
+        chains: Sequence[Sequence[float]],
+        streaks: Sequence[int] | None = None,
+        matched: Sequence[int] | None = None,
     ) -> list[int]: ...
     def stats(self) -> dict[str, Any]: ...
 

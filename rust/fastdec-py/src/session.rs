@@ -4,7 +4,9 @@ use fastdec_core::drafter::RequestId;
 use fastdec_core::session::rows::Token;
 use std::sync::{Mutex, PoisonError};
 
-use fastdec_core::session::{DraftLength, DraftSession, LengthConfig, LengthStats, SessionConfig};
+use fastdec_core::session::{
+    DraftLength, DraftSession, LengthConfig, LengthStats, RowState, SessionConfig,
+};
 use numpy::{PyArray1, PyArray2, PyArrayMethods, PyReadonlyArray2};
 use pyo3::exceptions::{PyIndexError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
@@ -20,7 +22,8 @@ use crate::error::to_py;
 /// engine step (GIL released), with a learnt draft length.
 ///
 /// ``DraftSession(drafter, k, *, tree_budget=k + 1, max_requests=1024, grace_steps=4,
-/// max_gap=k + 9, adaptive=True, explore=0.05, min_steps=16, window=128)``; ``step(rows, counts,
+/// max_gap=k + 9, adaptive=True, explore=0.05, min_steps=16, window=128, streak_bins=6,
+/// match_bins=5)`` (the last six set the draft length, see :class:`DraftLength`); ``step(rows, counts,
 /// sampled, *, max_len=None, ids=None)`` returns one draft (a list of at most ``k`` token ids)
 /// per row. ``rows``: the engine's ``[R, C]`` int32 / int64 token rows (read in place: only the
 /// tokens new to each row and a few sampled positions are read); ``counts[i]``: row ``i``'s
@@ -175,7 +178,8 @@ fn counts_arg(obj: &Bound<'_, PyAny>, what: &'static str) -> PyResult<Vec<usize>
 impl PyDraftSession {
     #[new]
     #[pyo3(signature = (drafter, k, *, tree_budget = None, max_requests = 1024, grace_steps = 4,
-        max_gap = None, adaptive = true, explore = 0.05, min_steps = 16, window = 128))]
+        max_gap = None, adaptive = true, explore = 0.05, min_steps = 16, window = 128,
+        streak_bins = 6, match_bins = 5))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         drafter: &Bound<'_, PyBaseDrafter>,
@@ -188,6 +192,8 @@ impl PyDraftSession {
         explore: f64,
         min_steps: i128,
         window: i128,
+        streak_bins: i128,
+        match_bins: i128,
     ) -> PyResult<Self> {
         let k = count(k, "k")?;
         let mut config = SessionConfig::new(k);
@@ -204,6 +210,8 @@ impl PyDraftSession {
             explore,
             min_steps: count(min_steps, "min_steps")?,
             window: count(window, "window")?,
+            streak_bins: count(streak_bins, "streak_bins")?,
+            match_bins: count(match_bins, "match_bins")?,
             ..LengthConfig::new(k)
         };
         let inner = DraftSession::new(drafter.get().inner.clone(), config).map_err(to_py)?;
@@ -437,10 +445,13 @@ fn run<T: Send>(py: Python<'_>, rows: usize, f: impl FnOnce() -> T + Send) -> T 
 
 /// How many tokens of each linear draft are worth verifying, learnt from what the engine
 /// accepted and what its steps cost (the controller inside :class:`DraftSession`; the README's
-/// vLLM section says how). ``DraftLength(k, *, bins=8, streak_bins=6, window=128, min_steps=16,
-/// explore=0.05, decay=0.998, shrink=8.0, enabled=True)``. Tree loops (``generate(budget=
-/// "auto")``, llama.cpp's) keep their own controller: their forward's cost per tree size is not
-/// the line this one fits over a batched step's rows and tokens.
+/// vLLM section says how). ``DraftLength(k, *, bins=8, streak_bins=6, match_bins=5, window=128,
+/// min_steps=16, explore=0.05, decay=0.998, shrink=8.0, enabled=True)``. A row's state is its
+/// ``streak`` (tokens its chains predicted in a row up to the latest miss) and ``matched`` (the
+/// longest of the windows of 2, 4, 8, 16 tokens ending its text that it held earlier too).
+/// Tree loops (``generate(budget="auto")``, llama.cpp's) keep their own controller: their
+/// forward's cost per tree size is not the line this one fits over a batched step's rows and
+/// tokens.
 #[pyclass(name = "DraftLength", module = "fastdec._core", frozen)]
 pub struct PyDraftLength {
     inner: Mutex<DraftLength>,
@@ -459,13 +470,14 @@ fn tokens_of(obj: &Bound<'_, PyAny>, what: &'static str) -> PyResult<Vec<u32>> {
 #[pymethods]
 impl PyDraftLength {
     #[new]
-    #[pyo3(signature = (k, *, bins = 8, streak_bins = 6, window = 128, min_steps = 16,
-        explore = 0.05, decay = 0.998, shrink = 8.0, enabled = true))]
+    #[pyo3(signature = (k, *, bins = 8, streak_bins = 6, match_bins = 5, window = 128,
+        min_steps = 16, explore = 0.05, decay = 0.998, shrink = 8.0, enabled = true))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         k: i128,
         bins: i128,
         streak_bins: i128,
+        match_bins: i128,
         window: i128,
         min_steps: i128,
         explore: f64,
@@ -477,6 +489,7 @@ impl PyDraftLength {
             k: count(k, "k")?,
             bins: count(bins, "bins")?,
             streak_bins: count(streak_bins, "streak_bins")?,
+            match_bins: count(match_bins, "match_bins")?,
             window: count(window, "window")?,
             min_steps: count(min_steps, "min_steps")?,
             explore,
@@ -518,27 +531,31 @@ impl PyDraftLength {
         self.lock().tau()
     }
 
-    /// Estimated chance that a draft token at ``depth`` with ``confidence``, of a row whose
-    /// streak is ``streak``, is accepted, given that every token before it was.
-    #[pyo3(signature = (depth, confidence, streak = 0))]
-    fn probability(&self, depth: usize, confidence: f64, streak: u32) -> f64 {
-        self.lock().probability(depth, confidence, streak)
+    /// Estimated chance that a draft token at ``depth`` with ``confidence``, of a row in state
+    /// (``streak``, ``matched``), is accepted, given that every token before it was.
+    #[pyo3(signature = (depth, confidence, streak = 0, matched = 0))]
+    fn probability(&self, depth: usize, confidence: f64, streak: u32, matched: u32) -> f64 {
+        self.lock()
+            .probability(depth, confidence, RowState { streak, matched })
     }
 
     /// Records what a row's output says of its previous chain (``chain``: the tokens proposed,
-    /// drafted or not; ``emitted``: the tokens the row gained since; ``streak``: the row's
-    /// streak when the chain was proposed); returns how many leading chain tokens matched.
-    #[pyo3(signature = (chain, confidences, emitted, streak = 0))]
+    /// drafted or not; ``emitted``: the tokens the row gained since; ``streak``, ``matched``:
+    /// the row's state when the chain was proposed); returns how many leading chain tokens
+    /// matched.
+    #[pyo3(signature = (chain, confidences, emitted, streak = 0, matched = 0))]
     fn observe(
         &self,
         chain: &Bound<'_, PyAny>,
         confidences: Vec<f64>,
         emitted: &Bound<'_, PyAny>,
         streak: u32,
+        matched: u32,
     ) -> PyResult<usize> {
         let chain = tokens_of(chain, "chain")?;
         let emitted = tokens_of(emitted, "emitted")?;
-        Ok(self.lock().observe(&chain, &confidences, &emitted, streak))
+        let row = RowState { streak, matched };
+        Ok(self.lock().observe(&chain, &confidences, &emitted, row))
     }
 
     /// Records one engine step: each row's draft length, the seconds taken, tokens emitted.
@@ -546,27 +563,39 @@ impl PyDraftLength {
         self.lock().observe_step(&drafts, seconds, emitted);
     }
 
-    /// How many leading tokens of a chain with these confidences, of a row whose streak is
-    /// ``streak``, to draft (a batch of one).
-    #[pyo3(signature = (confidences, streak = 0))]
-    fn cut(&self, confidences: Vec<f64>, streak: u32) -> usize {
-        self.lock().cut_batch(&[confidences.as_slice()], &[streak])[0]
+    /// How many leading tokens of a chain with these confidences, of a row in state
+    /// (``streak``, ``matched``), to draft (a batch of one).
+    #[pyo3(signature = (confidences, streak = 0, matched = 0))]
+    fn cut(&self, confidences: Vec<f64>, streak: u32, matched: u32) -> usize {
+        self.lock()
+            .cut_batch(&[confidences.as_slice()], &[RowState { streak, matched }])[0]
     }
 
     /// How many leading tokens of each row's chain (given by its confidences and the row's
-    /// streak, 0 for every row when ``streaks`` is None) to draft.
-    #[pyo3(signature = (chains, streaks = None))]
-    fn cut_batch(&self, chains: Vec<Vec<f64>>, streaks: Option<Vec<u32>>) -> PyResult<Vec<usize>> {
-        let streaks = streaks.unwrap_or_else(|| vec![0; chains.len()]);
-        if streaks.len() != chains.len() {
-            return Err(PyValueError::new_err(format!(
-                "streaks has {} entries for {} chains",
-                streaks.len(),
+    /// ``streaks`` and ``matched``, 0 for every row where None) to draft.
+    #[pyo3(signature = (chains, streaks = None, matched = None))]
+    fn cut_batch(
+        &self,
+        chains: Vec<Vec<f64>>,
+        streaks: Option<Vec<u32>>,
+        matched: Option<Vec<u32>>,
+    ) -> PyResult<Vec<usize>> {
+        let per_row = |v: Option<Vec<u32>>, name: &str| match v {
+            None => Ok(vec![0; chains.len()]),
+            Some(v) if v.len() == chains.len() => Ok(v),
+            Some(v) => Err(PyValueError::new_err(format!(
+                "{name} has {} entries for {} chains",
+                v.len(),
                 chains.len()
-            )));
-        }
+            ))),
+        };
+        let rows: Vec<RowState> = per_row(streaks, "streaks")?
+            .into_iter()
+            .zip(per_row(matched, "matched")?)
+            .map(|(streak, matched)| RowState { streak, matched })
+            .collect();
         let views: Vec<&[f64]> = chains.iter().map(Vec::as_slice).collect();
-        Ok(self.lock().cut_batch(&views, &streaks))
+        Ok(self.lock().cut_batch(&views, &rows))
     }
 
     /// ``tau``, the fitted seconds (``step_fixed_seconds``, ``seconds_per_row``,

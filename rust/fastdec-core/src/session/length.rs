@@ -12,19 +12,30 @@
 //!   without outlying steps, over a recent window; `R` as emitted tokens over seconds. The
 //!   step-level term matters: on vLLM's CPU engine the first draft token of a step costs several
 //!   ms (the rejection sampler, logits at draft positions), later ones about 1 ms.
-//! * `q` as the product of per-token acceptance probabilities, estimated per (depth, row streak,
-//!   drafter confidence bin) with shrinkage towards the (depth, streak) rate, that towards the
-//!   per-depth rate and that towards the overall rate. A chain token's confidence is its tree
-//!   score over its parent's; a drafter without scores (prompt lookup) gives 1. The row's
-//!   *streak* counts the tokens its drafter's chains predicted in a row up to the latest miss
-//!   (the chains as proposed, drafted or not): a row that is copying text keeps being right,
-//!   one in free prose keeps missing. In replays of vLLM workloads the first token's acceptance
-//!   was 0.23-0.26 after a miss and 0.73-0.86 after three or more hits, where depth and the
-//!   drafter's own score alone left both near the average (`benches/vllm_replay.py`); Arctic
-//!   Inference's SuffixDecoding uses the same signal as its match length (Oliaro et al. 2024,
-//!   arXiv:2411.04975). Outcomes are learnt from every chain token the engine's output decides,
-//!   not only the drafted ones: a row that drafted nothing still says whether its chain's first
-//!   token was right, and a draft accepted in full whether the next chain token was.
+//! * `q` as the product of per-token acceptance probabilities, estimated per (depth, row match,
+//!   row streak, drafter confidence bin) with shrinkage through coarser and coarser rates:
+//!   (depth, match, streak), (depth, match), (depth, whether the depth lies within the match),
+//!   within the match or not, overall. A chain token's confidence is its tree score over its
+//!   parent's; a drafter without scores (prompt lookup) gives 1. The row's *match* is how much
+//!   of the end of its text it has seen before (windows of 2, 4, 8, 16 tokens, see
+//!   `suffix_match`): the signal SuffixDecoding (Oliaro et al. 2024, arXiv:2411.04975) caps its
+//!   drafts with (at most as many tokens as matched), and the best single predictor in replays
+//!   of the vLLM bench's outputs (`benches/vllm_replay.py`: first-token acceptance 0.15-0.17
+//!   without a 2-token match, 0.92-1.0 with an 8-token one). Whether a depth lies within the
+//!   match pools every depth's outcomes, so a cold controller learns that rule in a few steps.
+//!   The row's *streak* counts the tokens its drafter's chains predicted in a row up to the
+//!   latest miss (the chains as proposed, drafted or not): a row that is copying text keeps
+//!   being right, one in free prose keeps missing (first-token acceptance 0.23-0.26 after a
+//!   miss, 0.73-0.86 after three or more hits in the same replays). Outcomes are learnt from
+//!   every chain token the engine's output decides, not only the drafted ones: a row that
+//!   drafted nothing still says whether its chain's first token was right, and a draft accepted
+//!   in full whether the next chain token was.
+//!
+//! Until the cost is measured (`min_steps` steps) every row drafts its whole chain. Capping a
+//! cold row at its match (SuffixDecoding's rule) helped the replay of the bench's short code
+//! edits (hybrid 0.87x -> 0.93x SuffixDecoding's tokens/s at 4 rows) but starves drafts whose
+//! evidence is not the row's own text (a trie's cross-request memory), and the cold spell is
+//! only a session's first steps: whole chains it is, and the match works through the estimates.
 //!
 //! A small share of rows (`explore`) drafts its whole chain or nothing whatever `tau` says, so
 //! neither estimate can get stuck on tokens that are never drafted.
@@ -45,6 +56,7 @@
 use std::collections::VecDeque;
 
 use super::cost_fit::{cost_fit, dot, median};
+use super::suffix_match::MATCH_FROM;
 use crate::{Error, Result, TokenId};
 
 /// Engine steps between refits of the cost.
@@ -52,6 +64,17 @@ const REFIT_EVERY: u64 = 8;
 /// The most streak bins (the lower bounds of bins 1.. are `STREAK_FROM`).
 pub const STREAK_BINS: usize = 6;
 const STREAK_FROM: [u32; STREAK_BINS - 1] = [1, 2, 4, 8, 16];
+/// The most match bins (no match, then one per window of `MATCH_FROM`).
+pub const MATCH_BINS: usize = MATCH_FROM.len() + 1;
+
+/// What the controller knows of a row when its chain is proposed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RowState {
+    /// Tokens its drafter's chains predicted in a row up to the latest miss.
+    pub streak: u32,
+    /// The longest window (of `MATCH_FROM` tokens) ending its text that it held earlier too.
+    pub matched: u32,
+}
 
 /// A row's streak after a step: `predicted` leading tokens of its chain matched the `emitted`
 /// tokens; all of them matched (the chain may go on being right) or it missed.
@@ -73,6 +96,8 @@ pub struct LengthConfig {
     pub bins: usize,
     /// Streak bins (streaks 0, 1, 2-3, 4-7, 8-15, 16+; fewer merge the longest; 1: ignored).
     pub streak_bins: usize,
+    /// Match bins (no match, 2, 4, 8, 16+ tokens; fewer merge the longest; 1: ignored).
+    pub match_bins: usize,
     /// Recent steps in the cost fit.
     pub window: usize,
     /// Steps measured before `tau` leaves 0 (draft everything until then).
@@ -94,6 +119,7 @@ impl LengthConfig {
             k,
             bins: 8,
             streak_bins: 6,
+            match_bins: MATCH_BINS,
             window: 128,
             min_steps: 16,
             explore: 0.05,
@@ -104,13 +130,18 @@ impl LengthConfig {
     }
 
     fn check(&self) -> Result<()> {
-        let checks: [(&'static str, bool, String); 8] = [
+        let checks: [(&'static str, bool, String); 9] = [
             ("k", self.k >= 1, self.k.to_string()),
             ("bins", self.bins >= 1, self.bins.to_string()),
             (
                 "streak_bins",
                 (1..=STREAK_BINS).contains(&self.streak_bins),
                 self.streak_bins.to_string(),
+            ),
+            (
+                "match_bins",
+                (1..=MATCH_BINS).contains(&self.match_bins),
+                self.match_bins.to_string(),
             ),
             ("window", self.window >= 4, self.window.to_string()),
             (
@@ -175,9 +206,13 @@ pub struct LengthStats {
 #[derive(Debug, Clone)]
 pub struct DraftLength {
     config: LengthConfig,
-    // [depth][streak][confidence], [depth][streak], [depth]
+    // [depth][match][streak][confidence], [depth][match][streak], [depth][match],
+    // [depth][within the match], [within the match]; per depth for the stats
     cells: Vec<Rate>,
     streaks: Vec<Rate>,
+    matches: Vec<Rate>,
+    within: Vec<Rate>,
+    inside: [Rate; 2],
     depths: Vec<Rate>,
     overall: Rate,
     // (rows, any row drafting, drafting rows, draft tokens, seconds, emitted) per step
@@ -196,8 +231,14 @@ impl DraftLength {
     pub fn new(config: LengthConfig) -> Result<Self> {
         config.check()?;
         Ok(DraftLength {
-            cells: vec![Rate::default(); config.k * config.streak_bins * config.bins],
-            streaks: vec![Rate::default(); config.k * config.streak_bins],
+            cells: vec![
+                Rate::default();
+                config.k * config.match_bins * config.streak_bins * config.bins
+            ],
+            streaks: vec![Rate::default(); config.k * config.match_bins * config.streak_bins],
+            matches: vec![Rate::default(); config.k * config.match_bins],
+            within: vec![Rate::default(); config.k * 2],
+            inside: [Rate::default(); 2],
             depths: vec![Rate::default(); config.k],
             overall: Rate::default(),
             steps: VecDeque::with_capacity(config.window),
@@ -233,36 +274,60 @@ impl DraftLength {
         b.clamp(0, self.config.bins as i64 - 1) as usize
     }
 
-    /// (index into `streaks`, index into `cells`) of a token.
-    fn slots(&self, depth: usize, confidence: f64, streak: u32) -> (usize, usize) {
-        let d = depth.min(self.config.k - 1);
-        let sb = STREAK_FROM
+    /// The lower bound of the match bin of a row that matched `matched` tokens.
+    fn match_floor(&self, matched: u32) -> u32 {
+        MATCH_FROM
             .iter()
-            .take_while(|&&from| streak >= from)
-            .count()
-            .min(self.config.streak_bins - 1);
-        let ds = d * self.config.streak_bins + sb;
-        (ds, ds * self.config.bins + self.bin(confidence))
+            .take(self.config.match_bins - 1)
+            .take_while(|&&f| matched >= f)
+            .last()
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Indices of a token into `inside`, `within`, `matches`, `streaks` and `cells`.
+    fn slots(&self, depth: usize, confidence: f64, row: RowState) -> [usize; 5] {
+        let d = depth.min(self.config.k - 1);
+        let bin = |from: &[u32], value: u32, bins: usize| {
+            from.iter()
+                .take_while(|&&f| value >= f)
+                .count()
+                .min(bins - 1)
+        };
+        let mb = bin(&MATCH_FROM, row.matched, self.config.match_bins);
+        // SuffixDecoding drafts at most as many tokens as it matched: a token within that
+        // length is the likelier, at any depth, which a cold controller learns from every
+        // depth's outcomes at once
+        let inside = usize::from(depth < self.match_floor(row.matched) as usize);
+        let dm = d * self.config.match_bins + mb;
+        let dms =
+            dm * self.config.streak_bins + bin(&STREAK_FROM, row.streak, self.config.streak_bins);
+        [
+            inside,
+            d * 2 + inside,
+            dm,
+            dms,
+            dms * self.config.bins + self.bin(confidence),
+        ]
     }
 
     /// Estimated chance that a draft token at `depth` (0 = first) with `confidence`, of a row
-    /// whose streak is `streak`, is accepted, given that every token before it was.
-    pub fn probability(&self, depth: usize, confidence: f64, streak: u32) -> f64 {
-        let d = depth.min(self.config.k - 1);
+    /// in state `row`, is accepted, given that every token before it was.
+    pub fn probability(&self, depth: usize, confidence: f64, row: RowState) -> f64 {
         let s = self.config.shrink;
+        let shrunk = |r: Rate, towards: f64| (r.accepted + s * towards) / (r.tried + s);
         let o = self.overall;
         let p_all = (o.accepted + 0.5) / (o.tried + 1.0);
-        let dr = self.depths[d];
-        let p_depth = (dr.accepted + s * p_all) / (dr.tried + s);
-        let (ds, c) = self.slots(depth, confidence, streak);
-        let sr = self.streaks[ds];
-        let p_streak = (sr.accepted + s * p_depth) / (sr.tried + s);
-        let cell = self.cells[c];
-        (cell.accepted + s * p_streak) / (cell.tried + s)
+        let [i, di, dm, dms, c] = self.slots(depth, confidence, row);
+        let p_inside = shrunk(self.inside[i], p_all);
+        let p_depth = shrunk(self.within[di], p_inside);
+        let p_match = shrunk(self.matches[dm], p_depth);
+        let p_streak = shrunk(self.streaks[dms], p_match);
+        shrunk(self.cells[c], p_streak)
     }
 
     /// Records what the engine's output says of a row's previous chain (`chain`: the tokens
-    /// proposed, drafted or not, with their `confidences`; `streak`: the row's streak when it
+    /// proposed, drafted or not, with their `confidences`; `row`: the row's state when it
     /// was proposed; `emitted`: the tokens the row gained since). Every chain token the output
     /// decides is an outcome: token j was reached iff all before it matched, and it is decided
     /// while `j < emitted.len()`. Returns how many leading chain tokens matched the output.
@@ -271,7 +336,7 @@ impl DraftLength {
         chain: &[TokenId],
         confidences: &[f64],
         emitted: &[TokenId],
-        streak: u32,
+        row: RowState,
     ) -> usize {
         let matched = chain
             .iter()
@@ -281,9 +346,13 @@ impl DraftLength {
         let decay = self.config.decay;
         for j in 0..chain.len().min(emitted.len()).min(matched + 1) {
             let hit = j < matched;
-            let (ds, cell) = self.slots(j, confidences.get(j).copied().unwrap_or(1.0), streak);
+            let [i, di, dm, dms, cell] =
+                self.slots(j, confidences.get(j).copied().unwrap_or(1.0), row);
             self.cells[cell].add(hit, decay);
-            self.streaks[ds].add(hit, decay);
+            self.streaks[dms].add(hit, decay);
+            self.matches[dm].add(hit, decay);
+            self.within[di].add(hit, decay);
+            self.inside[i].add(hit, decay);
             self.depths[j.min(self.config.k - 1)].add(hit, decay);
             self.overall.add(hit, decay);
         }
@@ -377,12 +446,12 @@ impl DraftLength {
     }
 
     /// How many leading tokens of each row's chain (given by its confidences and the row's
-    /// streak) to draft.
+    /// state) to draft.
     ///
     /// A token is kept while its cumulative acceptance `q` reaches `tau`; a row drafts only if
     /// what its kept tokens add, `sum(q - tau)`, pays for a drafting row's own cost, and the
     /// batch drafts only if the rows together pay for a step that verifies drafts at all.
-    pub fn cut_batch(&mut self, chains: &[&[f64]], streaks: &[u32]) -> Vec<usize> {
+    pub fn cut_batch(&mut self, chains: &[&[f64]], rows: &[RowState]) -> Vec<usize> {
         let k = self.config.k;
         let ns: Vec<usize> = chains.iter().map(|c| c.len().min(k)).collect();
         if !self.config.enabled {
@@ -401,7 +470,7 @@ impl DraftLength {
             }
         }
         if !self.rate.is_finite() {
-            return keeps; // nothing measured yet: draft everything
+            return keeps;
         }
         let tau = self.tau();
         let (row_cost, step_cost) = (self.rate * self.cost[3], self.rate * self.cost[2]);
@@ -411,9 +480,9 @@ impl DraftLength {
                 continue;
             }
             let (mut q, mut gain, mut keep) = (1.0, 0.0, 0);
-            let streak = streaks.get(i).copied().unwrap_or(0);
+            let row = rows.get(i).copied().unwrap_or_default();
             for (j, &c) in conf.iter().take(ns[i]).enumerate() {
-                q *= self.probability(j, c, streak);
+                q *= self.probability(j, c, row);
                 if q < tau {
                     break;
                 }
@@ -483,78 +552,5 @@ pub fn chain_confidences(scores: Option<&[f32]>, nodes: &[i32]) -> Vec<f64> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn streaks_grow_while_chains_are_right_and_restart_at_a_miss() {
-        assert_eq!(next_streak(0, 1, 1), 1); // no draft, the chain's first token was right
-        assert_eq!(next_streak(5, 4, 4), 9); // a draft of 3 accepted, then the bonus predicted
-        assert_eq!(next_streak(9, 2, 4), 2); // the chain missed the third token
-        assert_eq!(next_streak(9, 0, 1), 0);
-        assert_eq!(next_streak(u32::MAX, 3, 3), u32::MAX);
-    }
-
-    #[test]
-    fn observe_learns_every_token_the_output_decides() {
-        let mut config = LengthConfig::new(4);
-        config.decay = 1.0;
-        let mut l = DraftLength::new(config).unwrap();
-        // nothing drafted, one token emitted: the chain's first token is decided, not the second
-        assert_eq!(l.observe(&[7, 8, 9], &[1.0; 3], &[7], 0), 1);
-        assert_eq!((l.depths[0].tried, l.depths[1].tried), (1.0, 0.0));
-        // two accepted and a bonus the chain also predicted: three hits, the fourth undecided
-        assert_eq!(l.observe(&[1, 2, 3, 4], &[1.0; 4], &[1, 2, 3], 0), 3);
-        assert_eq!(
-            l.depths.iter().map(|r| r.tried).collect::<Vec<_>>(),
-            [2.0, 1.0, 1.0, 0.0]
-        );
-        // a miss at the second token: one hit, one miss, nothing after
-        assert_eq!(l.observe(&[1, 5, 6], &[1.0; 3], &[1, 2], 0), 1);
-        assert_eq!((l.depths[1].accepted, l.depths[1].tried), (1.0, 2.0));
-        assert_eq!(l.observe(&[], &[], &[1, 2], 0), 0);
-    }
-
-    #[test]
-    fn rows_on_a_streak_draft_and_rows_that_keep_missing_do_not() {
-        let mut config = LengthConfig::new(4);
-        config.explore = 0.0;
-        let mut l = DraftLength::new(config).unwrap();
-        // 40 ms a step and 10 ms a draft token, 1 token a step at 60 ms on average: tau = 1/6
-        for i in 0..64 {
-            let drafts = [i % 5];
-            l.observe_step(&drafts, 0.04 + 0.01 * drafts[0] as f64, 1);
-        }
-        assert!((l.tau() - 1.0 / 6.0).abs() < 0.01, "{}", l.tau());
-        // a first token is right 15 % of the time after a miss, 90 % after 7+ hits in a row
-        for i in 0..400u32 {
-            let cold = if i % 20 < 3 { 5 } else { 6 };
-            l.observe(&[5, 5, 5, 5], &[1.0; 4], &[cold], 0);
-            l.observe(&[5, 5, 5, 5], &[1.0; 4], &[5, 5, 5, 5, 5], 8);
-        }
-        assert!(
-            l.probability(0, 1.0, 0) < 0.2,
-            "{}",
-            l.probability(0, 1.0, 0)
-        );
-        assert!(
-            l.probability(0, 1.0, 8) > 0.9,
-            "{}",
-            l.probability(0, 1.0, 8)
-        );
-        assert_eq!(l.cut_batch(&[&[1.0; 4], &[1.0; 4]], &[0, 8]), [0, 4]);
-    }
-
-    #[test]
-    fn a_bad_setting_is_named() {
-        let mut c = LengthConfig::new(3);
-        c.explore = 2.0;
-        let err = DraftLength::new(c).unwrap_err().to_string();
-        assert!(err.contains("explore"), "{err}");
-        assert!(DraftLength::new(LengthConfig::new(0)).is_err());
-        let mut c = LengthConfig::new(3);
-        c.streak_bins = STREAK_BINS + 1;
-        let err = DraftLength::new(c).unwrap_err().to_string();
-        assert!(err.contains("streak_bins"), "{err}");
-    }
-}
+#[path = "length_tests.rs"]
+mod tests;

@@ -23,6 +23,7 @@
 mod cost_fit;
 pub mod length;
 pub mod rows;
+mod suffix_match;
 mod track;
 
 use std::sync::{Arc, Mutex, PoisonError};
@@ -33,7 +34,7 @@ use rayon::prelude::*;
 use crate::drafter::{Drafter, RequestId};
 use crate::parallel::ParallelChoice;
 use crate::{Error, Result, TokenId, TokenTree};
-pub use length::{chain_confidences, DraftLength, LengthConfig, LengthStats};
+pub use length::{chain_confidences, DraftLength, LengthConfig, LengthStats, RowState};
 use rows::Token;
 use track::{Row, Seen, Tracker};
 
@@ -374,8 +375,11 @@ impl DraftSession {
             chains.push((i, id, tokens, chain_confidences(tree.scores(), &nodes)));
         }
         let confidences: Vec<&[f64]> = chains.iter().map(|c| c.3.as_slice()).collect();
-        let streaks: Vec<u32> = chains.iter().map(|c| inner.tracker.streak(c.1)).collect();
-        let keeps = inner.length.cut_batch(&confidences, &streaks);
+        let states: Vec<RowState> = chains
+            .iter()
+            .map(|c| inner.tracker.row_state(c.1))
+            .collect();
+        let keeps = inner.length.cut_batch(&confidences, &states);
         inner.tracker.stats.rows += todo.len() as u64;
         for ((i, id, tokens, confidence), keep) in chains.into_iter().zip(keeps) {
             out[i] = tokens[..keep].to_vec();

@@ -6,8 +6,9 @@ use std::sync::Arc;
 
 use rustc_hash::FxHashMap as HashMap;
 
-use super::length::{next_streak, DraftLength};
+use super::length::{next_streak, DraftLength, RowState};
 use super::rows::{fingerprint, token_ids, Token, TAIL};
+use super::suffix_match::{self, SuffixMatch};
 use super::SessionStats;
 use crate::drafter::{Drafter, RequestId};
 use crate::{Error, Result, TokenId};
@@ -29,8 +30,10 @@ struct Tracked {
     drafted: usize,
     /// tokens the drafter's chains predicted in a row up to the latest miss (see `length`)
     streak: u32,
-    /// `streak` when `chain` was proposed
-    chain_streak: u32,
+    /// how much of the end of its text it held earlier too (see `suffix_match`)
+    matches: SuffixMatch,
+    /// the row's state when `chain` was proposed
+    chain_state: RowState,
 }
 
 /// A row of one step as recognised: the session's request id and whether it drafts.
@@ -224,8 +227,9 @@ impl Tracker {
         let confidence = std::mem::take(&mut r.confidence);
         let drafted = std::mem::take(&mut r.drafted);
         if !new.is_empty() {
-            let matched = length.observe(&chain, &confidence, &new, r.chain_streak);
+            let matched = length.observe(&chain, &confidence, &new, r.chain_state);
             r.streak = next_streak(r.streak, matched, new.len());
+            r.matches.extend(&new);
             self.stats.accepted += matched.min(drafted).min(new.len() - 1) as u64;
             match self.drafter.accept(&RequestId::Int(id), &new, None) {
                 // the drafter dropped it (its own cap, below the session's): start it again
@@ -263,6 +267,8 @@ impl Tracker {
         let id = self.next_id;
         self.next_id += 1;
         self.drafter.start(RequestId::Int(id), &tokens[..prompt])?;
+        let mut matches = SuffixMatch::default();
+        matches.extend(&tokens[tokens.len().saturating_sub(suffix_match::MAX_TOKENS / 2)..]);
         if prompt < tokens.len() {
             self.drafter
                 .accept(&RequestId::Int(id), &tokens[prompt..], None)?;
@@ -280,7 +286,8 @@ impl Tracker {
                 confidence: Vec::new(),
                 drafted: 0,
                 streak: 0,
-                chain_streak: 0,
+                matches,
+                chain_state: RowState::default(),
             },
         );
         if let Some(k) = key {
@@ -338,9 +345,14 @@ impl Tracker {
         }
     }
 
-    /// Request `id`'s streak (0 for an unknown id).
-    pub fn streak(&self, id: i64) -> u32 {
-        self.requests.get(&id).map_or(0, |r| r.streak)
+    /// Request `id`'s state for the length controller (zeros for an unknown id).
+    pub fn row_state(&self, id: i64) -> RowState {
+        self.requests
+            .get(&id)
+            .map_or(RowState::default(), |r| RowState {
+                streak: r.streak,
+                matched: r.matches.length(),
+            })
     }
 
     /// Remembers the chain proposed for request `id` and how much of it was drafted (the next
@@ -356,7 +368,10 @@ impl Tracker {
             r.chain = chain;
             r.confidence = confidence;
             r.drafted = drafted;
-            r.chain_streak = r.streak;
+            r.chain_state = RowState {
+                streak: r.streak,
+                matched: r.matches.length(),
+            };
         }
     }
 
@@ -386,5 +401,34 @@ fn unindex(by_fp: &mut HashMap<(usize, u64), Vec<i64>>, key: (usize, u64), id: i
         if ids.is_empty() {
             by_fp.remove(&key);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::drafter::{NgramConfig, NgramDrafter};
+    use crate::session::LengthConfig;
+
+    #[test]
+    fn a_row_state_follows_the_text_fed_so_far() {
+        let drafter = Arc::new(NgramDrafter::new(NgramConfig::default()).unwrap());
+        let mut tracker = Tracker::new(drafter, 8, 4, 4);
+        let mut length = DraftLength::new(LengthConfig::new(4)).unwrap();
+        let keys = [RequestId::Int(7)];
+        let text: Vec<i32> = (0..24).chain(0..9).chain([99]).collect();
+        // a prompt of 24 new tokens, then 9 that repeat its start, then one new token
+        for (end, matched) in [(24, 0), (27, 2), (33, 8), (34, 0)] {
+            let row = Row {
+                tokens: &text[..end],
+                offset: 0,
+            };
+            let (seen, _) = tracker
+                .observe(Some(&keys), &[row], &[1], &mut length)
+                .unwrap();
+            let id = seen[0].as_ref().unwrap().id;
+            assert_eq!(tracker.row_state(id).matched, matched, "at {end} tokens");
+        }
+        assert_eq!(tracker.row_state(12345), RowState::default());
     }
 }
