@@ -31,11 +31,13 @@
 //!   drafted nothing still says whether its chain's first token was right, and a draft accepted
 //!   in full whether the next chain token was.
 //!
-//! Until the cost is measured (`min_steps` steps) every row drafts its whole chain. Capping a
-//! cold row at its match (SuffixDecoding's rule) helped the replay of the bench's short code
-//! edits (hybrid 0.87x -> 0.93x SuffixDecoding's tokens/s at 4 rows) but starves drafts whose
-//! evidence is not the row's own text (a trie's cross-request memory), and the cold spell is
-//! only a session's first steps: whole chains it is, and the match works through the estimates.
+//! Until the cost is measured (`min_steps` steps) there is no `tau`: a chain is drafted whole
+//! while no outcome is known, then as far as its estimated acceptance stays at least
+//! `COLD_FLOOR` (0.1, the path-probability floor SuffixDecoding drafts with). Whole chains all
+//! through the cold steps cost a short workload much of its run (replay of the bench's code
+//! edits, 3 requests at 4 rows: hybrid 60.2 -> 64.5 tok/s, 0.87x -> 0.94x SuffixDecoding's);
+//! capping a cold row at its match instead starves drafts whose evidence is not the row's own
+//! text (a trie's cross-request memory).
 //!
 //! A small share of rows (`explore`) drafts its whole chain or nothing whatever `tau` says, so
 //! neither estimate can get stuck on tokens that are never drafted.
@@ -61,6 +63,10 @@ use crate::{Error, Result, TokenId};
 
 /// Engine steps between refits of the cost.
 const REFIT_EVERY: u64 = 8;
+/// Until the cost is measured, a draft token is kept while its chance of acceptance (with every
+/// token before it) is at least this: the path-probability floor SuffixDecoding drafts with
+/// (Arctic Inference's `min_token_prob`, 0.1).
+const COLD_FLOOR: f64 = 0.1;
 /// The most streak bins (the lower bounds of bins 1.. are `STREAK_FROM`).
 pub const STREAK_BINS: usize = 6;
 const STREAK_FROM: [u32; STREAK_BINS - 1] = [1, 2, 4, 8, 16];
@@ -470,6 +476,27 @@ impl DraftLength {
             }
         }
         if !self.rate.is_finite() {
+            // The cost is not measured yet: with no outcome at all, whole chains; then each
+            // chain as far as its estimated acceptance stays >= COLD_FLOOR (explored rows keep
+            // theirs).
+            if self.overall.tried > 0.0 {
+                for (i, conf) in chains.iter().enumerate() {
+                    if forced[i] {
+                        continue;
+                    }
+                    let row = rows.get(i).copied().unwrap_or_default();
+                    let mut q = 1.0;
+                    let mut n = 0;
+                    while n < keeps[i] {
+                        q *= self.probability(n, conf[n], row);
+                        if q < COLD_FLOOR {
+                            break;
+                        }
+                        n += 1;
+                    }
+                    keeps[i] = n;
+                }
+            }
             return keeps;
         }
         let tau = self.tau();

@@ -105,6 +105,49 @@ fn rows_that_match_their_text_draft_and_rows_that_do_not_stop() {
 }
 
 #[test]
+fn a_cold_controller_drafts_whole_chains_then_as_far_as_they_are_likely() {
+    let mut config = LengthConfig::new(4);
+    config.explore = 0.0;
+    let mut l = DraftLength::new(config).unwrap();
+    let (new, copying) = (
+        R0,
+        RowState {
+            streak: 0,
+            matched: 8,
+        },
+    );
+    // no step timed and no outcome yet: every chain whole
+    assert_eq!(
+        l.cut_batch(&[&[1.0; 4], &[1.0; 4]], &[new, copying]),
+        [4, 4]
+    );
+    // still no cost (fewer than min_steps steps), but outcomes: a new row's first token is right
+    // 20 % of the time (kept: 0.2 >= COLD_FLOOR; the second, 0.2 * 0.2, not); a copying row's
+    // every token
+    for i in 0..40u32 {
+        let first = if i % 5 == 0 { 5 } else { 6 };
+        l.observe(&[5, 5, 5, 5], &[1.0; 4], &[first], new);
+        l.observe(&[5, 5, 5, 5], &[1.0; 4], &[5, 5, 5, 5, 5], copying);
+    }
+    assert!(!l.rate.is_finite());
+    assert_eq!(
+        l.cut_batch(&[&[1.0; 4], &[1.0; 4]], &[new, copying]),
+        [1, 4]
+    );
+    // and nothing measured without matches either: the rule is the estimate's, not the match's
+    let mut l = DraftLength::new(LengthConfig {
+        explore: 0.0,
+        ..LengthConfig::new(4)
+    })
+    .unwrap();
+    for _ in 0..40 {
+        l.observe(&[5, 5, 5, 5], &[0.1; 4], &[6], R0);
+        l.observe(&[5, 5, 5, 5], &[0.9; 4], &[5, 5, 5, 5, 5], R0);
+    }
+    assert_eq!(l.cut_batch(&[&[0.1; 4], &[0.9; 4]], &[R0, R0]), [0, 4]);
+}
+
+#[test]
 fn a_bad_setting_is_named() {
     let mut c = LengthConfig::new(3);
     c.explore = 2.0;
