@@ -36,6 +36,16 @@ struct Tracked {
     chain_state: RowState,
 }
 
+impl Tracked {
+    /// The request's state for the length controller now.
+    fn state(&self) -> RowState {
+        RowState {
+            streak: self.streak,
+            matched: self.matches.length(),
+        }
+    }
+}
+
 /// A row of one step as recognised: the session's request id and whether it drafts.
 pub(super) struct Seen {
     pub id: i64,
@@ -349,10 +359,7 @@ impl Tracker {
     pub fn row_state(&self, id: i64) -> RowState {
         self.requests
             .get(&id)
-            .map_or(RowState::default(), |r| RowState {
-                streak: r.streak,
-                matched: r.matches.length(),
-            })
+            .map_or(RowState::default(), Tracked::state)
     }
 
     /// Remembers the chain proposed for request `id` and how much of it was drafted (the next
@@ -368,10 +375,7 @@ impl Tracker {
             r.chain = chain;
             r.confidence = confidence;
             r.drafted = drafted;
-            r.chain_state = RowState {
-                streak: r.streak,
-                matched: r.matches.length(),
-            };
+            r.chain_state = r.state();
         }
     }
 
