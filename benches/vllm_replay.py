@@ -17,9 +17,12 @@ controller's own fit of step seconds on the step's shape, ``--cost``); fastdec's
 that clock, so its cuts react to the same costs it would meet in the engine.
 
 Policies per drafter: ``real`` (what the proposer drafts), ``oracle-cut`` (its full chain cut to
-exactly the prefix that will be accepted: no controller can do better with that drafter), and
-``best-oracle`` (per row and step the longest accepted prefix of every drafter in the run: the
-ceiling of any mix of them). Writes ``benches/results/vllm_replay{tag}.{json,md,png}``.
+exactly the prefix that will be accepted: no controller can do better with that drafter),
+``at suffix's lengths`` (its full chain cut to the length SuffixDecoding drafts at the same row
+and step: the two differ only in their chains' tokens, so this row compares the drafters' chains
+where SuffixDecoding is confident, apart from any draft-length controller), and ``best-oracle``
+(per row and step the longest accepted prefix of every drafter in the run: the ceiling of any mix
+of them). Writes ``benches/results/vllm_replay{tag}.{json,md,png}``.
 
     .venv-vllm/bin/python benches/vllm_replay.py --data benches/results/vllm_outputs.json \\
         --cost '{"const": 0.06, "per_token": 0.0055, "first": 0.001}' [--concurrency 1 4 16]
@@ -268,6 +271,13 @@ def simulate(
                         tally.wins["missed_no_draft"] = tally.wins.get("missed_no_draft", 0) + (
                             full if not pending[s] else 0
                         )
+                elif policy == "suffix-length":
+                    # the drafter's full chain cut to what SuffixDecoding drafts here (names[1]):
+                    # the same lengths, so only the chains' tokens differ
+                    pending[s] = drafts[names[0]][i][: len(drafts[names[1]][i])]
+                    ahead = accepted_prefix(pending[s], future) - accepted_prefix(drafts[names[1]][i], future)
+                    for key, n in (("tokens ahead of suffix", ahead), ("tokens behind suffix", -ahead)):
+                        tally.wins[key] = tally.wins.get(key, 0) + max(0, n)
                 else:
                     pending[s] = drafts[best][i][:best_a]
                     if best_a > 0:
@@ -327,6 +337,7 @@ def main() -> None:
     runs: list[tuple[str, str, list[str]]] = [("none", "real", [])]
     runs += [(n, "real", [n]) for n in DRAFTERS]
     runs += [(f"{n} oracle-cut", "oracle-cut", [n]) for n in DRAFTERS]
+    runs += [(f"{n} at suffix's lengths", "suffix-length", [n, "suffix"]) for n in DRAFTERS if n != "suffix"]
     runs.append(("best-oracle", "best-oracle", list(DRAFTERS)))
     results: dict[str, dict[str, dict[str, Any]]] = {}
     for wl, phases in load(args.data).items():
@@ -370,8 +381,9 @@ def write(results: dict[str, Any], meta: dict[str, Any], stem: Path) -> None:
         "",
         f"CPU: {meta.get('cpu', {}).get('model', '?')}, flags {meta.get('cpu', {}).get('flags', [])}. "
         "Drafting time is not charged (the engine run charges it); `oracle-cut`: the drafter's "
-        "chain cut to exactly what is accepted; `best-oracle`: the longest accepted prefix of any "
-        "drafter each step.",
+        "chain cut to exactly what is accepted; `at suffix's lengths`: the drafter's chain cut to "
+        "the length `suffix` drafts at that row and step (only the chains' tokens differ); "
+        "`best-oracle`: the longest accepted prefix of any drafter each step.",
         "",
     ]
     for wl, by_c in results.items():
