@@ -439,3 +439,33 @@ def test_a_row_on_a_streak_drafts_and_a_row_that_keeps_missing_stops() -> None:
         now += 0.03 + 0.01 * tokens
     assert np.mean(late[0]) > 4, late[0]
     assert np.mean(late[1]) < 0.5, late[1]
+
+
+def likeliest(tree: fastdec.TokenTree) -> list[int]:
+    return tree.tokens[tree.chain_view(tree.likeliest_leaf())[1:]].tolist()
+
+
+def test_rows_draft_the_likeliest_chain_not_the_deepest() -> None:
+    """After ``0`` the context went on with ``0`` three times and ``2`` once: the tree's deepest
+    leaves tie at depth 2 and the lowest id ends ``2, 0``; the session drafts ``0, 2``, whose
+    path probabilities (tokens a greedy verifier is expected to accept) sum higher."""
+    context = [0, 0, 2, 0, 0, 0]
+    tree = fastdec.TrieDrafter().propose_for(np.asarray(context, dtype=np.int32), K + 1)
+    assert tree.tokens[tree.chain_view()[1:]].tolist() == [2, 0]
+    assert likeliest(tree) == [0, 2]
+    s = fastdec.DraftSession(fastdec.TrieDrafter(), K, adaptive=False)
+    rows = np.zeros((1, 16), dtype=np.int32)
+    rows[0, : len(context)] = context
+    assert s.step(rows, [len(context)], [1], ids=["r"]) == [[0, 2]]
+
+
+@settings(max_examples=60, deadline=None)
+@given(context=st.lists(st.integers(0, 3), min_size=2, max_size=40))
+def test_a_new_request_is_drafted_its_trees_likeliest_chain(context: list[int]) -> None:
+    """Against a fresh drafter's tree for the same context (no shared memory yet)."""
+    s = fastdec.DraftSession(fastdec.TrieDrafter(), K, adaptive=False)
+    rows = np.zeros((1, 48), dtype=np.int32)
+    rows[0, : len(context)] = context
+    tree = fastdec.TrieDrafter().propose_for(np.asarray(context, dtype=np.int32), K + 1)
+    want = likeliest(tree)[:K] if tree.num_nodes > 1 else []
+    assert s.step(rows, [len(context)], [1], ids=[0]) == [want]

@@ -42,10 +42,23 @@ class RefTrie:
     def children(self, path: tuple[int, ...]) -> list[tuple[int, ...]]:
         return [p for p in self.count if len(p) == len(path) + 1 and p[:-1] == path]
 
-    def retrieve(self, ctx: list[int], cfg: dict[str, float], budget: int, weight: float) -> list[ref.Tree]:
-        """Continuation trees of every matching suffix, longest first; the k-th shorter one
-        weighs match_decay**k times the longest (only the longest when match_decay is 0)."""
+    def longest(self, ctx: list[int], cfg: dict[str, float]) -> int:
+        """The longest suffix of ctx (at most max_match, shorter than depth) with continuations."""
+        top = min(int(cfg["max_match"]), len(ctx), int(cfg["depth"]) - 1)
+        return next((q for q in range(top, 0, -1) if self.children(tuple(ctx[-q:]))), 0)
+
+    def retrieve(
+        self, ctx: list[int], cfg: dict[str, float], budget: int, weight: float, longest: int = 0
+    ) -> list[ref.Tree]:
+        """Continuation trees of every matching suffix, longest first; a suffix k tokens shorter
+        than ``longest`` (the longest match of every trie drafting) weighs match_decay**k times
+        ``weight`` (only the longest when match_decay is 0)."""
         out, w = [], f32(weight)
+        own = self.longest(ctx, cfg)
+        for _ in range(own, longest):
+            w = f32(w * f32(cfg["match_decay"]))
+        if own < longest and w <= 0:
+            return []
         part_budget = f32(budget)  # each shorter match expands part_budget_decay times fewer nodes
         depth = int(cfg["depth"])
         for q in range(min(int(cfg["max_match"]), len(ctx), depth - 1), 0, -1):
@@ -174,7 +187,11 @@ def test_streaming_and_cross_request_sharing(
         d.accept(2, [t])
     local = RefTrie()
     local.stream(second, depth)
-    parts = local.retrieve(second, cfg, budget, 1.0 - w) + shared.retrieve(second, cfg, budget, w)
+    # the longer of the two tries' matches leads; the other's decays per token shorter
+    longest = max(local.longest(second, cfg), shared.longest(second, cfg))
+    parts = local.retrieve(second, cfg, budget, 1.0 - w, longest) + shared.retrieve(
+        second, cfg, budget, w, longest
+    )
     assert_same(d.propose(2, budget), draft(parts, second[-1], budget))
 
 

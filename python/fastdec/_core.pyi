@@ -185,6 +185,10 @@ class TokenTree:
                 name, numpy dtype or torch dtype). bfloat16 comes back as ``uint16`` bit
                 patterns: ``torch.from_numpy(m).view(torch.bfloat16)``.
         """
+    def likeliest_leaf(self) -> int:
+        """The leaf whose root-to-leaf path has the largest sum of scores (root excluded; lowest id
+        on ties): with path-probability scores, the chain a greedy verifier is expected to
+        accept most of. The deepest leaf for a tree without scores."""
     def chain_view(self, leaf: int | None = None) -> _IntArray:
         """Node ids of the root-to-``leaf`` path (default: the deepest leaf, lowest id on ties)."""
     def padded(
@@ -479,7 +483,8 @@ class TrieDrafter(BaseDrafter):
     expands them best-first by empirical path probability; the local and shared candidate trees
     are fused with weights ``1 - output_weight`` and ``output_weight`` and pruned to the budget.
     Shorter matching suffixes contribute too, each with ``match_decay`` times the weight of the
-    next longer one (0: the longest only; at most ``match_parts`` lengths), and probabilities are
+    next longer one, counted from the longer match of the two tries (0: the longest only; at most
+    ``match_parts`` lengths per trie), and probabilities are
     smoothed as ``count / (sibling total + smoothing)``. Each shorter match expands at most
     ``part_budget_decay`` times as many nodes as the next longer one (its nodes weigh less, so
     fewer make the final cut).
@@ -490,8 +495,8 @@ class TrieDrafter(BaseDrafter):
     def __new__(
         cls,
         *,
-        depth: int = 16,
-        max_match: int = 4,
+        depth: int = 28,
+        max_match: int = 16,
         output_weight: float = 0.5,
         max_local_nodes: int = 1048576,
         max_global_nodes: int = 4194304,

@@ -2,9 +2,11 @@
 
 Servers without tree verification (vLLM's ``custom_class`` proposer, HF assisted generation)
 take one *linear* draft per request. A fastdec drafter proposes a tree whose root is the last
-token of the context; :func:`chain_tokens` keeps the root-to-deepest-leaf path of
-:meth:`fastdec.TokenTree.chain_view` (lowest node id on ties), root excluded, at most
-``max_tokens`` tokens. A chain drafter (``NgramDrafter("pld")``) loses nothing this way.
+token of the context; :func:`chain_tokens` keeps the path to
+:meth:`fastdec.TokenTree.likeliest_leaf` (the chain whose node scores, path probabilities for
+fastdec's drafters, add up to the most tokens expected accepted; the deepest leaf for a tree
+without scores), root excluded, at most ``max_tokens`` tokens, as :class:`fastdec.DraftSession`
+does for every engine. A chain drafter (``NgramDrafter("pld")``) loses nothing this way.
 """
 
 from __future__ import annotations
@@ -56,7 +58,8 @@ def node_budget(num_draft_tokens: int) -> int:
 
 
 def chain_tokens(tree: TokenTree, max_tokens: int) -> npt.NDArray[np.int32]:
-    """The tree's linear draft: the tokens on :meth:`~fastdec.TokenTree.chain_view`, root excluded.
+    """The tree's linear draft: the tokens on the path to :meth:`~fastdec.TokenTree.likeliest_leaf`,
+    root excluded.
 
     Args:
         tree: a draft tree whose root is the last context token.
@@ -68,10 +71,13 @@ def chain_tokens(tree: TokenTree, max_tokens: int) -> npt.NDArray[np.int32]:
     >>> tree = TokenTree([7, 1, 2, 3], [-1, 0, 0, 2])
     >>> chain_tokens(tree, 5).tolist(), chain_tokens(tree, 1).tolist()
     ([2, 3], [2])
+    >>> scored = TokenTree([7, 1, 2, 3], [-1, 0, 0, 2], scores=[1.0, 0.8, 0.2, 0.1])
+    >>> chain_tokens(scored, 5).tolist()  # 0.8 expected accepted, against 0.2 + 0.1
+    [1]
     """
     if max_tokens <= 0 or tree.num_nodes == 1:
         return np.empty(0, dtype=np.int32)
-    nodes = tree.chain_view()[1 : max_tokens + 1]
+    nodes = tree.chain_view(tree.likeliest_leaf())[1 : max_tokens + 1]
     return tree.tokens[nodes]
 
 

@@ -327,6 +327,37 @@ proptest! {
 }
 
 proptest! {
+    #![proptest_config(ProptestConfig::with_cases(96))]
+
+    /// `likeliest_leaf` against every leaf's path sum read off the naive model (scores on a grid
+    /// of quarters so sums are exact and ties common; ties go to the lowest leaf id); without
+    /// scores it is the deepest leaf, as `chain_view`'s default.
+    #[test]
+    fn likeliest_leaf_has_the_largest_path_score_sum(
+        case in tree_case(sizes_small()),
+        quarters in prop::collection::vec(0u8..5, 1100),
+    ) {
+        let plain = build(&case);
+        let deepest = plain.chain_view(None).unwrap();
+        prop_assert_eq!(plain.likeliest_leaf() as i32, *deepest.last().unwrap());
+        let n = case.parents.len();
+        let scores: Vec<f32> = quarters[..n].iter().map(|&q| f32::from(q) / 4.0).collect();
+        let tree = plain.with_scores(scores.clone()).unwrap();
+        let sum = |leaf: usize| -> f64 {
+            reference::node_path(&case.parents, leaf)[1..].iter().map(|&j| f64::from(scores[j])).sum()
+        };
+        let mut best = None::<(usize, f64)>;
+        for leaf in reference::leaves(&case.parents) {
+            let s = sum(leaf);
+            if best.is_none_or(|(_, b)| s > b) {
+                best = Some((leaf, s));
+            }
+        }
+        prop_assert_eq!(tree.likeliest_leaf(), best.unwrap().0);
+    }
+}
+
+proptest! {
     #![proptest_config(ProptestConfig::with_cases(6))]
 
     /// Trees of 600..=1100 nodes: many 64-bit words per ancestor row.

@@ -475,7 +475,8 @@ impl PyRecycleDrafter {
 /// expands them best-first by empirical path probability; the local and shared candidate trees
 /// are fused with weights ``1 - output_weight`` and ``output_weight`` and pruned to the budget.
 /// Shorter matching suffixes contribute too, each with ``match_decay`` times the weight of the
-/// next longer one (0: the longest only; at most ``match_parts`` lengths), and probabilities are
+/// next longer one, counted from the longer match of the two tries (0: the longest only; at most
+/// ``match_parts`` lengths per trie), and probabilities are
 /// smoothed as ``count / (sibling total + smoothing)``. Each shorter match expands at most
 /// ``part_budget_decay`` times as many nodes as the next longer one (its nodes weigh less, so
 /// fewer make the final cut).
@@ -489,7 +490,7 @@ pub struct PyTrieDrafter {
 #[pymethods]
 impl PyTrieDrafter {
     #[new]
-    #[pyo3(signature = (*, depth = 16, max_match = 4, output_weight = 0.5, max_local_nodes = 1_048_576, max_global_nodes = 4_194_304, max_requests = 1024, max_context = 1_048_576, match_decay = 0.8, smoothing = 0.5, match_parts = 3, part_budget_decay = 0.5))]
+    #[pyo3(signature = (*, depth = 28, max_match = 16, output_weight = 0.5, max_local_nodes = 1_048_576, max_global_nodes = 4_194_304, max_requests = 1024, max_context = 1_048_576, match_decay = 0.8, smoothing = 0.5, match_parts = 3, part_budget_decay = 0.5))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         depth: i128,

@@ -357,6 +357,13 @@ impl PyTokenTree {
         }
     }
 
+    /// The leaf whose root-to-leaf path has the largest sum of scores (root excluded; lowest id
+    /// on ties): with path-probability scores, the chain a greedy verifier is expected to
+    /// accept most of. The deepest leaf for a tree without scores.
+    fn likeliest_leaf(&self) -> usize {
+        self.inner.likeliest_leaf()
+    }
+
     /// Node ids of the root-to-``leaf`` path (default: the deepest leaf, lowest id on ties).
     #[pyo3(signature = (leaf = None))]
     fn chain_view<'py>(

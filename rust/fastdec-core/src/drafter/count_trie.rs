@@ -382,14 +382,28 @@ impl CountTrie {
         }
     }
 
+    /// The longest suffix of `context` (at most `max_match` tokens, shorter than `depth`) that
+    /// has continuations here (0: none).
+    pub(super) fn longest_match(&self, context: &[TokenId], max_match: usize, depth: usize) -> usize {
+        (1..=max_match.min(context.len()).min(depth - 1))
+            .rev()
+            .find(|&q| {
+                self.walk(&context[context.len() - q..])
+                    .is_some_and(|node| self.nodes[node as usize].first_child != NIL)
+            })
+            .unwrap_or(0)
+    }
+
     /// Candidate trees for the suffixes of `context` (at most `max_match` tokens) that have
-    /// continuations, longest first: the longest with `weight`, the k-th shorter one with
-    /// `weight * match_decay^k` (only the longest when `match_decay` is 0).
-    #[allow(clippy::too_many_arguments)] // one call site; a parameter struct would only rename them
+    /// continuations, longest first: a suffix `j` tokens shorter than `longest` (the longest
+    /// match of every trie drafting, this one's included) with `weight * match_decay^j` (only
+    /// the longest when `match_decay` is 0).
+    #[allow(clippy::too_many_arguments)] // two call sites; a parameter struct would only rename them
     pub(super) fn retrieve_all(
         &self,
         context: &[TokenId],
         max_match: usize,
+        longest: usize,
         budget: usize,
         depth: usize,
         weight: f32,
@@ -398,10 +412,21 @@ impl CountTrie {
         budget_decay: f32,
         out: &mut TrieBuilder,
     ) -> usize {
-        let mut w = weight;
         let mut part_budget = budget as f32;
         let mut added = 0;
-        for q in (1..=max_match.min(context.len()).min(depth - 1)).rev() {
+        let mut w = weight;
+        let top = max_match.min(context.len()).min(depth - 1);
+        // Matches of every length from this trie's longest down have continuations (each
+        // occurrence of a suffix with a next token is one of its shorter suffixes too), so the
+        // decay is one factor per token shorter; the first part starts `longest - own` below.
+        let own = self.longest_match(context, max_match, depth);
+        for _ in own..longest {
+            w *= match_decay;
+        }
+        if own < longest && w <= 0.0 {
+            return 0; // only the longest match counts, and it is the other trie's
+        }
+        for q in (1..=top).rev() {
             if let Some(node) = self.walk(&context[context.len() - q..]) {
                 if self.nodes[node as usize].first_child != NIL {
                     // A shorter match's nodes weigh less in the fused tree, so fewer of them can

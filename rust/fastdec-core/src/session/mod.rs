@@ -366,7 +366,8 @@ impl DraftSession {
             if tree.num_nodes() < 2 {
                 continue;
             }
-            let mut nodes = tree.chain_view(None)?;
+            // the chain a greedy verifier is expected to accept most of (not the deepest)
+            let mut nodes = tree.chain_view(Some(tree.likeliest_leaf()))?;
             nodes.truncate(room[i].min(k) + 1);
             let tokens = nodes[1..]
                 .iter()

@@ -160,6 +160,61 @@ impl TokenTree {
         Ok(self.depth().iter().map(|&d| base + d).collect())
     }
 
+    /// The leaf whose root-to-leaf path has the largest sum of node scores (root excluded; ties
+    /// go to the lowest node id), or the deepest leaf for a tree without scores.
+    ///
+    /// When scores are path probabilities (a drafter's best-first tree), the sum along a chain
+    /// is the number of its tokens a greedy verifier is expected to accept, so this is the
+    /// linear draft worth most, where the deepest leaf may end a long but unlikely branch (a
+    /// shorter match's continuation, or the shared memory's).
+    pub fn likeliest_leaf(&self) -> usize {
+        const NONE: usize = usize::MAX;
+        let Some(scores) = self.scores() else {
+            return self.deepest_leaf();
+        };
+        let n = self.num_nodes();
+        let parents = self.parents();
+        // value[i]: node i's score plus its best child's value, leaf[i]: the leaf that path
+        // ends at; parents precede children (`TreeShape` checks `parents[i] < i`), so one
+        // backward pass sees every child before its parent
+        let mut value = vec![0.0f64; n];
+        let mut leaf = vec![NONE; n];
+        for i in (1..n).rev() {
+            if leaf[i] == NONE {
+                leaf[i] = i;
+            }
+            value[i] += f64::from(scores[i]);
+            let p = parents[i] as usize;
+            // exact comparison: equal sums tie, and the lower leaf id wins
+            let better = match value[i].total_cmp(&value[p]) {
+                std::cmp::Ordering::Greater => true,
+                std::cmp::Ordering::Equal => leaf[i] < leaf[p],
+                std::cmp::Ordering::Less => false,
+            };
+            if leaf[p] == NONE || better {
+                // value[p] holds its best child's value until p itself is reached
+                value[p] = value[i];
+                leaf[p] = leaf[i];
+            }
+        }
+        if leaf[0] == NONE {
+            0
+        } else {
+            leaf[0]
+        }
+    }
+
+    fn deepest_leaf(&self) -> usize {
+        let depth = self.depth();
+        let mut best = 0usize;
+        for &l in self.shape.leaves() {
+            if depth[l as usize] > depth[best] {
+                best = l as usize;
+            }
+        }
+        best
+    }
+
     /// The root-to-leaf path (node ids) ending at `leaf`, or by default at the deepest leaf
     /// (ties go to the lowest leaf id: in rank-ordered templates, the rank-0 chain). This is the
     /// linear draft for consumers that verify chains only.
@@ -182,15 +237,7 @@ impl TokenTree {
                 return Err(Error::arg("leaf", l, "the node has children; pass a leaf"))
             }
             Some(l) => l,
-            None => {
-                let mut best = 0usize;
-                for &l in self.shape.leaves() {
-                    if depth[l as usize] > depth[best] {
-                        best = l as usize;
-                    }
-                }
-                best
-            }
+            None => self.deepest_leaf(),
         };
         let mut path = vec![0i32; depth[leaf] as usize + 1];
         let mut d = path.len();
