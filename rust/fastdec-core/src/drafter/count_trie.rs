@@ -384,7 +384,12 @@ impl CountTrie {
 
     /// The longest suffix of `context` (at most `max_match` tokens, shorter than `depth`) that
     /// has continuations here (0: none).
-    pub(super) fn longest_match(&self, context: &[TokenId], max_match: usize, depth: usize) -> usize {
+    pub(super) fn longest_match(
+        &self,
+        context: &[TokenId],
+        max_match: usize,
+        depth: usize,
+    ) -> usize {
         (1..=max_match.min(context.len()).min(depth - 1))
             .rev()
             .find(|&q| {
