@@ -420,20 +420,21 @@ impl CountTrie {
         let mut part_budget = budget as f32;
         let mut added = 0;
         let mut w = weight;
-        let top = max_match.min(context.len()).min(depth - 1);
-        // Matches of every length from this trie's longest down have continuations (each
-        // occurrence of a suffix with a next token is one of its shorter suffixes too), so the
-        // decay is one factor per token shorter; the first part starts `longest - own` below.
-        let own = self.longest_match(context, max_match, depth);
-        for _ in own..longest {
-            w *= match_decay;
-        }
-        if own < longest && w <= 0.0 {
-            return 0; // only the longest match counts, and it is the other trie's
-        }
-        for q in (1..=top).rev() {
+        for q in (1..=max_match.min(context.len()).min(depth - 1)).rev() {
             if let Some(node) = self.walk(&context[context.len() - q..]) {
                 if self.nodes[node as usize].first_child != NIL {
+                    if added == 0 {
+                        // This trie's longest match: it starts `longest - q` factors below
+                        // `weight`. Every shorter suffix has continuations too (an occurrence of
+                        // a suffix with a next token is one of each shorter suffix), so later
+                        // parts decay one factor per token shorter.
+                        for _ in q..longest {
+                            w *= match_decay;
+                        }
+                        if q < longest && w <= 0.0 {
+                            return 0; // only the longest match counts, and it is the other trie's
+                        }
+                    }
                     // A shorter match's nodes weigh less in the fused tree, so fewer of them can
                     // make the final cut: its expansion budget shrinks by `budget_decay`.
                     let b = (part_budget.ceil() as usize).clamp(1, budget);
