@@ -8,7 +8,9 @@ concurrency (``max_num_seqs``, all requests submitted at once):
   SuffixDecoding (Arctic Inference, built from its sdist by ``make vllm-bench-env``; skipped and
   said so when not importable in the vLLM virtualenv);
 * ``fastdec-pld`` (vLLM ngram's settings), ``fastdec-trie``, ``fastdec-hybrid``: fastdec's
-  ``custom_class`` proposers (adaptive draft length on the trie and hybrid).
+  ``custom_class`` proposers (adaptive draft length on the trie and hybrid);
+* ``floor``: a ``custom_class`` proposer that never drafts (speculation on, nothing to verify):
+  what the interface itself costs, reported beside the concurrency-16 target against ``none``.
 
 Every method gets ``num_speculative_tokens = --k`` (default 10); ``NAME@K`` runs one at another k.
 The default set runs vLLM's ngram at k = 5 as well, and each target compares with the stronger
@@ -68,8 +70,14 @@ METHODS: dict[str, tuple[dict[str, Any] | None, dict[str, Any] | None]] = {
     "fastdec-pld": (custom("PldProposer"), dict(NGRAM)),
     "fastdec-trie": (custom("TrieProposer"), {}),
     "fastdec-hybrid": (custom("HybridProposer"), {}),
+    # never drafts, through custom_class (benches/vllm_run.py): the floor of the c=16 target
+    "floor": ({"method": "custom_class", "model": "__mp_main__.NeverProposer"}, None),
 }
-DEFAULT_METHODS = ["none", "ngram@5", "ngram", "suffix", "fastdec-pld", "fastdec-trie", "fastdec-hybrid"]
+DEFAULT_METHODS = [
+    *("none", "ngram@5", "ngram", "suffix"),
+    *("fastdec-pld", "fastdec-trie", "fastdec-hybrid", "floor"),
+]
+FLOOR_CONCURRENCY = 16  # the only target that needs the floor
 # (workload, concurrency, method ("best": the fastest fastdec proposer), baseline, least ratio):
 # fastdec-pld drafts what ngram drafts, so it must keep ngram's speed (the glue costs nothing);
 # the best proposer must then win at concurrency 1 and not lose at 4 and 16.
@@ -109,7 +117,16 @@ def suffix_available() -> bool:
     return done.returncode == 0
 
 
-def run_one(method: str, conc: int, args: argparse.Namespace, work_file: Path, tmp: Path) -> dict[str, Any]:
+def run_one(
+    method: str,
+    conc: int,
+    args: argparse.Namespace,
+    work_file: Path,
+    tmp: Path,
+    extra: list[str] | None = None,
+) -> dict[str, Any]:
+    """One method at one concurrency in a fresh engine process (``extra``: more ``vllm_run.py``
+    arguments); its results, with the process's wall time."""
     base, k = method_k(method, args.k)
     spec, fd = METHODS[base]
     out = tmp / f"{method}-{conc}.json"
@@ -123,6 +140,7 @@ def run_one(method: str, conc: int, args: argparse.Namespace, work_file: Path, t
     if fd is not None:
         fd = {**fd, "stats_file": str(tmp / f"{method}-{conc}.stats.json")}
         cmd += ["--fastdec", json.dumps(fd)]
+    cmd += extra or []
     env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "2", "VLLM_LOGGING_LEVEL": "WARNING"}
     t0 = time.perf_counter()
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=3600)
@@ -223,9 +241,15 @@ def target_lines(res: dict[str, Any]) -> list[str]:
         best = max(ours, key=lambda n: ours[n]["tokens_per_s"])
         ratio = ours[best]["tokens_per_s"] / methods[strongest]["tokens_per_s"]
         verdict = "met" if ratio >= least else "MISSED"
+        floor = ""
+        if base == "none" and "floor" in methods:
+            # a proposer that never drafts, through the same interface: if it is itself below
+            # no speculation, the target falls back to reaching it
+            f = methods["floor"]["tokens_per_s"] / methods[strongest]["tokens_per_s"]
+            floor = f"; floor (never drafts) {f:.2f}x: {'at or above it' if ratio >= f else 'BELOW it'}"
         out.append(
             f"{wl} c={conc}: {'best fastdec ' if who == 'best' else ''}({best}) / {strongest} = {ratio:.2f}x"
-            f" (target >= {least}: {verdict})"
+            f" (target >= {least}: {verdict}{floor})"
         )
     return out
 
@@ -290,6 +314,8 @@ def main() -> None:
             for rep in range(args.repeats):
                 # passes alternate the method order, so a slow spell of the VM hits all methods
                 for method in methods if rep % 2 == 0 else methods[::-1]:
+                    if method == "floor" and conc != FLOOR_CONCURRENCY:
+                        continue
                     r = run_one(method, conc, args, work_file, tmp)
                     raw[method][conc] = merge(raw[method].get(conc), r)
                     line = ", ".join(
@@ -305,7 +331,7 @@ def main() -> None:
     for method in methods:
         for conc in args.concurrency:
             for wl in ("two_turn", "code"):
-                if "none" in raw and wl in raw[method][conc]:
+                if "none" in raw and wl in raw[method].get(conc, {}):
                     a, b = raw[method][conc][wl]["outputs"], raw["none"][conc][wl]["outputs"]
                     identical[f"{method}/{wl}/c{conc}"] = sum(
                         x == y for x, y in zip(a, b, strict=True)
