@@ -394,6 +394,10 @@ def write(out: Path, doc: dict[str, Any]) -> None:
         f"# vLLM {meta['vllm']} CPU engine, {meta['model']}, {meta['dtype']}, k = {meta['k']}, "
         f"{meta['machine']}, torch {meta['torch']}, fastdec {meta['fastdec']}"
     )
+    cpu = meta.get("cpu", {})
+    if cpu:
+        flags = ", ".join(cpu.get("flags", [])) or "none listed"
+        head += f"\n\nCPU: {cpu.get('model', '?')}, ISA flags: {flags}"
     notes = [f"- {t}" for t in targets] + [f"- {meta['drafter_state']}"]
     notes += [f"- {m} skipped: {why}" for m, why in meta["skipped"].items()]
     notes.append(

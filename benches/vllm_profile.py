@@ -4,12 +4,13 @@ tok/s in ``benches/vllm.py``.
 
 Each pass runs every method in a fresh engine process (``benches/vllm_run.py --profile``, the same
 engine, workload and settings as ``benches/vllm.py``; passes alternate the method order, so a slow
-spell of the VM hits each method alike). The engine core process times its own step and its parts
-(scheduler, input preparation, model forward, sampling and rejection, bookkeeping, the drafter's
-``propose``, output processing) and the time it spends outside its step (waiting for the front end,
-which detokenizes and queues requests); this script reports each part in milliseconds per model
-step, per method, and the difference between methods part by part: a glue cost shows up in
-``propose`` or around it, the VM's noise in the model forward, which no drafter touches.
+spell of the VM hits each method alike). vLLM's engine core process times its step and the
+scheduler's parts, its worker process the model runner's (input preparation, model forward,
+sampling and rejection, bookkeeping, the drafter's ``propose`` and how many tokens it returned);
+the engine core's time outside its step (waiting on the front end) is the rest of the wall time.
+This script reports each part in milliseconds per model step, per method, and the difference
+between methods part by part: a glue cost shows up in ``propose`` or around it, the VM's noise in
+the model forward, which no drafter touches.
 
     .venv/bin/python benches/vllm_profile.py        # code editing at concurrency 1, 4 passes: ~12 min
 
@@ -105,7 +106,7 @@ def table(doc: dict[str, Any]) -> str:
         ("model steps", "steps"),
         ("draft tokens", "draft_tokens"),
         ("tok/s", "tokens_per_s"),
-        ("tokens per step", "tokens_per_step"),
+        ("output tokens per model step", "tokens_per_step"),
     ):
         vals = [doc["mean"][m][key] for m in methods]
         lines.append(
@@ -125,17 +126,17 @@ def plot(doc: dict[str, Any], path: Path) -> None:
         return
     leaves = [(label, key) for label, key, depth in PARTS if depth == 4 or key in ("outside",)]
     leaves += [("scheduler", "sched"), ("other", "other")]
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig, ax = plt.subplots(figsize=(9, 4))
     methods = list(doc["mean"])
     bottom = [0.0] * len(methods)
     for label, key in leaves:
         vals = [leaf_value(doc["mean"][m], key) for m in methods]
-        ax.bar(methods, vals, bottom=bottom, label=label)
+        ax.bar(methods, vals, bottom=bottom, label=label.lstrip("_"))  # "_x" labels: not in legends
         bottom = [b + v for b, v in zip(bottom, vals, strict=True)]
     ax.set_ylabel("ms per model step")
     meta = doc["meta"]
     ax.set_title(f"vLLM engine step by part: {meta['workload']}, concurrency {meta['concurrency']}")
-    ax.legend(fontsize=7, loc="lower right")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     save(fig, path)
 
 
@@ -162,7 +163,7 @@ def profile_run(
     seq = [c[2] for c in calls.get("GPUModelRunner.propose_draft_token_ids", []) if lo <= c[0] <= hi]
     part["draft_tokens"] = float(sum(seq))
     part["tokens_per_s"] = w["tokens"] / w["seconds"]
-    part["tokens_per_step"] = w["tokens"] / part["steps"] / args.concurrency
+    part["tokens_per_step"] = w["tokens"] / part["steps"]
     forward = part.get("GPUModelRunner._model_forward", 0.0)
     propose = part.get("GPUModelRunner.propose_draft_token_ids", 0.0)
     print(
@@ -216,7 +217,11 @@ def main() -> None:
     ap.add_argument("--max-tokens", type=int, default=128)
     ap.add_argument("--code-max-tokens", type=int, default=384)
     ap.add_argument("--out", type=Path, default=ROOT / "benches" / "results")
+    ap.add_argument("--render", type=Path, help="rewrite the table and plot from this JSON, run nothing")
     args = ap.parse_args()
+    if args.render:
+        write(json.loads(args.render.read_text()), args.render.parent, args.render.stem)
+        return
     for m in args.methods:
         bench.method_k(m, args.k)
     work = {args.workload: bench.workload(1)[args.workload]}
@@ -249,22 +254,28 @@ def main() -> None:
             "dtype": args.dtype,
             "k": args.k,
             "note": "ms per model step: calls that started inside the workload's generate window, over "
-            "the model steps there; tokens per step: output tokens per row per model step",
+            "the model steps there",
         },
         "runs": runs,
         "mean": {m: mean(rs) for m, rs in runs.items()},
         "same_outputs_as_first": {m: outputs[m] == outputs[first] for m in args.methods},
         # the first model step at which a method drafted another number of tokens than the first
-        "first_draft_difference": {m: first_difference(drafts[m], drafts[first]) for m in args.methods},
+        "first_draft_difference": {
+            m: first_difference(drafts[m], drafts[first]) if drafts[m] and drafts[first] else "no drafter"
+            for m in args.methods
+        },
         "draft_tokens_per_step": drafts,
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    name = f"vllm_profile-{args.workload}-c{args.concurrency}"
-    (args.out / f"{name}.json").write_text(json.dumps(doc, indent=2) + "\n")
+    write(doc, args.out, f"vllm_profile-{args.workload}-c{args.concurrency}")
+
+
+def write(doc: dict[str, Any], out: Path, name: str) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{name}.json").write_text(json.dumps(doc, indent=2) + "\n")
     text = report(doc)
-    (args.out / f"{name}.md").write_text(text)
+    (out / f"{name}.md").write_text(text)
     print(text)
-    plot(doc, args.out / f"{name}.png")
+    plot(doc, out / f"{name}.png")
 
 
 if __name__ == "__main__":
