@@ -352,6 +352,7 @@ def main() -> None:
                     wl, conc, label, {k: round(v, 3) for k, v in cell[label].items() if isinstance(v, float)}
                 )
     meta = {**machine_meta(), "data": str(args.data), "k": args.k, "cost_seconds": cost}
+    args.out.mkdir(parents=True, exist_ok=True)
     write(results, meta, args.out / f"vllm_replay{args.tag}")
 
 
