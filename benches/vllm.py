@@ -72,6 +72,9 @@ METHODS: dict[str, tuple[dict[str, Any] | None, dict[str, Any] | None]] = {
     "fastdec-hybrid": (custom("HybridProposer"), {}),
     # never drafts, through custom_class (benches/vllm_run.py): the floor of the c=16 target
     "floor": ({"method": "custom_class", "model": "__mp_main__.NeverProposer"}, None),
+    # drafts 0, 1, ..., k copies of the last token at successive steps: the step cost by draft
+    # length (benches/vllm_cost.py), not a drafter
+    "cycle": ({"method": "custom_class", "model": "__mp_main__.CycleProposer"}, None),
 }
 DEFAULT_METHODS = [
     *("none", "ngram@5", "ngram", "suffix"),
@@ -282,6 +285,7 @@ def main() -> None:
     )
     ap.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16])
     ap.add_argument("--per-category", type=int, default=1)
+    ap.add_argument("--workloads", nargs="+", choices=["two_turn", "code"], default=["two_turn", "code"])
     ap.add_argument("--max-tokens", type=int, default=128)
     ap.add_argument("--code-max-tokens", type=int, default=384)
     ap.add_argument("--dtype", default="bfloat16")
@@ -304,7 +308,7 @@ def main() -> None:
     if any(m.startswith("suffix") for m in methods) and not suffix_available():
         methods = [m for m in methods if not m.startswith("suffix")]
         skipped["suffix"] = "arctic-inference is not importable in .venv-vllm (see the README)"
-    work = workload(args.per_category)
+    work = {name: items for name, items in workload(args.per_category).items() if name in args.workloads}
     raw: dict[str, dict[int, dict[str, Any]]] = {m: {} for m in methods}
     with tempfile.TemporaryDirectory() as tmpdir:
         tmp = Path(tmpdir)

@@ -26,6 +26,7 @@ import os
 import platform
 import subprocess
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -203,6 +204,29 @@ def report(doc: dict[str, Any]) -> str:
     )
 
 
+def engine_args(ap: argparse.ArgumentParser) -> None:
+    """The engine and output options this script shares with ``benches/vllm_cost.py``."""
+    ap.add_argument("--model", type=Path, default=bench.MODEL)
+    ap.add_argument("--dtype", default="float32")
+    ap.add_argument("--k", type=int, default=bench.K)
+    ap.add_argument("--max-tokens", type=int, default=128)
+    ap.add_argument("--code-max-tokens", type=int, default=384)
+    ap.add_argument("--out", type=Path, default=ROOT / "benches" / "results")
+    ap.add_argument("--render", type=Path, help="rewrite the table and plot from this JSON, run nothing")
+
+
+def engine_meta() -> dict[str, Any]:
+    """The machine (CPU model and ISA flags) and the vLLM version a run measured."""
+    version = "import vllm; print(vllm.__version__)"
+    return {
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
+        **machine_meta(),
+        "vllm": subprocess.run(
+            [str(bench.VLLM_PY), "-c", version], capture_output=True, text=True
+        ).stdout.strip(),
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument(
@@ -211,13 +235,7 @@ def main() -> None:
     ap.add_argument("--workload", choices=["code", "two_turn"], default="code")
     ap.add_argument("--concurrency", type=int, default=1)
     ap.add_argument("--passes", type=int, default=4)
-    ap.add_argument("--model", type=Path, default=bench.MODEL)
-    ap.add_argument("--dtype", default="float32")
-    ap.add_argument("--k", type=int, default=bench.K)
-    ap.add_argument("--max-tokens", type=int, default=128)
-    ap.add_argument("--code-max-tokens", type=int, default=384)
-    ap.add_argument("--out", type=Path, default=ROOT / "benches" / "results")
-    ap.add_argument("--render", type=Path, help="rewrite the table and plot from this JSON, run nothing")
+    engine_args(ap)
     args = ap.parse_args()
     if args.render:
         write(json.loads(args.render.read_text()), args.render.parent, args.render.stem)
@@ -240,14 +258,9 @@ def main() -> None:
                 drafts.setdefault(method, seq)
                 outputs.setdefault(method, out)
     first = args.methods[0]
-    version = "import vllm; print(vllm.__version__)"
     doc = {
         "meta": {
-            "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
-            **machine_meta(),
-            "vllm": subprocess.run(
-                [str(bench.VLLM_PY), "-c", version], capture_output=True, text=True
-            ).stdout.strip(),
+            **engine_meta(),
             "workload": args.workload,
             "concurrency": args.concurrency,
             "passes": args.passes,
@@ -269,13 +282,20 @@ def main() -> None:
     write(doc, args.out, f"vllm_profile-{args.workload}-c{args.concurrency}")
 
 
-def write(doc: dict[str, Any], out: Path, name: str) -> None:
+def write(
+    doc: dict[str, Any],
+    out: Path,
+    name: str,
+    text_of: Callable[[dict[str, Any]], str] = report,
+    plot_to: Callable[[dict[str, Any], Path], None] = plot,
+) -> None:
+    """``doc`` as ``out/name.json``, its report as ``.md`` (printed too) and its plot as ``.png``."""
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{name}.json").write_text(json.dumps(doc, indent=2) + "\n")
-    text = report(doc)
+    text = text_of(doc)
     (out / f"{name}.md").write_text(text)
     print(text)
-    plot(doc, out / f"{name}.png")
+    plot_to(doc, out / f"{name}.png")
 
 
 if __name__ == "__main__":

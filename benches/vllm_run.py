@@ -100,6 +100,25 @@ class NeverProposer:
         return [[] for _ in sampled_token_ids]
 
 
+class CycleProposer:
+    """A ``custom_class`` proposer that drafts 0, 1, ..., k tokens at successive steps (copies of
+    the row's last token: what they are does not change what verifying them costs), so that one
+    run times the engine's step at every draft length, interleaved (``benches/vllm_cost.py``)."""
+
+    def __init__(self, vllm_config: Any = None) -> None:
+        spec = getattr(vllm_config, "speculative_config", None)
+        self.k = int(getattr(spec, "num_speculative_tokens", 0) or 0)
+        self.step = 0
+
+    def load_model(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def propose(self, sampled_token_ids: list[list[int]], *args: Any, **kwargs: Any) -> list[list[int]]:
+        n = self.step % (self.k + 1)
+        self.step += 1
+        return [[s[-1]] * n if s else [] for s in sampled_token_ids]
+
+
 if __name__ == "__mp_main__" and os.environ.get(PROFILE_ENV):
     install_timers(os.environ[PROFILE_ENV])
 

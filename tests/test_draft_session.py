@@ -469,3 +469,38 @@ def test_a_new_request_is_drafted_its_trees_likeliest_chain(context: list[int]) 
     tree = fastdec.TrieDrafter().propose_for(np.asarray(context, dtype=np.int32), K + 1)
     want = likeliest(tree)[:K] if tree.num_nodes > 1 else []
     assert s.step(rows, [len(context)], [1], ids=[0]) == [want]
+
+
+@pytest.mark.parametrize("pad", [True, False])
+def test_filler_where_a_wider_step_measures_cheaper(pad: bool) -> None:
+    """A CPU engine's shape (vLLM 0.32, one row, float32): a step verifying 3-5 draft tokens
+    runs faster than one verifying none (one query token is a matrix-vector product, a few a
+    blocked matrix product). Text without a repeated token gives prompt lookup no chain, so
+    without filler the row never drafts; with it the session learns the clock and verifies 2-4
+    filler tokens (the row's last token repeated), and the outputs stay the engine's."""
+    text = np.random.default_rng(4).permutation(np.arange(10, 9000))  # no token repeats
+    session = fastdec.DraftSession(fastdec.NgramDrafter("pld", max_n=3, num_pred=6), 6, pad=pad)
+
+    def seconds(tokens: int) -> float:
+        return {0: 0.052, 1: 0.060}.get(tokens, 0.045 + 0.002 * max(0, tokens - 4))
+
+    length, sampled, now, late = 100, 1, 0.0, []
+    for step in range(1500):  # widths are learnt from explored rows (5 %) first
+        batch = text[None, :length].astype(np.int32)
+        (draft,) = session.step(batch, [length], [sampled], ids=[0], now=now)
+        if draft:
+            assert draft == [int(text[length - 1])] * len(draft)  # filler: the last token
+        accepted = 0
+        while accepted < len(draft) and draft[accepted] == text[length + accepted]:
+            accepted += 1
+        sampled = accepted + 1
+        length += sampled
+        now += seconds(len(draft))
+        if step >= 1200:
+            late.append(len(draft))
+    stats = session.length_stats()
+    if pad:
+        assert np.mean([2 <= d <= 4 for d in late]) > 0.9, late
+        assert stats["width_seconds"][4][1] < stats["width_seconds"][1][1]
+    else:
+        assert np.mean([d == 0 for d in late]) > 0.9, late

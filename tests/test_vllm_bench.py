@@ -7,6 +7,7 @@ from __future__ import annotations
 import importlib.util
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -96,3 +97,37 @@ def test_never_proposer_drafts_nothing(profile: Any) -> None:
     proposer.load_model(object())
     assert proposer.propose([[1], [], [2, 3]], None, None) == [[], [], []]
     assert profile.bench.METHODS["floor"][0]["model"] == "__mp_main__.NeverProposer"
+
+
+def test_cycle_proposer_drafts_every_length_in_turn(profile: Any) -> None:
+    config = SimpleNamespace(speculative_config=SimpleNamespace(num_speculative_tokens=2))
+    proposer = profile.run.CycleProposer(config)
+    got = [proposer.propose([[5], [], [6, 7]]) for _ in range(4)]
+    assert got == [[[], [], []], [[5], [], [7]], [[5, 5], [], [7, 7]], [[], [], []]]
+    assert profile.bench.METHODS["cycle"][0]["model"] == "__mp_main__.CycleProposer"
+    assert "cycle" not in profile.bench.DEFAULT_METHODS
+
+
+def test_step_cost_is_read_per_draft_length_inside_the_window() -> None:
+    sys.path.insert(0, str(BENCHES))  # vllm_cost imports vllm_profile as a script does
+    try:
+        cost = load("vllm_cost_under_test", "vllm_cost.py")
+    finally:
+        sys.path.remove(str(BENCHES))
+    ms = 1_000_000
+    calls = {
+        # propose at 100 (0 tokens), 200 (3), 300 (0); forwards verify the previous propose's drafts
+        "GPUModelRunner.propose_draft_token_ids": [(100 * ms, 1, 0), (200 * ms, 1, 3), (300 * ms, 1, 0)],
+        "EngineCore.step": [(5 * ms, 50 * ms), (150 * ms, 52 * ms), (250 * ms, 45 * ms), (350 * ms, 54 * ms)],
+        "GPUModelRunner._model_forward": [
+            *((6 * ms, 40 * ms), (151 * ms, 42 * ms)),
+            *((251 * ms, 35 * ms), (351 * ms, 44 * ms)),
+        ],
+    }
+    cells = cost.by_draft_tokens(calls, [100 * ms, 400 * ms])
+    assert cells == {
+        0: {"steps": 2, "step_ms": 53.0, "forward_ms": 43.0},
+        3: {"steps": 1, "step_ms": 45.0, "forward_ms": 35.0},
+    }
+    doc = {"meta": {}, "concurrency": {"1": {str(d): c for d, c in cells.items()}}}
+    assert "| 3 | 1 | 45.0 | 35.0 | 0.85x |" in cost.table(doc)

@@ -319,17 +319,17 @@ class DraftSession:
     finishes and evicts requests under one cap, and drafts the whole batch in one call per
     engine step (GIL released), with a learnt draft length.
 
-    ``DraftSession(drafter, k, *, tree_budget=k + 1, max_requests=1024, grace_steps=4,
-    max_gap=k + 9, adaptive=True, explore=0.05, min_steps=16, window=128, streak_bins=6,
-    match_bins=5)`` (the last six set the draft length, see :class:`DraftLength`); ``step(rows, counts,
-    sampled, *, max_len=None, ids=None)`` returns one draft (a list of at most ``k`` token ids)
-    per row. ``rows``: the engine's ``[R, C]`` int32 / int64 token rows (read in place: only the
-    tokens new to each row and a few sampled positions are read); ``counts[i]``: row ``i``'s
-    tokens, drafts excluded; ``sampled[i]``: tokens it emitted last step (0: a partial prefill,
-    no draft); ``max_len``: the model's length limit (no draft runs past it); ``ids``: the
-    engine's request id per row (int or str), or ``None`` (rows are recognised by content and a
-    request missing for ``grace_steps`` steps is finished). ``finish(ids)`` finishes requests
-    (their outputs reach a trie drafter's shared memory).
+    ``DraftSession(drafter, k, *, tree_budget=k + 1, max_requests=1024, grace_steps=4, max_gap=k +
+    9, adaptive=True, explore=0.05, min_steps=16, window=128, streak_bins=6, match_bins=5,
+    pad=True)`` (the last seven set the draft length, see :class:`DraftLength`); ``step(rows,
+    counts, sampled, *, max_len=None, ids=None)`` returns one draft (a list of at most ``k`` token
+    ids) per row. ``rows``: the engine's ``[R, C]`` int32 / int64 token rows (read in place: only
+    the tokens new to each row and a few sampled positions are read); ``counts[i]``: row ``i``'s
+    tokens, drafts excluded; ``sampled[i]``: tokens it emitted last step (0: a partial prefill, no
+    draft); ``max_len``: the model's length limit (no draft runs past it); ``ids``: the engine's
+    request id per row (int or str), or ``None`` (rows are recognised by content and a request
+    missing for ``grace_steps`` steps is finished). ``finish(ids)`` finishes requests (their outputs
+    reach a trie drafter's shared memory).
     """
 
     def __new__(
@@ -347,6 +347,7 @@ class DraftSession:
         window: int = 128,
         streak_bins: int = 6,
         match_bins: int = 5,
+        pad: bool = True,
     ) -> DraftSession: ...
     @property
     def drafter(self) -> BaseDrafter: ...
@@ -430,7 +431,7 @@ class DraftLength:
     """How many tokens of each linear draft are worth verifying, learnt from what the engine
     accepted and what its steps cost (the controller inside :class:`DraftSession`; the README's
     vLLM section says how). ``DraftLength(k, *, bins=8, streak_bins=6, match_bins=5, window=128,
-    min_steps=16, explore=0.05, decay=0.998, shrink=8.0, enabled=True)``. A row's state is its
+    min_steps=16, explore=0.05, decay=0.998, shrink=8.0, enabled=True, pad=True)``. A row's state is its
     ``streak`` (tokens its chains predicted in a row up to the latest miss) and ``matched`` (the
     longest of the windows of 2, 4, 8, 16 tokens ending its text that it held earlier too).
     Tree loops (``generate(budget="auto")``, llama.cpp's) keep their own controller: their
@@ -451,6 +452,7 @@ class DraftLength:
         decay: float = 0.998,
         shrink: float = 8.0,
         enabled: bool = True,
+        pad: bool = True,
     ) -> DraftLength: ...
     @property
     def k(self) -> int: ...
@@ -463,13 +465,17 @@ class DraftLength:
     def observe(
         self, chain: _Ints, confidences: Sequence[float], emitted: _Ints, streak: int = 0, matched: int = 0
     ) -> int: ...
-    def observe_step(self, drafts: Sequence[int], seconds: float, emitted: int) -> None: ...
+    def observe_step(
+        self, drafts: Sequence[int], seconds: float, emitted: int, prefill: bool = False
+    ) -> None: ...
     def cut(self, confidences: Sequence[float], streak: int = 0, matched: int = 0) -> int: ...
     def cut_batch(
         self,
         chains: Sequence[Sequence[float]],
         streaks: Sequence[int] | None = None,
         matched: Sequence[int] | None = None,
+        room: Sequence[int] | None = None,
+        batch_rows: int | None = None,
     ) -> list[int]: ...
     def stats(self) -> dict[str, Any]: ...
 

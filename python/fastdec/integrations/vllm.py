@@ -20,7 +20,8 @@ unknown keys of ``speculative_config``, so settings go in vLLM's ``additional_co
 ``"fastdec"`` (``LLM(..., additional_config={"fastdec": {...}})``); vLLM's 0/0 counts as "not
 set". Settings (:data:`SETTINGS`): ``drafter``, ``prompt_lookup_min`` / ``prompt_lookup_max``
 (default vLLM's ``ngram`` defaults, 5 / 5), ``adaptive`` (learned draft length, default on except
-for ``pld``), ``drafter_options`` (keyword arguments of the drafter's constructor),
+for ``pld``), ``pad`` (filler past a chain where a wider step measures cheaper, default on),
+``drafter_options`` (keyword arguments of the drafter's constructor),
 ``tree_budget``, ``grace_steps``, ``max_requests``, ``stats_file``. A bad setting raises
 ``ValueError`` naming it, which vLLM reports when the engine starts.
 
@@ -67,6 +68,7 @@ SETTINGS: dict[str, tuple[type | tuple[type, ...], str]] = {
     "prompt_lookup_min": (int, "shortest n-gram matched (pld, hybrid)"),
     "prompt_lookup_max": (int, "longest n-gram matched (pld, hybrid)"),
     "adaptive": (bool, "learn each row's draft length from measured acceptance and step cost"),
+    "pad": (bool, "verify filler past a chain's end when the engine's measured step is cheaper wider"),
     "drafter_options": (dict, "keyword arguments of the drafter's constructor"),
     "tree_budget": (int, "nodes asked of the drafter per row (default k + 1)"),
     "grace_steps": (int, "steps a request may be missing before it counts as finished"),
@@ -233,6 +235,7 @@ class FastdecProposer:
             grace_steps=int(self.settings.get("grace_steps", 4)),
             max_gap=self.num_speculative_tokens + 1 + 8,
             adaptive=adaptive,
+            pad=bool(self.settings.get("pad", True)),
         )
         self.stats_file = self.settings.get("stats_file")
 

@@ -21,17 +21,17 @@ use crate::error::to_py;
 /// finishes and evicts requests under one cap, and drafts the whole batch in one call per
 /// engine step (GIL released), with a learnt draft length.
 ///
-/// ``DraftSession(drafter, k, *, tree_budget=k + 1, max_requests=1024, grace_steps=4,
-/// max_gap=k + 9, adaptive=True, explore=0.05, min_steps=16, window=128, streak_bins=6,
-/// match_bins=5)`` (the last six set the draft length, see :class:`DraftLength`); ``step(rows, counts,
-/// sampled, *, max_len=None, ids=None)`` returns one draft (a list of at most ``k`` token ids)
-/// per row. ``rows``: the engine's ``[R, C]`` int32 / int64 token rows (read in place: only the
-/// tokens new to each row and a few sampled positions are read); ``counts[i]``: row ``i``'s
-/// tokens, drafts excluded; ``sampled[i]``: tokens it emitted last step (0: a partial prefill,
-/// no draft); ``max_len``: the model's length limit (no draft runs past it); ``ids``: the
-/// engine's request id per row (int or str), or ``None`` (rows are recognised by content and a
-/// request missing for ``grace_steps`` steps is finished). ``finish(ids)`` finishes requests
-/// (their outputs reach a trie drafter's shared memory).
+/// ``DraftSession(drafter, k, *, tree_budget=k + 1, max_requests=1024, grace_steps=4, max_gap=k +
+/// 9, adaptive=True, explore=0.05, min_steps=16, window=128, streak_bins=6, match_bins=5,
+/// pad=True)`` (the last seven set the draft length, see :class:`DraftLength`); ``step(rows,
+/// counts, sampled, *, max_len=None, ids=None)`` returns one draft (a list of at most ``k`` token
+/// ids) per row. ``rows``: the engine's ``[R, C]`` int32 / int64 token rows (read in place: only
+/// the tokens new to each row and a few sampled positions are read); ``counts[i]``: row ``i``'s
+/// tokens, drafts excluded; ``sampled[i]``: tokens it emitted last step (0: a partial prefill, no
+/// draft); ``max_len``: the model's length limit (no draft runs past it); ``ids``: the engine's
+/// request id per row (int or str), or ``None`` (rows are recognised by content and a request
+/// missing for ``grace_steps`` steps is finished). ``finish(ids)`` finishes requests (their outputs
+/// reach a trie drafter's shared memory).
 #[pyclass(name = "DraftSession", module = "fastdec._core", frozen)]
 pub struct PyDraftSession {
     inner: DraftSession,
@@ -179,7 +179,7 @@ impl PyDraftSession {
     #[new]
     #[pyo3(signature = (drafter, k, *, tree_budget = None, max_requests = 1024, grace_steps = 4,
         max_gap = None, adaptive = true, explore = 0.05, min_steps = 16, window = 128,
-        streak_bins = 6, match_bins = 5))]
+        streak_bins = 6, match_bins = 5, pad = true))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         drafter: &Bound<'_, PyBaseDrafter>,
@@ -194,6 +194,7 @@ impl PyDraftSession {
         window: i128,
         streak_bins: i128,
         match_bins: i128,
+        pad: bool,
     ) -> PyResult<Self> {
         let k = count(k, "k")?;
         let mut config = SessionConfig::new(k);
@@ -212,6 +213,7 @@ impl PyDraftSession {
             window: count(window, "window")?,
             streak_bins: count(streak_bins, "streak_bins")?,
             match_bins: count(match_bins, "match_bins")?,
+            pad,
             ..LengthConfig::new(k)
         };
         let inner = DraftSession::new(drafter.get().inner.clone(), config).map_err(to_py)?;
@@ -430,6 +432,12 @@ fn length_dict<'py>(py: Python<'py>, s: &LengthStats) -> PyResult<Bound<'py, PyD
         d.set_item("acceptance", s.acceptance)?;
         d.set_item("acceptance_by_depth", s.acceptance_by_depth.clone())?;
         d.set_item("steps", s.steps)?;
+        // width (rows + draft tokens) -> (decayed steps, seconds beyond the line)
+        let curve = PyDict::new(py);
+        for &(width, n, extra) in &s.curve {
+            curve.set_item(width, (n, extra))?;
+        }
+        d.set_item("width_seconds", curve)?;
         Ok(d)
     }
 }
@@ -446,7 +454,7 @@ fn run<T: Send>(py: Python<'_>, rows: usize, f: impl FnOnce() -> T + Send) -> T 
 /// How many tokens of each linear draft are worth verifying, learnt from what the engine
 /// accepted and what its steps cost (the controller inside :class:`DraftSession`; the README's
 /// vLLM section says how). ``DraftLength(k, *, bins=8, streak_bins=6, match_bins=5, window=128,
-/// min_steps=16, explore=0.05, decay=0.998, shrink=8.0, enabled=True)``. A row's state is its
+/// min_steps=16, explore=0.05, decay=0.998, shrink=8.0, enabled=True, pad=True)``. A row's state is its
 /// ``streak`` (tokens its chains predicted in a row up to the latest miss) and ``matched`` (the
 /// longest of the windows of 2, 4, 8, 16 tokens ending its text that it held earlier too).
 /// Tree loops (``generate(budget="auto")``, llama.cpp's) keep their own controller: their
@@ -471,7 +479,8 @@ fn tokens_of(obj: &Bound<'_, PyAny>, what: &'static str) -> PyResult<Vec<u32>> {
 impl PyDraftLength {
     #[new]
     #[pyo3(signature = (k, *, bins = 8, streak_bins = 6, match_bins = 5, window = 128,
-        min_steps = 16, explore = 0.05, decay = 0.998, shrink = 8.0, enabled = true))]
+        min_steps = 16, explore = 0.05, decay = 0.998, shrink = 8.0, enabled = true,
+        pad = true))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         k: i128,
@@ -484,6 +493,7 @@ impl PyDraftLength {
         decay: f64,
         shrink: f64,
         enabled: bool,
+        pad: bool,
     ) -> PyResult<Self> {
         let config = LengthConfig {
             k: count(k, "k")?,
@@ -496,6 +506,7 @@ impl PyDraftLength {
             decay,
             shrink,
             enabled,
+            pad,
         };
         Ok(PyDraftLength {
             inner: Mutex::new(DraftLength::new(config).map_err(to_py)?),
@@ -558,9 +569,12 @@ impl PyDraftLength {
         Ok(self.lock().observe(&chain, &confidences, &emitted, row))
     }
 
-    /// Records one engine step: each row's draft length, the seconds taken, tokens emitted.
-    fn observe_step(&self, drafts: Vec<usize>, seconds: f64, emitted: usize) {
-        self.lock().observe_step(&drafts, seconds, emitted);
+    /// Records one engine step: each row's draft length, the seconds taken, tokens emitted;
+    /// ``prefill``: the step also prefilled a request (its time then prices no step width).
+    #[pyo3(signature = (drafts, seconds, emitted, prefill = false))]
+    fn observe_step(&self, drafts: Vec<usize>, seconds: f64, emitted: usize, prefill: bool) {
+        self.lock()
+            .observe_step_with(&drafts, seconds, emitted, prefill);
     }
 
     /// How many leading tokens of a chain with these confidences, of a row in state
@@ -572,14 +586,28 @@ impl PyDraftLength {
     }
 
     /// How many leading tokens of each row's chain (given by its confidences and the row's
-    /// ``streaks`` and ``matched``, 0 for every row where None) to draft.
-    #[pyo3(signature = (chains, streaks = None, matched = None))]
+    /// ``streaks`` and ``matched``, 0 for every row where None) to draft. ``room``: the most
+    /// tokens each row may get; past its chain's end, filler, drafted when the measured cost
+    /// says a wider step is cheaper (``None``: the chains alone). ``batch_rows``: the engine
+    /// step's rows, drafting or not (default: one per chain).
+    #[pyo3(signature = (chains, streaks = None, matched = None, room = None, batch_rows = None))]
     fn cut_batch(
         &self,
         chains: Vec<Vec<f64>>,
         streaks: Option<Vec<u32>>,
         matched: Option<Vec<u32>>,
+        room: Option<Vec<usize>>,
+        batch_rows: Option<usize>,
     ) -> PyResult<Vec<usize>> {
+        if let Some(r) = &room {
+            if r.len() != chains.len() {
+                return Err(PyValueError::new_err(format!(
+                    "room has {} entries for {} chains",
+                    r.len(),
+                    chains.len()
+                )));
+            }
+        }
         let per_row = |v: Option<Vec<u32>>, name: &str| match v {
             None => Ok(vec![0; chains.len()]),
             Some(v) if v.len() == chains.len() => Ok(v),
@@ -595,7 +623,8 @@ impl PyDraftLength {
             .map(|(streak, matched)| RowState { streak, matched })
             .collect();
         let views: Vec<&[f64]> = chains.iter().map(Vec::as_slice).collect();
-        Ok(self.lock().cut_batch(&views, &rows))
+        let batch = batch_rows.unwrap_or(chains.len());
+        Ok(self.lock().cut_step(&views, &rows, room.as_deref(), batch))
     }
 
     /// ``tau``, the fitted seconds (``step_fixed_seconds``, ``seconds_per_row``,

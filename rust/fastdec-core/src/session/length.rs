@@ -11,7 +11,10 @@
 //!   its drafting rows, its draft tokens), least squares with the costs kept `>= 0` and one refit
 //!   without outlying steps, over a recent window; `R` as emitted tokens over seconds. The
 //!   step-level term matters: on vLLM's CPU engine the first draft token of a step costs several
-//!   ms (the rejection sampler, logits at draft positions), later ones about 1 ms.
+//!   ms (the rejection sampler, logits at draft positions), later ones about 1 ms. What a line
+//!   cannot say, the step's *width* (rows plus draft tokens) adds: per width, the steps' mean
+//!   seconds beyond the line (`cost_curve`; at one row on a CPU, 3-5 draft tokens can cost less
+//!   than none, so the cut may then draft filler past a chain's end, see `length_cut`).
 //! * `q` as the product of per-token acceptance probabilities, estimated per (depth, row match,
 //!   row streak, drafter confidence bin) with shrinkage through coarser and coarser rates:
 //!   (depth, match, streak), (depth, match), (depth, whether the depth lies within the match),
@@ -39,8 +42,9 @@
 //! capping a cold row at its match instead starves drafts whose evidence is not the row's own
 //! text (a trie's cross-request memory).
 //!
-//! A small share of rows (`explore`) drafts its whole chain or nothing whatever `tau` says, so
-//! neither estimate can get stuck on tokens that are never drafted.
+//! A small share of rows (`explore`) drafts nothing (half of them) or a uniform length up to its
+//! room, filler included (the other half), whatever the estimates say, so that neither the
+//! acceptance nor a width's cost can get stuck on what is never drafted.
 //!
 //! Why `generate(budget="auto")` (and llama.cpp's tree loop) keep their own controller
 //! (`fastdec.generation.budget.AutoBudget`) instead of this one: the two answer different
@@ -57,6 +61,7 @@
 
 use std::collections::VecDeque;
 
+use super::cost_curve::CostCurve;
 use super::cost_fit::{cost_fit, dot, median};
 use super::suffix_match::MATCH_FROM;
 use crate::{Error, Result, TokenId};
@@ -72,6 +77,8 @@ pub const STREAK_BINS: usize = 6;
 const STREAK_FROM: [u32; STREAK_BINS - 1] = [1, 2, 4, 8, 16];
 /// The most match bins (no match, then one per window of `MATCH_FROM`).
 pub const MATCH_BINS: usize = MATCH_FROM.len() + 1;
+/// Per-observation decay of a step width's cost sums (about the last 50 steps of each width).
+const CURVE_DECAY: f64 = 0.98;
 
 /// What the controller knows of a row when its chain is proposed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -116,6 +123,9 @@ pub struct LengthConfig {
     pub shrink: f64,
     /// `false`: always draft the full chain.
     pub enabled: bool,
+    /// Draft filler past a chain's end when the measured cost says a wider step is cheaper
+    /// (see `cost_curve`).
+    pub pad: bool,
 }
 
 impl LengthConfig {
@@ -132,6 +142,7 @@ impl LengthConfig {
             decay: 0.998,
             shrink: 8.0,
             enabled: true,
+            pad: true,
         }
     }
 
@@ -206,6 +217,9 @@ pub struct LengthStats {
     pub acceptance_by_depth: Vec<f64>,
     /// Steps in the cost window.
     pub steps: usize,
+    /// Per step width (rows plus draft tokens) with enough steps: the decayed count of steps
+    /// and their mean seconds beyond the fitted line.
+    pub curve: Vec<(usize, f64, f64)>,
 }
 
 /// The draft-length controller (see the module docs).
@@ -227,6 +241,9 @@ pub struct DraftLength {
     observed: u64,
     cost: [f64; 5],
     rate: f64,
+    curve: CostCurve,
+    // the median step's seconds in the cost window (NaN before the first fit)
+    typical: f64,
 }
 
 impl DraftLength {
@@ -252,6 +269,8 @@ impl DraftLength {
             observed: 0,
             cost: [f64::NAN; 5],
             rate: f64::NAN,
+            curve: CostCurve::new(CURVE_DECAY),
+            typical: f64::NAN,
             config,
         })
     }
@@ -368,6 +387,18 @@ impl DraftLength {
     /// Records one engine step: `drafts` the draft length of each row verified, `seconds`
     /// taken, `emitted` tokens gained; refits the cost every few steps.
     pub fn observe_step(&mut self, drafts: &[usize], seconds: f64, emitted: usize) {
+        self.observe_step_with(drafts, seconds, emitted, false);
+    }
+
+    /// [`DraftLength::observe_step`] for a step that may also have prefilled a request
+    /// (`prefill`): its seconds then say nothing of its width (see `cost_curve`).
+    pub fn observe_step_with(
+        &mut self,
+        drafts: &[usize],
+        seconds: f64,
+        emitted: usize,
+        prefill: bool,
+    ) {
         let rows = drafts.len();
         if rows == 0 || !(seconds > 0.0 && seconds.is_finite()) {
             return;
@@ -377,14 +408,20 @@ impl DraftLength {
         if self.steps.len() == self.config.window {
             self.steps.pop_front();
         }
+        let any = f64::from(u8::from(drafting > 0));
         self.steps.push_back([
             rows as f64,
-            f64::from(u8::from(drafting > 0)),
+            any,
             drafting as f64,
             tokens as f64,
             seconds,
             emitted as f64,
         ]);
+        // a step stretched by a hiccup or a long prefill says nothing of its width
+        if !prefill && (self.typical.is_nan() || seconds <= 3.0 * self.typical) {
+            let design = [1.0, rows as f64, any, drafting as f64, tokens as f64];
+            self.curve.observe(rows + tokens, &design, seconds);
+        }
         self.observed += 1;
         if self.observed.is_multiple_of(REFIT_EVERY) || self.steps.len() == self.config.min_steps {
             self.fit();
@@ -397,6 +434,7 @@ impl DraftLength {
         }
         let mut seconds: Vec<f64> = self.steps.iter().map(|s| s[4]).collect();
         let typical = median(&mut seconds);
+        self.typical = typical;
         // engine idle time or a huge prefill
         let kept: Vec<&[f64; 6]> = self
             .steps
@@ -441,99 +479,6 @@ impl DraftLength {
         (self.rate * self.cost[4]).min(1.0)
     }
 
-    fn random(&mut self) -> f64 {
-        // splitmix64: exploration only needs a cheap, seeded stream
-        self.rng = self.rng.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.rng;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^= z >> 31;
-        (z >> 11) as f64 / (1u64 << 53) as f64
-    }
-
-    /// How many leading tokens of each row's chain (given by its confidences and the row's
-    /// state) to draft.
-    ///
-    /// A token is kept while its cumulative acceptance `q` reaches `tau`; a row drafts only if
-    /// what its kept tokens add, `sum(q - tau)`, pays for a drafting row's own cost, and the
-    /// batch drafts only if the rows together pay for a step that verifies drafts at all.
-    pub fn cut_batch(&mut self, chains: &[&[f64]], rows: &[RowState]) -> Vec<usize> {
-        let k = self.config.k;
-        let ns: Vec<usize> = chains.iter().map(|c| c.len().min(k)).collect();
-        if !self.config.enabled {
-            return ns;
-        }
-        let mut keeps = ns.clone();
-        let mut forced = vec![false; ns.len()];
-        let explore = self.config.explore;
-        if explore > 0.0 {
-            for i in 0..ns.len() {
-                let r = self.random();
-                if r < explore {
-                    forced[i] = true;
-                    keeps[i] = if r < explore / 2.0 { ns[i] } else { 0 };
-                }
-            }
-        }
-        if !self.rate.is_finite() {
-            // The cost is not measured yet: with no outcome at all, whole chains; then each
-            // chain as far as its estimated acceptance stays >= COLD_FLOOR (explored rows keep
-            // theirs).
-            if self.overall.tried > 0.0 {
-                for (i, conf) in chains.iter().enumerate() {
-                    if forced[i] {
-                        continue;
-                    }
-                    let row = rows.get(i).copied().unwrap_or_default();
-                    let mut q = 1.0;
-                    let mut n = 0;
-                    while n < keeps[i] {
-                        q *= self.probability(n, conf[n], row);
-                        if q < COLD_FLOOR {
-                            break;
-                        }
-                        n += 1;
-                    }
-                    keeps[i] = n;
-                }
-            }
-            return keeps;
-        }
-        let tau = self.tau();
-        let (row_cost, step_cost) = (self.rate * self.cost[3], self.rate * self.cost[2]);
-        let mut total = 0.0;
-        for (i, conf) in chains.iter().enumerate() {
-            if forced[i] {
-                continue;
-            }
-            let (mut q, mut gain, mut keep) = (1.0, 0.0, 0);
-            let row = rows.get(i).copied().unwrap_or_default();
-            for (j, &c) in conf.iter().take(ns[i]).enumerate() {
-                q *= self.probability(j, c, row);
-                if q < tau {
-                    break;
-                }
-                gain += q - tau;
-                keep = j + 1;
-            }
-            if gain < row_cost {
-                keep = 0;
-                gain = 0.0;
-            }
-            keeps[i] = keep;
-            total += gain;
-        }
-        let forced_drafts = forced.iter().zip(&keeps).any(|(&f, &k)| f && k > 0);
-        if total < step_cost && !forced_drafts {
-            for (keep, &f) in keeps.iter_mut().zip(&forced) {
-                if !f {
-                    *keep = 0;
-                }
-            }
-        }
-        keeps
-    }
-
     /// What has been measured so far.
     pub fn stats(&self) -> LengthStats {
         let ratio = |r: &Rate| {
@@ -550,6 +495,7 @@ impl DraftLength {
             acceptance: ratio(&self.overall),
             acceptance_by_depth: self.depths.iter().map(ratio).collect(),
             steps: self.steps.len(),
+            curve: self.curve.table(&self.cost),
         }
     }
 }
@@ -577,6 +523,9 @@ pub fn chain_confidences(scores: Option<&[f32]>, nodes: &[i32]) -> Vec<f64> {
         })
         .collect()
 }
+
+#[path = "length_cut.rs"]
+mod cut;
 
 #[cfg(test)]
 #[path = "length_tests.rs"]

@@ -20,6 +20,7 @@
 //!
 //! At most `max_requests` are live; starting one more finishes the least recently seen.
 
+mod cost_curve;
 mod cost_fit;
 pub mod length;
 pub mod rows;
@@ -64,6 +65,18 @@ impl SessionConfig {
             length: LengthConfig::new(k),
         }
     }
+}
+
+/// A row's chain as the length controller sees it.
+struct Chain {
+    row: usize,
+    id: i64,
+    tokens: Vec<TokenId>,
+    confidence: Vec<f64>,
+    /// the token drafted past the chain's end
+    filler: TokenId,
+    /// the most draft tokens the row may get
+    room: usize,
 }
 
 /// Counters of a session (see [`DraftSession::stats`]).
@@ -220,14 +233,26 @@ impl DraftSession {
         let inner = &mut *g;
         let now = now.unwrap_or_else(|| start.duration_since(inner.clock).as_secs_f64());
         let rows = as_rows(rows, offsets);
-        let (seen, gained) = inner
-            .tracker
-            .observe(keys, &rows, sampled, &mut inner.length)?;
+        let (seen, gained, prefill) =
+            inner
+                .tracker
+                .observe(keys, &rows, sampled, &mut inner.length)?;
         if let Some(t) = inner.last_call {
             let drafts = std::mem::take(&mut inner.last_drafts);
-            inner.length.observe_step(&drafts, now - t, gained);
+            inner
+                .length
+                .observe_step_with(&drafts, now - t, gained, prefill);
         }
-        let drafts = self.draft_chains(inner, &seen, room)?;
+        // each row's last token: the filler of a row whose drafter has no chain
+        let last: Vec<Option<TokenId>> = rows
+            .iter()
+            .map(|r| {
+                r.tokens
+                    .last()
+                    .and_then(|t| TokenId::try_from(t.value()).ok())
+            })
+            .collect();
+        let drafts = self.draft_chains(inner, &seen, room, &last)?;
         inner.last_drafts = drafts.iter().map(Vec::len).collect();
         inner.last_call = Some(now);
         let s = &mut inner.tracker.stats;
@@ -269,7 +294,7 @@ impl DraftSession {
         let mut g = self.lock();
         let inner = &mut *g;
         let rows = as_rows(rows, offsets);
-        let (seen, _) = inner
+        let (seen, ..) = inner
             .tracker
             .observe(keys, &rows, sampled, &mut inner.length)?;
         let todo: Vec<usize> = (0..rows.len())
@@ -347,6 +372,7 @@ impl DraftSession {
         inner: &mut Inner,
         seen: &[Option<Seen>],
         room: &[usize],
+        last: &[Option<TokenId>],
     ) -> Result<Vec<Vec<TokenId>>> {
         let mut out = vec![Vec::new(); seen.len()];
         let k = self.config.length.k;
@@ -361,30 +387,61 @@ impl DraftSession {
             .map(|&i| seen[i].as_ref().map_or(-1, |s| s.id))
             .collect();
         let trees = self.propose(inner, &ids, self.config.tree_budget)?;
-        let mut chains: Vec<(usize, i64, Vec<TokenId>, Vec<f64>)> = Vec::with_capacity(todo.len());
+        let pad = self.config.length.pad;
+        let mut chains: Vec<Chain> = Vec::with_capacity(todo.len());
         for ((&i, &id), tree) in todo.iter().zip(&ids).zip(&trees) {
+            let Some(root) = last[i].or_else(|| tree.tokens().first().copied()) else {
+                continue;
+            };
             if tree.num_nodes() < 2 {
+                if pad {
+                    // no chain, but filler may still make the step cheaper (see `cost_curve`)
+                    chains.push(Chain {
+                        row: i,
+                        id,
+                        tokens: Vec::new(),
+                        confidence: Vec::new(),
+                        filler: root,
+                        room: room[i].min(k),
+                    });
+                }
                 continue;
             }
             // the chain a greedy verifier is expected to accept most of (not the deepest)
             let mut nodes = tree.chain_view(Some(tree.likeliest_leaf()))?;
             nodes.truncate(room[i].min(k) + 1);
-            let tokens = nodes[1..]
+            let tokens: Vec<TokenId> = nodes[1..]
                 .iter()
                 .map(|&n| tree.tokens()[n as usize])
                 .collect();
-            chains.push((i, id, tokens, chain_confidences(tree.scores(), &nodes)));
+            let filler = tokens.last().copied().unwrap_or(root);
+            let confidence = chain_confidences(tree.scores(), &nodes);
+            chains.push(Chain {
+                row: i,
+                id,
+                tokens,
+                confidence,
+                filler,
+                room: room[i].min(k),
+            });
         }
-        let confidences: Vec<&[f64]> = chains.iter().map(|c| c.3.as_slice()).collect();
+        let confidences: Vec<&[f64]> = chains.iter().map(|c| c.confidence.as_slice()).collect();
+        let rooms: Vec<usize> = chains.iter().map(|c| c.room).collect();
         let states: Vec<RowState> = chains
             .iter()
-            .map(|c| inner.tracker.row_state(c.1))
+            .map(|c| inner.tracker.row_state(c.id))
             .collect();
-        let keeps = inner.length.cut_batch(&confidences, &states);
+        let keeps = inner
+            .length
+            .cut_step(&confidences, &states, Some(&rooms), seen.len());
         inner.tracker.stats.rows += todo.len() as u64;
-        for ((i, id, tokens, confidence), keep) in chains.into_iter().zip(keeps) {
-            out[i] = tokens[..keep].to_vec();
-            inner.tracker.set_draft(id, tokens, confidence, keep);
+        for (c, keep) in chains.into_iter().zip(keeps) {
+            // past the chain's end: filler (the chain's last token repeated), rarely accepted,
+            // verified only because the measured step is cheaper with it
+            let mut draft = c.tokens[..keep.min(c.tokens.len())].to_vec();
+            draft.resize(keep, c.filler);
+            out[c.row] = draft;
+            inner.tracker.set_draft(c.id, c.tokens, c.confidence, keep);
         }
         Ok(out)
     }

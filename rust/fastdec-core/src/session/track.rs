@@ -123,8 +123,10 @@ impl Tracker {
         rows: &[Row<'_, T>],
         sampled: &[usize],
         length: &mut DraftLength,
-    ) -> Result<(Vec<Option<Seen>>, usize)> {
+    ) -> Result<(Vec<Option<Seen>>, usize, bool)> {
         self.step += 1;
+        // a row that began, or is still prefilling: the engine ran a prefill in this step
+        let mut prefill = false;
         let step = self.step;
         let mut gained = 0usize;
         let mut seen: Vec<Option<Seen>> = Vec::with_capacity(rows.len());
@@ -140,11 +142,17 @@ impl Tracker {
                         draft: sampled[i] > 0,
                     })
                 }
-                None if sampled[i] == 0 || row.tokens.is_empty() => None,
-                None => Some(Seen {
-                    id: self.begin(key, row, sampled[i])?,
-                    draft: true,
-                }),
+                None if sampled[i] == 0 || row.tokens.is_empty() => {
+                    prefill |= !row.tokens.is_empty();
+                    None
+                }
+                None => {
+                    prefill = true;
+                    Some(Seen {
+                        id: self.begin(key, row, sampled[i])?,
+                        draft: true,
+                    })
+                }
             };
             seen.push(s);
         }
@@ -172,7 +180,7 @@ impl Tracker {
                 self.stop(id, false)?;
             }
         }
-        Ok((seen, gained))
+        Ok((seen, gained, prefill))
     }
 
     /// The live request `row` continues, if any.
@@ -427,7 +435,7 @@ mod tests {
                 tokens: &text[..end],
                 offset: 0,
             };
-            let (seen, _) = tracker
+            let (seen, ..) = tracker
                 .observe(Some(&keys), &[row], &[1], &mut length)
                 .unwrap();
             let id = seen[0].as_ref().unwrap().id;
