@@ -4,7 +4,9 @@
 //! A draft token is worth verifying when what it is expected to add beats what it costs. If the
 //! engine emits `R` tokens per second and one more verified token makes a step `b` seconds longer,
 //! a token reached (all tokens before it accepted) and accepted with cumulative probability `q`
-//! raises throughput iff `q / b > R`, i.e. `q >= tau = b * R`. Both factors are measured:
+//! raises throughput iff `q / b > R`, i.e. `q >= tau = b * R` (`tau` in the stats). Where a
+//! step's cost is not a line the marginal rule generalises to the cut that maximises
+//! `sum(q) - R * seconds(step)` over every token count (`length_cut`). Both are measured:
 //!
 //! * `b` and `R` from the step clock: the seconds between consecutive engine steps regressed on
 //!   the shape of the step verified in between (a constant, its rows, whether any row drafted,
@@ -79,6 +81,13 @@ const STREAK_FROM: [u32; STREAK_BINS - 1] = [1, 2, 4, 8, 16];
 pub const MATCH_BINS: usize = MATCH_FROM.len() + 1;
 /// Per-observation decay of a step width's cost sums (about the last 50 steps of each width).
 const CURVE_DECAY: f64 = 0.98;
+
+/// A step's shape as the cost line reads it: 1, rows, whether any row drafted, drafting rows,
+/// draft tokens.
+pub(super) fn step_design(rows: usize, drafting: usize, tokens: usize) -> [f64; 5] {
+    let any = f64::from(u8::from(drafting > 0));
+    [1.0, rows as f64, any, drafting as f64, tokens as f64]
+}
 
 /// What the controller knows of a row when its chain is proposed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -419,7 +428,7 @@ impl DraftLength {
         ]);
         // a step stretched by a hiccup or a long prefill says nothing of its width
         if !prefill && (self.typical.is_nan() || seconds <= 3.0 * self.typical) {
-            let design = [1.0, rows as f64, any, drafting as f64, tokens as f64];
+            let design = step_design(rows, drafting, tokens);
             self.curve.observe(rows + tokens, &design, seconds);
         }
         self.observed += 1;

@@ -1,7 +1,7 @@
 //! The draft-length controller's decision: how many tokens of each row's chain to verify (see
 //! [`super::DraftLength`] for what it has measured).
 
-use super::{DraftLength, RowState, COLD_FLOOR};
+use super::{step_design, DraftLength, RowState, COLD_FLOOR};
 use crate::session::cost_fit::dot;
 
 /// What a step of the candidate cut verifies beyond the forced rows' drafts.
@@ -136,9 +136,8 @@ impl DraftLength {
         let batch = batch_rows.max(chains.len());
         let w = self.cost;
         let seconds = |drafting: usize, drafted: usize| {
-            let any = f64::from(u8::from(drafted > 0));
-            let x = [1.0, batch as f64, any, drafting as f64, drafted as f64];
-            dot(&x, &w) + self.curve.residual(batch + drafted, &w)
+            dot(&step_design(batch, drafting, drafted), &w)
+                + self.curve.residual(batch + drafted, &w)
         };
         let mut taken = vec![0usize; chains.len()];
         let (mut gain, mut drafting) = (0.0, forced_rows);

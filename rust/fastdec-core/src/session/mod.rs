@@ -243,15 +243,18 @@ impl DraftSession {
                 .length
                 .observe_step_with(&drafts, now - t, gained, prefill);
         }
-        // each row's last token: the filler of a row whose drafter has no chain
-        let last: Vec<Option<TokenId>> = rows
-            .iter()
-            .map(|r| {
-                r.tokens
-                    .last()
-                    .and_then(|t| TokenId::try_from(t.value()).ok())
-            })
-            .collect();
+        // each row's last token: the filler of a row whose drafter has no chain (padding only)
+        let last: Vec<Option<TokenId>> = if self.config.length.pad {
+            rows.iter()
+                .map(|r| {
+                    r.tokens
+                        .last()
+                        .and_then(|t| TokenId::try_from(t.value()).ok())
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
         let drafts = self.draft_chains(inner, &seen, room, &last)?;
         inner.last_drafts = drafts.iter().map(Vec::len).collect();
         inner.last_call = Some(now);
@@ -390,7 +393,8 @@ impl DraftSession {
         let pad = self.config.length.pad;
         let mut chains: Vec<Chain> = Vec::with_capacity(todo.len());
         for ((&i, &id), tree) in todo.iter().zip(&ids).zip(&trees) {
-            let Some(root) = last[i].or_else(|| tree.tokens().first().copied()) else {
+            let own = last.get(i).copied().flatten();
+            let Some(root) = own.or_else(|| tree.tokens().first().copied()) else {
                 continue;
             };
             if tree.num_nodes() < 2 {
